@@ -1,0 +1,234 @@
+import { readFileSync, existsSync } from 'node:fs'
+import { Ajv } from 'ajv'
+
+export interface Config {
+  host: string
+  port: number
+  logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
+  bodyLimit: number
+  store: {
+    type: 'memory' | 'mongodb'
+    capacity: number
+    mongodb: { url: string; database: string; collection: string; cappedSize: number; cappedMax: number }
+  }
+  streams: {
+    competitionsWindowHours: number
+    heartbeatSeconds: number
+    retryMs: number
+    replayPageSize: number
+    maxPendingEvents: number
+    maxBufferedBytes: number
+    frameCacheSize: number
+  }
+  post: { enabled: boolean; token: string }
+  cors: { origins: string[]; methods: string[]; headers: string[] }
+}
+
+const DEFAULTS_URL = new URL('../config/default.json', import.meta.url)
+export const SYSTEM_CONFIG_PATH = '/etc/tailcast/config.json'
+
+const positiveInt = { type: 'integer', minimum: 1 }
+const schema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['host', 'port', 'logLevel', 'bodyLimit', 'store', 'streams', 'post', 'cors'],
+  properties: {
+    host: { type: 'string', minLength: 1 },
+    port: { type: 'integer', minimum: 0, maximum: 65535 },
+    logLevel: { enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] },
+    bodyLimit: { type: 'integer', minimum: 256, maximum: 16777216 },
+    store: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['type', 'capacity', 'mongodb'],
+      properties: {
+        type: { enum: ['memory', 'mongodb'] },
+        capacity: positiveInt,
+        mongodb: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['url', 'database', 'collection', 'cappedSize', 'cappedMax'],
+          properties: {
+            url: { type: 'string', pattern: '^mongodb(\\+srv)?://' },
+            database: { type: 'string', pattern: '^[A-Za-z0-9_-]{1,63}$' },
+            collection: { type: 'string', pattern: '^[A-Za-z0-9_.-]{1,120}$' },
+            cappedSize: { type: 'integer', minimum: 4096 },
+            cappedMax: positiveInt,
+          },
+        },
+      },
+    },
+    streams: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['competitionsWindowHours', 'heartbeatSeconds', 'retryMs', 'replayPageSize', 'maxPendingEvents', 'maxBufferedBytes', 'frameCacheSize'],
+      properties: {
+        competitionsWindowHours: { type: 'number', exclusiveMinimum: 0 },
+        heartbeatSeconds: { type: 'number', minimum: 0.01 },
+        retryMs: { type: 'integer', minimum: 0 },
+        replayPageSize: positiveInt,
+        maxPendingEvents: positiveInt,
+        maxBufferedBytes: { type: 'integer', minimum: 1024 },
+        frameCacheSize: positiveInt,
+      },
+    },
+    post: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['enabled', 'token'],
+      properties: { enabled: { type: 'boolean' }, token: { type: 'string' } },
+    },
+    cors: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['origins', 'methods', 'headers'],
+      properties: {
+        origins: { type: 'array', items: { type: 'string' } },
+        methods: { type: 'array', items: { type: 'string' } },
+        headers: { type: 'array', items: { type: 'string' } },
+      },
+    },
+  },
+} as const
+
+/** Environment variables and the config key each sets. */
+export const ENV_KEYS: Record<string, string> = {
+  PORT: 'port',
+  HOST: 'host',
+  LOG_LEVEL: 'logLevel',
+  MONGODB_URL: 'store.mongodb.url',
+  TAILCAST_BODY_LIMIT: 'bodyLimit',
+  TAILCAST_STORE: 'store.type',
+  TAILCAST_STORE_CAPACITY: 'store.capacity',
+  TAILCAST_MONGODB_DATABASE: 'store.mongodb.database',
+  TAILCAST_MONGODB_COLLECTION: 'store.mongodb.collection',
+  TAILCAST_MONGODB_CAPPED_SIZE: 'store.mongodb.cappedSize',
+  TAILCAST_MONGODB_CAPPED_MAX: 'store.mongodb.cappedMax',
+  TAILCAST_COMPETITIONS_WINDOW_HOURS: 'streams.competitionsWindowHours',
+  TAILCAST_HEARTBEAT_SECONDS: 'streams.heartbeatSeconds',
+  TAILCAST_RETRY_MS: 'streams.retryMs',
+  TAILCAST_MAX_BUFFERED_BYTES: 'streams.maxBufferedBytes',
+  TAILCAST_POST_ENABLED: 'post.enabled',
+  TAILCAST_POST_TOKEN: 'post.token',
+  TAILCAST_CORS_ORIGINS: 'cors.origins',
+}
+
+/** Keys whose values never appear in output. */
+export const SECRET_KEYS = ['post.token', 'store.mongodb.url']
+
+export class ConfigError extends Error {
+  override name = 'ConfigError'
+}
+
+type Tree = Record<string, unknown>
+
+function isTree(v: unknown): v is Tree {
+  return typeof v === 'object' && v !== null && !Array.isArray(v)
+}
+
+function merge(base: Tree, over: Tree): Tree {
+  const out: Tree = { ...base }
+  for (const [k, v] of Object.entries(over)) {
+    if (k === '__proto__' || k === 'constructor' || k === 'prototype') continue
+    out[k] = isTree(v) && isTree(out[k]) ? merge(out[k] as Tree, v) : v
+  }
+  return out
+}
+
+function getPath(t: Tree, path: string): unknown {
+  return path.split('.').reduce<unknown>((v, k) => (isTree(v) ? v[k] : undefined), t)
+}
+
+function setPath(t: Tree, path: string, value: unknown): void {
+  const keys = path.split('.')
+  let node = t
+  for (const k of keys.slice(0, -1)) {
+    if (!isTree(node[k])) node[k] = {}
+    node = node[k] as Tree
+  }
+  node[keys[keys.length - 1]] = value
+}
+
+/** Env values are text: read them as the type the default has. */
+function fromEnv(name: string, raw: string, like: unknown): unknown {
+  if (typeof like === 'number') {
+    const n = Number(raw)
+    if (raw.trim() === '' || Number.isNaN(n)) throw new ConfigError(`${name}=${JSON.stringify(raw)}: expected a number`)
+    return n
+  }
+  if (typeof like === 'boolean') {
+    if (/^(true|1|yes|on)$/i.test(raw)) return true
+    if (/^(false|0|no|off)$/i.test(raw)) return false
+    throw new ConfigError(`${name}=${JSON.stringify(raw)}: expected true or false`)
+  }
+  if (Array.isArray(like)) return raw.split(',').map((s) => s.trim()).filter((s) => s !== '')
+  return raw
+}
+
+function readJson(path: string | URL): Tree {
+  let text: string
+  try {
+    text = readFileSync(path, 'utf8')
+  } catch (err) {
+    throw new ConfigError(`cannot read config file ${String(path)}: ${(err as Error).message}`)
+  }
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(text)
+  } catch (err) {
+    throw new ConfigError(`config file ${String(path)} is not valid JSON: ${(err as Error).message}`)
+  }
+  if (!isTree(parsed)) throw new ConfigError(`config file ${String(path)} must hold a JSON object`)
+  return parsed
+}
+
+const validate = new Ajv({ allErrors: true, strict: true }).compile(schema)
+
+export interface LoadOptions {
+  /** A config file; when absent, /etc/tailcast/config.json is read if it exists. */
+  file?: string
+  env?: NodeJS.ProcessEnv
+  /** Values that win over everything (used by tests and the CLI). */
+  overrides?: Tree
+}
+
+/** defaults (config/default.json) < file < environment < overrides; then validated. */
+export function loadConfig(opts: LoadOptions = {}): Config {
+  const defaults = readJson(DEFAULTS_URL)
+  let tree = defaults
+  const file = opts.file ?? (existsSync(SYSTEM_CONFIG_PATH) ? SYSTEM_CONFIG_PATH : undefined)
+  if (file !== undefined) tree = merge(tree, readJson(file))
+  const env = opts.env ?? process.env
+  for (const [name, path] of Object.entries(ENV_KEYS)) {
+    const raw = env[name]
+    if (raw !== undefined) setPath(tree, path, fromEnv(name, raw, getPath(defaults, path)))
+  }
+  if (opts.overrides) tree = merge(tree, opts.overrides)
+  if (!validate(tree)) {
+    const lines = (validate.errors ?? []).map((e) => {
+      const key = e.instancePath.slice(1).replaceAll('/', '.') || '(top level)'
+      const value = getPath(tree, key)
+      const shown = SECRET_KEYS.includes(key) ? '"[redacted]"' : JSON.stringify(value)
+      if (e.keyword === 'additionalProperties') return `unknown key "${key ? key + '.' : ''}${(e.params as { additionalProperty: string }).additionalProperty}"`
+      const allowed = e.keyword === 'enum' ? `: allowed ${(e.params as { allowedValues: unknown[] }).allowedValues.map((v) => JSON.stringify(v)).join(', ')}` : ''
+      return `${key} = ${shown}: ${e.message}${allowed}`
+    })
+    throw new ConfigError(`invalid configuration:\n  ${lines.join('\n  ')}`)
+  }
+  return tree as unknown as Config
+}
+
+/** The effective config with secrets replaced, for --print-config and logs. */
+export function redact(config: Config): Tree {
+  const copy = JSON.parse(JSON.stringify(config)) as Tree
+  for (const key of SECRET_KEYS) {
+    const v = getPath(copy, key)
+    if (typeof v === 'string' && v !== '') setPath(copy, key, key === 'store.mongodb.url' ? redactUrl(v) : '[redacted]')
+  }
+  return copy
+}
+
+/** Keep a URL's host and path, hide its credentials. */
+export function redactUrl(url: string): string {
+  return url.replace(/\/\/[^@/]*@/, '//[redacted]@')
+}

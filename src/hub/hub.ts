@@ -1,0 +1,145 @@
+import type { StoredEvent } from '../event.js'
+import type { EventStore, Tail } from '../store/event-store.js'
+import { eventKeys, matches, type StreamFilter } from '../stream.js'
+import { Batch, FrameCache } from './frames.js'
+import { Subscriber, type SubscriberHost, type SubscriberOptions } from './subscriber.js'
+import type { Transport, TransportKind } from './transport.js'
+
+export interface HubOptions extends SubscriberOptions {
+  heartbeatMs: number
+  frameCacheSize: number
+  log?: { warn(obj: unknown, msg?: string): void }
+}
+
+interface Topic {
+  filter: StreamFilter
+  subscribers: Set<Subscriber>
+}
+
+/** Counters read by /metrics. */
+export interface HubStats {
+  ingested: number
+  delivered: number
+  slowDisconnects: number
+  /** Milliseconds between an event's `time` and its dispatch, for the last dispatched event. */
+  tailLagMs: number
+}
+
+/**
+ * The process's one follower of the store. Every new event is serialised once, grouped by the
+ * streams it belongs to, and handed to each subscriber of those streams.
+ */
+export class Hub implements SubscriberHost {
+  readonly frames: FrameCache
+  readonly stats: HubStats = { ingested: 0, delivered: 0, slowDisconnects: 0, tailLagMs: 0 }
+  private readonly topics = new Map<string, Topic>()
+  private readonly all = new Set<Subscriber>()
+  private tail: Tail | undefined
+  private timer: NodeJS.Timeout | undefined
+  private pos = 0
+  private closing = false
+
+  constructor(private readonly store: EventStore, private readonly opts: HubOptions) {
+    this.frames = new FrameCache(opts.frameCacheSize)
+  }
+
+  /** Id of the last event dispatched: every stored event up to it has passed through the hub. */
+  get position(): number {
+    return this.pos
+  }
+
+  async start(): Promise<void> {
+    const { newest } = await this.store.bounds()
+    this.pos = newest ?? 0
+    this.tail = this.store.tail(this.pos, {
+      onEvents: (events) => this.dispatch(events),
+      onError: (err) => this.opts.log?.warn({ err }, 'store tail re-opened'),
+    })
+    this.timer = setInterval(() => {
+      for (const s of this.all) s.heartbeat()
+    }, this.opts.heartbeatMs)
+    this.timer.unref()
+  }
+
+  /** Attach a client and run its replay; resolves once it is live (or gone). */
+  subscribe(filter: StreamFilter, transport: Transport, resumeId: number | null): Promise<void> {
+    return new Subscriber(filter, transport, this, this.store, this.opts).start(resumeId)
+  }
+
+  add(s: Subscriber): void {
+    if (this.closing) {
+      s.close('shutdown')
+      return
+    }
+    let topic = this.topics.get(s.key)
+    if (topic === undefined) {
+      topic = { filter: s.filter, subscribers: new Set() }
+      this.topics.set(s.key, topic)
+    }
+    topic.subscribers.add(s)
+    this.all.add(s)
+  }
+
+  remove(s: Subscriber): void {
+    this.all.delete(s)
+    const topic = this.topics.get(s.key)
+    if (topic === undefined) return
+    topic.subscribers.delete(s)
+    if (topic.subscribers.size === 0) this.topics.delete(s.key)
+  }
+
+  countDelivered(n: number): void {
+    this.stats.delivered += n
+  }
+
+  countSlow(): void {
+    this.stats.slowDisconnects++
+  }
+
+  connections(): Map<string, number> {
+    const counts = new Map<string, number>()
+    for (const s of this.all) {
+      const label = `${s.transport.kind}:${s.filter.kind}`
+      counts.set(label, (counts.get(label) ?? 0) + 1)
+    }
+    return counts
+  }
+
+  connectionsByTransport(kind: TransportKind): number {
+    let n = 0
+    for (const s of this.all) if (s.transport.kind === kind) n++
+    return n
+  }
+
+  dispatch(events: StoredEvent[]): void {
+    const now = Date.now()
+    const groups = new Map<Topic, StoredEvent[]>()
+    for (const e of events) {
+      // A re-opened tail may hand over what was already dispatched; ids only ever go up.
+      if (e.id <= this.pos) continue
+      this.pos = e.id
+      this.stats.ingested++
+      for (const key of eventKeys(e)) {
+        const topic = this.topics.get(key)
+        if (topic === undefined || !matches(topic.filter, e, now)) continue
+        const list = groups.get(topic)
+        if (list === undefined) groups.set(topic, [e])
+        else list.push(e)
+      }
+    }
+    const last = events[events.length - 1]
+    if (last !== undefined) this.stats.tailLagMs = Math.max(0, now - Date.parse(last.time))
+    for (const [topic, list] of groups) {
+      const batch = new Batch(list.map((e) => this.frames.get(e)))
+      for (const s of topic.subscribers) s.deliver(batch)
+    }
+  }
+
+  /** Tell every client to reconnect (WS 1012, SSE end) and stop following the store. */
+  async close(): Promise<void> {
+    this.closing = true
+    if (this.timer !== undefined) clearInterval(this.timer)
+    for (const s of [...this.all]) s.close('shutdown')
+    await this.tail?.close()
+  }
+}

@@ -1,0 +1,21 @@
+import type { Frame } from '../event.js'
+import type { Batch } from './frames.js'
+
+export type TransportKind = 'sse' | 'ws'
+/** Why the server ends a connection; each transport maps it to its own signal. */
+export type CloseReason = 'shutdown' | 'slow' | 'error'
+
+/** How a subscriber's frames reach its client. One implementation per wire protocol. */
+export interface Transport {
+  readonly kind: TransportKind
+  send(batch: Batch): void
+  sendControl(frame: Frame): void
+  /** Bytes accepted for this client that the kernel has not taken yet. */
+  buffered(): number
+  /** Resolves when the socket has room again (or is closed). */
+  drained(): Promise<void>
+  /** Called by the hub's one timer: SSE comment, or WebSocket ping and liveness check. */
+  heartbeat(): void
+  close(reason: CloseReason): void
+  onClose(listener: () => void): void
+}

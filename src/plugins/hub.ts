@@ -1,0 +1,28 @@
+import fp from 'fastify-plugin'
+import { Hub } from '../hub/hub.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    hub: Hub
+  }
+}
+
+/** The process's one follower of the store (`app.hub`). On close it tells every client to reconnect. */
+export default fp(
+  async (app) => {
+    const s = app.config.streams
+    const hub = new Hub(app.store, {
+      heartbeatMs: s.heartbeatSeconds * 1000,
+      frameCacheSize: s.frameCacheSize,
+      replayPageSize: s.replayPageSize,
+      maxPendingEvents: s.maxPendingEvents,
+      maxBufferedBytes: s.maxBufferedBytes,
+      log: app.log,
+    })
+    await hub.start()
+    app.decorate('hub', hub)
+    // preClose: streams must end before the HTTP server waits for its connections to close.
+    app.addHook('preClose', async () => hub.close())
+  },
+  { name: 'hub', dependencies: ['store'] },
+)

@@ -1,0 +1,15 @@
+import type { FastifyInstance } from 'fastify'
+
+/** Liveness and readiness for load balancers and orchestrators. */
+export default async function health(app: FastifyInstance): Promise<void> {
+  app.get('/health', async () => ({ status: 'ok' }))
+
+  app.get('/ready', async (_req, reply) => {
+    try {
+      await app.store.ping()
+      return { status: 'ready', store: 'ok' }
+    } catch (err) {
+      return reply.code(503).send({ status: 'not ready', store: (err as Error).message })
+    }
+  })
+}

@@ -1,0 +1,48 @@
+import { createHash, timingSafeEqual } from 'node:crypto'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { decodeEvent, InvalidEventError } from '../event.js'
+
+function digest(s: string): Buffer {
+  return createHash('sha256').update(s).digest()
+}
+
+/** POST /messages: inject one event (a room message or a full event). GET /messages is a stream. */
+export default async function messages(app: FastifyInstance): Promise<void> {
+  const { enabled, token } = app.config.post
+  const expected = token === '' ? null : digest(token)
+
+  // The body stays bytes here: decodeEvent is the one decoder every ingest path shares.
+  app.addContentTypeParser(['application/json', 'text/plain'], { parseAs: 'buffer' }, (_req, body, done) => done(null, body))
+
+  async function authorize(req: FastifyRequest, reply: FastifyReply): Promise<void> {
+    if (!enabled) return reply.code(403).send({ statusCode: 403, error: 'Forbidden', message: 'posting is disabled on this server' })
+    if (expected === null) return
+    const header = req.headers.authorization ?? ''
+    const m = /^Bearer (.+)$/i.exec(header)
+    if (m === null) {
+      return reply
+        .code(401)
+        .header('www-authenticate', 'Bearer')
+        .send({ statusCode: 401, error: 'Unauthorized', message: 'POST /messages needs "Authorization: Bearer <token>"' })
+    }
+    // Compare digests so that neither the length nor the content of the token leaks through timing.
+    if (!timingSafeEqual(digest(m[1]), expected)) {
+      return reply.code(403).send({ statusCode: 403, error: 'Forbidden', message: 'the bearer token is not valid' })
+    }
+  }
+
+  app.post('/messages', { onRequest: authorize }, async (req, reply) => {
+    if (!Buffer.isBuffer(req.body)) {
+      return reply.code(400).send({ statusCode: 400, error: 'Bad Request', message: 'the body must be a JSON event (content-type: application/json)' })
+    }
+    let event
+    try {
+      event = decodeEvent(req.body)
+    } catch (err) {
+      if (err instanceof InvalidEventError) return reply.code(400).send({ statusCode: 400, error: 'Bad Request', message: err.message })
+      throw err
+    }
+    const [stored] = await app.ingest.submit([event])
+    return reply.code(202).send({ id: String(stored.id) })
+  })
+}

@@ -1,0 +1,102 @@
+import type { NewEvent, StoredEvent } from '../event.js'
+import { matches, type StreamFilter } from '../stream.js'
+import type { EventStore, StoreBounds, Tail, TailHandlers } from './event-store.js'
+
+/**
+ * The embedded default: an in-process ring buffer of the last `capacity` events.
+ * Nothing survives a restart. Ids are seeded from the clock (microseconds since the epoch), so ids
+ * issued after a restart are larger than any issued before it, and a resume id from before a
+ * restart is older than the oldest event: the client gets `reset`, never silence.
+ */
+export class MemoryEventStore implements EventStore {
+  readonly kind = 'memory'
+  private readonly ring: (StoredEvent | undefined)[]
+  private start = 0
+  private count = 0
+  private lastId: number
+  private readonly tails = new Set<TailHandlers>()
+  private pending: StoredEvent[] = []
+
+  constructor(readonly capacity: number, now = Date.now()) {
+    if (!Number.isInteger(capacity) || capacity < 1) throw new Error(`memory store capacity must be a positive integer, got ${capacity}`)
+    this.ring = new Array(capacity)
+    this.lastId = now * 1000
+  }
+
+  async open(): Promise<void> {}
+
+  async append(events: NewEvent[]): Promise<StoredEvent[]> {
+    const stored = events.map((e) => {
+      this.lastId = Math.max(this.lastId + 1, Date.now() * 1000)
+      const s: StoredEvent = { id: this.lastId, ...e }
+      this.push(s)
+      return s
+    })
+    if (stored.length > 0 && this.tails.size > 0) {
+      if (this.pending.length === 0) queueMicrotask(() => this.notify())
+      this.pending.push(...stored)
+    }
+    return stored
+  }
+
+  async read(filter: StreamFilter, afterId: number, limit: number): Promise<StoredEvent[]> {
+    const out: StoredEvent[] = []
+    const now = Date.now()
+    for (let i = this.firstAfter(afterId); i < this.count && out.length < limit; i++) {
+      const e = this.at(i)
+      if (matches(filter, e, now)) out.push(e)
+    }
+    return out
+  }
+
+  async bounds(): Promise<StoreBounds> {
+    if (this.count === 0) return { oldest: null, newest: null }
+    return { oldest: this.at(0).id, newest: this.at(this.count - 1).id }
+  }
+
+  tail(afterId: number, handlers: TailHandlers): Tail {
+    const backlog: StoredEvent[] = []
+    for (let i = this.firstAfter(afterId); i < this.count; i++) backlog.push(this.at(i))
+    if (backlog.length > 0) handlers.onEvents(backlog)
+    this.tails.add(handlers)
+    return { close: async () => void this.tails.delete(handlers) }
+  }
+
+  async ping(): Promise<void> {}
+
+  async close(): Promise<void> {
+    this.tails.clear()
+  }
+
+  private notify(): void {
+    const batch = this.pending
+    this.pending = []
+    for (const t of this.tails) t.onEvents(batch)
+  }
+
+  private push(e: StoredEvent): void {
+    if (this.count < this.capacity) {
+      this.ring[(this.start + this.count) % this.capacity] = e
+      this.count++
+    } else {
+      this.ring[this.start] = e
+      this.start = (this.start + 1) % this.capacity
+    }
+  }
+
+  private at(i: number): StoredEvent {
+    return this.ring[(this.start + i) % this.capacity] as StoredEvent
+  }
+
+  /** Logical index of the first stored event with id > afterId (binary search; ids increase). */
+  private firstAfter(afterId: number): number {
+    let lo = 0
+    let hi = this.count
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1
+      if (this.at(mid).id <= afterId) lo = mid + 1
+      else hi = mid
+    }
+    return lo
+  }
+}
