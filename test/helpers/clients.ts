@@ -1,0 +1,188 @@
+import http from 'node:http'
+import WebSocket from 'ws'
+
+/** One event as a client saw it: the parsed JSON envelope plus what the transport carried. */
+export interface Received {
+  id: string
+  type: string
+  competitionId?: string
+  room?: string
+  time: string
+  data: Record<string, unknown>
+  /** SSE only: the `id:` field of the record (undefined when it had none). */
+  sseId?: string
+  /** SSE only: the `event:` field. */
+  sseEvent?: string
+}
+
+export interface StreamClient {
+  readonly events: Received[]
+  /** HTTP status of the response or of a refused WebSocket upgrade. */
+  status: Promise<number>
+  /** Body of a non-200 answer, parsed as JSON. */
+  errorBody: Promise<unknown>
+  /** Resolves when the connection ends: the WebSocket close code, or null for SSE. */
+  ended: Promise<number | null>
+  /** Waits until `pred` holds for the events received so far. */
+  waitFor(pred: (events: Received[]) => boolean, timeoutMs?: number, what?: string): Promise<void>
+  close(): void
+}
+
+/** Events that are not control events (`live`, `reset`). */
+export function dataEvents(events: Received[]): Received[] {
+  return events.filter((e) => e.type !== 'live' && e.type !== 'reset')
+}
+
+function waiter(events: Received[], ended: Promise<unknown>) {
+  const listeners = new Set<() => void>()
+  let done = false
+  void ended.then(() => {
+    done = true
+    for (const l of listeners) l()
+  })
+  return {
+    notify(): void {
+      for (const l of listeners) l()
+    },
+    waitFor(pred: (events: Received[]) => boolean, timeoutMs = 5000, what = 'condition'): Promise<void> {
+      return new Promise((resolve, reject) => {
+        const check = (): void => {
+          if (pred(events)) {
+            cleanup()
+            resolve()
+          } else if (done) {
+            cleanup()
+            reject(new Error(`stream ended before ${what} (${events.length} events)`))
+          }
+        }
+        const timer = setTimeout(() => {
+          cleanup()
+          reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what} (${events.length} events)`))
+        }, timeoutMs)
+        const cleanup = (): void => {
+          clearTimeout(timer)
+          listeners.delete(check)
+        }
+        listeners.add(check)
+        check()
+      })
+    },
+  }
+}
+
+/** A minimal SSE client over node:http that parses the stream as the EventSource spec does. */
+export function openSse(url: string, headers: Record<string, string> = {}): StreamClient {
+  const events: Received[] = []
+  let resolveStatus!: (n: number) => void
+  let resolveBody!: (b: unknown) => void
+  let resolveEnded!: (v: null) => void
+  const status = new Promise<number>((r) => (resolveStatus = r))
+  const errorBody = new Promise<unknown>((r) => (resolveBody = r))
+  const ended = new Promise<number | null>((r) => (resolveEnded = r))
+  const w = waiter(events, ended)
+  const req = http.get(url, { headers: { accept: 'text/event-stream', ...headers } }, (res) => {
+    resolveStatus(res.statusCode ?? 0)
+    res.setEncoding('utf8')
+    if (res.statusCode !== 200) {
+      let body = ''
+      res.on('data', (d: string) => (body += d))
+      res.on('end', () => {
+        try {
+          resolveBody(JSON.parse(body))
+        } catch {
+          resolveBody(body)
+        }
+        resolveEnded(null)
+      })
+      return
+    }
+    resolveBody(undefined)
+    let buf = ''
+    let id: string | undefined
+    let type: string | undefined
+    let data: string[] = []
+    res.on('data', (chunk: string) => {
+      buf += chunk
+      let nl: number
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl).replace(/\r$/, '')
+        buf = buf.slice(nl + 1)
+        if (line === '') {
+          if (data.length > 0) {
+            const parsed = JSON.parse(data.join('\n')) as Received
+            parsed.sseId = id
+            parsed.sseEvent = type
+            events.push(parsed)
+          }
+          id = undefined
+          type = undefined
+          data = []
+          continue
+        }
+        if (line.startsWith(':')) continue
+        const colon = line.indexOf(':')
+        const field = colon < 0 ? line : line.slice(0, colon)
+        const value = colon < 0 ? '' : line.slice(colon + 1).replace(/^ /, '')
+        if (field === 'id') id = value
+        else if (field === 'event') type = value
+        else if (field === 'data') data.push(value)
+      }
+      w.notify()
+    })
+    res.on('close', () => resolveEnded(null))
+  })
+  req.on('error', () => {
+    resolveStatus(0)
+    resolveBody(undefined)
+    resolveEnded(null)
+  })
+  return { events, status, errorBody, ended, waitFor: w.waitFor, close: () => req.destroy() }
+}
+
+/** A WebSocket client (the `ws` package) collecting one JSON event per text frame. */
+export function openWs(url: string): StreamClient & { socket: WebSocket } {
+  const events: Received[] = []
+  let resolveStatus!: (n: number) => void
+  let resolveBody!: (b: unknown) => void
+  let resolveEnded!: (v: number | null) => void
+  const status = new Promise<number>((r) => (resolveStatus = r))
+  const errorBody = new Promise<unknown>((r) => (resolveBody = r))
+  const ended = new Promise<number | null>((r) => (resolveEnded = r))
+  const w = waiter(events, ended)
+  const socket = new WebSocket(url)
+  socket.on('upgrade', (res) => resolveStatus(res.statusCode ?? 101))
+  socket.on('open', () => resolveBody(undefined))
+  socket.on('unexpected-response', (_req, res) => {
+    resolveStatus(res.statusCode ?? 0)
+    let body = ''
+    res.setEncoding('utf8')
+    res.on('data', (d: string) => (body += d))
+    res.on('end', () => {
+      try {
+        resolveBody(JSON.parse(body))
+      } catch {
+        resolveBody(body)
+      }
+      resolveEnded(null)
+    })
+  })
+  socket.on('message', (m) => {
+    events.push(JSON.parse(m.toString()) as Received)
+    w.notify()
+  })
+  socket.on('error', () => {
+    resolveStatus(0)
+    resolveEnded(null)
+  })
+  socket.on('close', (code) => resolveEnded(code))
+  return { events, status, errorBody, ended, waitFor: w.waitFor, close: () => socket.terminate(), socket }
+}
+
+/** Open a stream over either transport; `path` includes the query. */
+export function openStream(transport: 'sse' | 'ws', base: { url: string; wsUrl: string }, path: string, resumeId?: string): StreamClient {
+  if (transport === 'sse') return openSse(base.url + path, resumeId === undefined ? {} : { 'last-event-id': resumeId })
+  const sep = path.includes('?') ? '&' : '?'
+  return openWs(base.wsUrl + path + (resumeId === undefined ? '' : `${sep}lastEventId=${resumeId}`))
+}
+
+export const isLive = (events: Received[]): boolean => events.some((e) => e.type === 'live')

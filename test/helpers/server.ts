@@ -1,0 +1,67 @@
+import type { FastifyInstance } from 'fastify'
+import { buildApp } from '../../src/app.js'
+import { loadConfig, type Config } from '../../src/config.js'
+
+export interface TestServer {
+  app: FastifyInstance
+  config: Config
+  /** http://127.0.0.1:PORT */
+  url: string
+  /** ws://127.0.0.1:PORT */
+  wsUrl: string
+  /** POST /messages with a JSON body (or raw text); returns status and parsed body. */
+  post(body: unknown, headers?: Record<string, string>): Promise<{ status: number; body: any }>
+  close(): Promise<void>
+}
+
+type Overrides = Record<string, unknown>
+
+/** The store every test server uses unless a test says otherwise; set by the test-services script. */
+export function storeOverrides(): Overrides {
+  return { store: { type: 'memory' } }
+}
+
+function deepMerge(a: Overrides, b: Overrides): Overrides {
+  const out: Overrides = { ...a }
+  for (const [k, v] of Object.entries(b)) {
+    const prev = out[k]
+    out[k] =
+      v && typeof v === 'object' && !Array.isArray(v) && prev && typeof prev === 'object' && !Array.isArray(prev)
+        ? deepMerge(prev as Overrides, v as Overrides)
+        : v
+  }
+  return out
+}
+
+/** Start the real server on a free loopback port. */
+export async function startServer(overrides: Overrides = {}): Promise<TestServer> {
+  const config = loadConfig({
+    env: {},
+    overrides: deepMerge(deepMerge({ host: '127.0.0.1', port: 0, logLevel: 'silent' }, storeOverrides()), overrides),
+  })
+  const app = await buildApp(config)
+  await app.listen({ host: config.host, port: config.port })
+  const address = app.server.address()
+  if (address === null || typeof address === 'string') throw new Error('server has no TCP address')
+  const url = `http://127.0.0.1:${address.port}`
+  return {
+    app,
+    config,
+    url,
+    wsUrl: `ws://127.0.0.1:${address.port}`,
+    async post(body, headers = {}) {
+      const res = await fetch(`${url}/messages`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', ...headers },
+        body: typeof body === 'string' || body instanceof Uint8Array ? body : JSON.stringify(body),
+      })
+      const text = await res.text()
+      let parsed: unknown = text
+      try {
+        parsed = JSON.parse(text)
+      } catch {}
+      return { status: res.status, body: parsed }
+    },
+    close: () => app.close(),
+  }
+}
