@@ -28,8 +28,13 @@ export interface EventStore {
   readonly kind: string
   /** Connect, create what is missing, fail clearly on what cannot be used. */
   open(): Promise<void>
-  /** Store events in the given order; returns them with their ids. */
-  append(events: NewEvent[]): Promise<StoredEvent[]>
+  /**
+   * Store events in the given order; returns those stored, with their ids.
+   * Without `ids` the store assigns them. With `ids` (one per event, increasing: a JetStream
+   * sequence, an upstream's ids) it keeps them, and skips any id not above the newest stored one,
+   * so a redelivered event is never stored twice.
+   */
+  append(events: NewEvent[], ids?: number[]): Promise<StoredEvent[]>
   /** Stored events of a stream with id > afterId, oldest first, at most `limit`. */
   read(filter: StreamFilter, afterId: number, limit: number): Promise<StoredEvent[]>
   bounds(): Promise<StoreBounds>

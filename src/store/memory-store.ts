@@ -25,12 +25,22 @@ export class MemoryEventStore implements EventStore {
 
   async open(): Promise<void> {}
 
-  async append(events: NewEvent[]): Promise<StoredEvent[]> {
-    const stored = events.map((e) => {
-      this.lastId = Math.max(this.lastId + 1, Date.now() * 1000)
-      const s: StoredEvent = { id: this.lastId, ...e }
+  async append(events: NewEvent[], ids?: number[]): Promise<StoredEvent[]> {
+    if (ids !== undefined && ids.length !== events.length) throw new Error('append: one id per event')
+    const stored: StoredEvent[] = []
+    events.forEach((e, i) => {
+      let id: number
+      if (ids === undefined) {
+        id = Math.max(this.lastId + 1, Date.now() * 1000)
+      } else {
+        id = ids[i]
+        const newest = this.count === 0 ? 0 : this.at(this.count - 1).id
+        if (id <= newest) return
+      }
+      this.lastId = Math.max(this.lastId, id)
+      const s: StoredEvent = { id, ...e }
       this.push(s)
-      return s
+      stored.push(s)
     })
     if (stored.length > 0 && this.tails.size > 0) {
       if (this.pending.length === 0) queueMicrotask(() => this.notify())

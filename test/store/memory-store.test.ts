@@ -1,0 +1,22 @@
+import t from 'tap'
+import { MemoryEventStore } from '../../src/store/memory-store.js'
+import { storeContract } from './contract.js'
+
+storeContract(t, async () => new MemoryEventStore(100))
+
+t.test('ids are seeded from the clock, so a new store issues ids above an old one', async (t) => {
+  const before = new MemoryEventStore(10, Date.now() - 60_000)
+  const [a] = await before.append([{ type: 'T', time: new Date().toISOString(), data: {} }])
+  const after = new MemoryEventStore(10)
+  const [b] = await after.append([{ type: 'T', time: new Date().toISOString(), data: {} }])
+  t.ok(b.id > a.id)
+})
+
+t.test('a full ring drops its oldest events first', async (t) => {
+  const store = new MemoryEventStore(10)
+  const stored = await store.append(Array.from({ length: 15 }, (_, i) => ({ type: 'T', time: new Date().toISOString(), data: { i } })))
+  t.same(await store.bounds(), { oldest: stored[5].id, newest: stored[14].id })
+  const kept = await store.read({ kind: 'competitions', windowMs: 1 }, 0, 100)
+  t.same(kept, [], 'no CompetitionActivatedEvent in the ring')
+  t.equal((await store.read({ kind: 'room', room: null }, 0, 100)).length, 0)
+})
