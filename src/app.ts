@@ -2,6 +2,7 @@ import cors from '@fastify/cors'
 import websocket from '@fastify/websocket'
 import Fastify, { type FastifyInstance } from 'fastify'
 import type { Config } from './config.js'
+import type { EventStore } from './store/event-store.js'
 import configPlugin from './plugins/config.js'
 import hubPlugin from './plugins/hub.js'
 import ingestPlugin from './plugins/ingest.js'
@@ -13,6 +14,8 @@ import streamsRoutes from './routes/streams.js'
 export interface AppOptions {
   /** A pino destination or `false`; defaults to stdout at config.logLevel. */
   logger?: boolean | object
+  /** Serve from this store instead of creating one from the config; the caller closes it. */
+  store?: EventStore
 }
 
 /** The whole server, ready to `listen`: external plugins, then app plugins, then routes. */
@@ -33,7 +36,7 @@ export async function buildApp(config: Config, opts: AppOptions = {}): Promise<F
   await app.register(websocket, { options: { maxPayload: 64 * 1024, perMessageDeflate: false } })
 
   await app.register(configPlugin, { config })
-  await app.register(storePlugin)
+  await app.register(storePlugin, { store: opts.store })
   await app.register(hubPlugin)
   await app.register(ingestPlugin)
 

@@ -8,9 +8,13 @@ declare module 'fastify' {
   }
 }
 
-/** Opens the configured EventStore (`app.store`) and closes it last. */
-export default fp(
-  async (app) => {
+/** Opens the configured EventStore (`app.store`) and closes it last, unless it was handed in. */
+export default fp<{ store?: EventStore }>(
+  async (app, opts) => {
+    if (opts.store !== undefined) {
+      app.decorate('store', opts.store)
+      return
+    }
     const store = await createStore(app.config)
     await store.open()
     app.decorate('store', store)

@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify'
 import { buildApp } from '../../src/app.js'
 import { loadConfig, type Config } from '../../src/config.js'
+import type { EventStore } from '../../src/store/event-store.js'
 
 export interface TestServer {
   app: FastifyInstance
@@ -33,13 +34,13 @@ function deepMerge(a: Overrides, b: Overrides): Overrides {
   return out
 }
 
-/** Start the real server on a free loopback port. */
-export async function startServer(overrides: Overrides = {}): Promise<TestServer> {
+/** Start the real server on a free loopback port (or `overrides.port`), optionally on a given store. */
+export async function startServer(overrides: Overrides = {}, opts: { store?: EventStore } = {}): Promise<TestServer> {
   const config = loadConfig({
     env: {},
     overrides: deepMerge(deepMerge({ host: '127.0.0.1', port: 0, logLevel: 'silent' }, storeOverrides()), overrides),
   })
-  const app = await buildApp(config)
+  const app = await buildApp(config, { store: opts.store })
   await app.listen({ host: config.host, port: config.port })
   const address = app.server.address()
   if (address === null || typeof address === 'string') throw new Error('server has no TCP address')
