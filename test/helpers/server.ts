@@ -54,7 +54,7 @@ export async function startServer(overrides: Overrides = {}, opts: { store?: Eve
       const res = await fetch(`${url}/messages`, {
         method: 'POST',
         headers: { 'content-type': 'application/json', ...headers },
-        body: typeof body === 'string' || body instanceof Uint8Array ? body : JSON.stringify(body),
+        body: typeof body === 'string' ? body : body instanceof Uint8Array ? new Blob([new Uint8Array(body)]) : JSON.stringify(body),
       })
       const text = await res.text()
       let parsed: unknown = text
