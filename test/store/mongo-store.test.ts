@@ -1,0 +1,38 @@
+import t from 'tap'
+import { MongoClient } from 'mongodb'
+import { MongoEventStore } from '../../src/store/mongo-store.js'
+import { freshCollection, mongoConfig, mongoUrl, openMongoStore, TEST_DATABASE } from '../helpers/mongo.js'
+import { storeContract } from './contract.js'
+
+// The one contract every EventStore passes, unchanged, on a fresh capped collection per test.
+t.test('EventStore contract', async (t) => {
+  storeContract(t, () => openMongoStore({ cappedMax: 1000 }))
+})
+
+t.test('a capped collection is created with the configured size and max, and the replay indexes', async (t) => {
+  const store = await openMongoStore({ cappedMax: 1234, cappedSize: 1 << 20 })
+  t.teardown(() => store.close())
+  const db = store.client.db(TEST_DATABASE)
+  const stats = await db.command({ collStats: store.config.collection })
+  t.equal(stats.capped, true)
+  t.equal(Number(stats.max), 1234)
+  const names = (await db.collection(store.config.collection).indexes()).map((i) => i.name).sort()
+  t.same(names, ['_id_', 'competitionId_id', 'room_id', 'type_time_id'])
+  // Opening again (a second process, a restart) uses what is there.
+  const again = new MongoEventStore(store.config)
+  t.teardown(() => again.close())
+  await again.open()
+  t.same(await again.bounds(), { oldest: null, newest: null })
+})
+
+t.test('an existing collection that is not capped is a startup error naming it and the fix', async (t) => {
+  const client = new MongoClient(mongoUrl())
+  t.teardown(() => client.close())
+  const name = freshCollection('plain')
+  await client.db(TEST_DATABASE).createCollection(name)
+  await client.db(TEST_DATABASE).collection(name).insertOne({ _id: 1 as never, keep: 'me' })
+  const store = new MongoEventStore(mongoConfig({ collection: name }))
+  t.teardown(() => store.close())
+  await t.rejects(store.open(), { name: 'CollectionNotCappedError', message: new RegExp(`"${TEST_DATABASE}\\.${name}" exists but is not capped.*drop.*convertToCapped.*store\\.mongodb\\.collection`, 's') })
+  t.equal(await client.db(TEST_DATABASE).collection(name).countDocuments(), 1, 'the collection is left as it was')
+})
