@@ -62,3 +62,22 @@ t.test('several stores appending to one collection at once: ids unique, natural 
   const natural = (await client.db(TEST_DATABASE).collection(config.collection).find({}, { projection: { _id: 1 } }).toArray()).map((d) => Number(d._id))
   t.same(natural, all, 'natural (insertion) order equals id order')
 })
+
+t.test('the tail re-anchors on the last seen id and still hands over each event once, in order', async (t) => {
+  const store = await openMongoStore({}, { reanchorAfter: 7 })
+  t.teardown(() => store.close())
+  const seen: number[] = []
+  const tail = store.tail(0, { onEvents: (es) => seen.push(...es.map((e) => e.id)) })
+  t.teardown(() => tail.close())
+  const stored: number[] = []
+  for (let i = 0; i < 12; i++) {
+    const batch = Array.from({ length: 5 }, (_, j) => ({ type: 'T', time: new Date().toISOString(), data: { i, j } }))
+    stored.push(...(await store.append(batch)).map((e) => e.id))
+  }
+  const deadline = Date.now() + 15_000
+  while (seen.length < stored.length && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50))
+  await new Promise((r) => setTimeout(r, 300))
+  t.same(seen, stored)
+  t.ok(store.tailStats.opens > 2, `the cursor was re-opened (${store.tailStats.opens} opens)`)
+  t.equal(store.tailStats.errors, 0)
+})
