@@ -2,6 +2,7 @@ import cors from '@fastify/cors'
 import websocket from '@fastify/websocket'
 import Fastify, { type FastifyInstance } from 'fastify'
 import type { Config } from './config.js'
+import { WS_CLOSE } from './hub/ws-transport.js'
 import type { EventStore } from './store/event-store.js'
 import configPlugin from './plugins/config.js'
 import hubPlugin from './plugins/hub.js'
@@ -33,7 +34,14 @@ export async function buildApp(config: Config, opts: AppOptions = {}): Promise<F
     methods: config.cors.methods,
     allowedHeaders: config.cors.headers,
   })
-  await app.register(websocket, { options: { maxPayload: 64 * 1024, perMessageDeflate: false } })
+  await app.register(websocket, {
+    options: { maxPayload: 64 * 1024, perMessageDeflate: false },
+    // The plugin's own preClose closes sockets without a code; clients must see 1012 (reconnect).
+    preClose(this: FastifyInstance, done: () => void) {
+      for (const client of this.websocketServer.clients) client.close(WS_CLOSE.shutdown.code, WS_CLOSE.shutdown.reason)
+      this.websocketServer.close(() => done())
+    },
+  })
 
   await app.register(configPlugin, { config })
   await app.register(storePlugin, { store: opts.store })
