@@ -25,6 +25,8 @@ export async function buildApp(config: Config, opts: AppOptions = {}): Promise<F
     logger: opts.logger ?? { level: config.logLevel, redact: ['req.headers.authorization'] },
     bodyLimit: config.bodyLimit,
     return503OnClosing: true,
+    // Long competition ids get a 400 that says why, rather than the router's 404.
+    maxParamLength: 512,
     forceCloseConnections: 'idle',
   })
 
