@@ -7,9 +7,11 @@ import type { EventStore } from './store/event-store.js'
 import configPlugin from './plugins/config.js'
 import hubPlugin from './plugins/hub.js'
 import ingestPlugin from './plugins/ingest.js'
+import metricsPlugin from './plugins/metrics.js'
 import storePlugin from './plugins/store.js'
 import healthRoutes from './routes/health.js'
 import messagesRoutes from './routes/messages.js'
+import metricsRoutes from './routes/metrics.js'
 import streamsRoutes from './routes/streams.js'
 
 export interface AppOptions {
@@ -26,7 +28,7 @@ export async function buildApp(config: Config, opts: AppOptions = {}): Promise<F
     bodyLimit: config.bodyLimit,
     return503OnClosing: true,
     // Long competition ids get a 400 that says why, rather than the router's 404.
-    maxParamLength: 512,
+    routerOptions: { maxParamLength: 512 },
     forceCloseConnections: 'idle',
   })
 
@@ -49,9 +51,11 @@ export async function buildApp(config: Config, opts: AppOptions = {}): Promise<F
   await app.register(storePlugin, { store: opts.store })
   await app.register(hubPlugin)
   await app.register(ingestPlugin)
+  await app.register(metricsPlugin)
 
   await app.register(healthRoutes)
   await app.register(streamsRoutes)
   await app.register(messagesRoutes)
+  await app.register(metricsRoutes)
   return app
 }
