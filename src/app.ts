@@ -11,6 +11,7 @@ import storePlugin from './plugins/store.js'
 import healthRoutes from './routes/health.js'
 import messagesRoutes from './routes/messages.js'
 import streamsRoutes from './routes/streams.js'
+import webRoutes from './routes/web.js'
 
 export interface AppOptions {
   /** A pino destination or `false`; defaults to stdout at config.logLevel. */
@@ -53,5 +54,6 @@ export async function buildApp(config: Config, opts: AppOptions = {}): Promise<F
   await app.register(healthRoutes)
   await app.register(streamsRoutes)
   await app.register(messagesRoutes)
+  await app.register(webRoutes)
   return app
 }
