@@ -326,6 +326,7 @@ const sendForm = {
     this.allowed = false
     $('send-text').disabled = true
     $('send-button').disabled = true
+    $('send-help').hidden = true
     $('send-note').textContent = note
   },
 
@@ -333,6 +334,7 @@ const sendForm = {
     this.allowed = true
     $('send-text').disabled = false
     $('send-button').disabled = false
+    $('send-help').hidden = false
     $('send-note').textContent = ''
   },
 

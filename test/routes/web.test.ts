@@ -208,6 +208,31 @@ t.test('where posting is disabled the send box is disabled with a note', async (
   await page.close()
 })
 
+t.test('an event type the page does not know yet is shown once the user adds it', async (t) => {
+  const server = await startServer()
+  t.teardown(() => server.close())
+  const known = await posted(server, competitionEvent('cup-t', { n: 1 }))
+  const heat = await posted(server, { type: 'HeatStartedEvent', competitionId: 'cup-t', data: { heat: 1 } })
+  const page = await openPage(`${server.url}/#/competitions/cup-t`)
+  await waitLive(page)
+  // SSE delivers `event: HeatStartedEvent` only to listeners of that name: the page cannot see it yet.
+  t.same(await idsIn(page, 'competition-events'), [known])
+  await page.click('#view-competition summary')
+  await page.fill('#types-input', 'HeatStartedEvent')
+  await page.press('#types-input', 'Enter')
+  await page.waitForSelector(`#competition-events li[data-event-id="${heat}"]`, { timeout: 5000 })
+  await waitLive(page)
+  t.same(await idsIn(page, 'competition-events'), [known, heat], 'the view is rebuilt from the replay, each event once')
+  const later = await posted(server, { type: 'HeatStartedEvent', competitionId: 'cup-t', data: { heat: 2 } })
+  await page.waitForSelector(`#competition-events li[data-event-id="${later}"]`, { timeout: 5000 })
+  t.match(await page.textContent('#types-list'), /HeatStartedEvent/)
+  await page.reload()
+  await waitLive(page)
+  t.same(await idsIn(page, 'competition-events'), [known, heat, later], 'the added type is kept in this browser')
+  await page.screenshot({ path: browser.shot('competition-event-types'), fullPage: true })
+  await page.close()
+})
+
 t.test('no page had an uncaught script error', async (t) => {
   t.same(pageErrors, [])
 })
