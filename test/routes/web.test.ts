@@ -208,6 +208,42 @@ t.test('where posting is disabled the send box is disabled with a note', async (
   await page.close()
 })
 
+t.test('when EventSource gives up on a 503 the page opens a new one that resumes by ?lastEventId=', async (t) => {
+  const port = await freePort()
+  const store = new MemoryEventStore(1000)
+  let server = await startServer({ port, ...STREAMS }, { store })
+  t.teardown(async () => {
+    await server.close()
+    await store.close()
+  })
+  const first = await posted(server, competitionEvent('cup-z', { n: 1 }))
+  const page = await openPage(`${server.url}/#/competitions/cup-z`)
+  await waitLive(page)
+  const urls: string[] = []
+  page.on('request', (r) => {
+    if (r.url().includes('/v1/competitions/cup-z')) urls.push(r.url())
+  })
+  // The browser's own reconnect is answered 503 (as a server that is shutting down answers):
+  // EventSource then stops for good, and only the page can bring the stream back.
+  let refused = 0
+  await page.route('**/v1/competitions/cup-z*', async (route) => {
+    if (refused++ === 0) await route.fulfill({ status: 503, contentType: 'application/json', body: '{"statusCode":503}' })
+    else await route.continue()
+  })
+  await server.close()
+  const missed = (await store.append([{ type: 'message', competitionId: 'cup-z', time: new Date().toISOString(), data: { n: 2 } }]))[0]
+  server = await startServer({ port, ...STREAMS }, { store })
+  await page.waitForSelector(`#competition-events li[data-event-id="${missed.id}"]`, { timeout: 15_000 })
+  await waitLive(page)
+  const next = await posted(server, competitionEvent('cup-z', { n: 3 }))
+  await page.waitForSelector(`#competition-events li[data-event-id="${next}"]`, { timeout: 5000 })
+  t.same(await idsIn(page, 'competition-events'), [first, String(missed.id), next], 'every event once, in order')
+  t.ok(refused >= 2, 'the refused reconnect was followed by another request')
+  t.ok(urls.some((u) => u.includes(`lastEventId=${first}`)), `the new EventSource resumes by query (${urls.join(', ')})`)
+  t.equal(await page.getAttribute('#conn', 'data-resets'), '0', 'an exact resume, no reset')
+  await page.close()
+})
+
 t.test('an event type the page does not know yet is shown once the user adds it', async (t) => {
   const server = await startServer()
   t.teardown(() => server.close())
