@@ -57,6 +57,9 @@ const conn = {
 }
 
 function renderConn() {
+  // The event lists stay quiet for screen readers while a replay fills them, and speak once live.
+  const busy = String(conn.state !== 'live')
+  for (const list of document.querySelectorAll('[role="log"]')) list.setAttribute('aria-busy', busy)
   const el = $('conn')
   el.dataset.state = conn.state
   el.dataset.reconnects = String(conn.reconnects)
