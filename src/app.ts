@@ -13,6 +13,7 @@ import healthRoutes from './routes/health.js'
 import messagesRoutes from './routes/messages.js'
 import metricsRoutes from './routes/metrics.js'
 import streamsRoutes from './routes/streams.js'
+import webRoutes from './routes/web.js'
 
 export interface AppOptions {
   /** A pino destination or `false`; defaults to stdout at config.logLevel. */
@@ -57,5 +58,6 @@ export async function buildApp(config: Config, opts: AppOptions = {}): Promise<F
   await app.register(streamsRoutes)
   await app.register(messagesRoutes)
   await app.register(metricsRoutes)
+  await app.register(webRoutes)
   return app
 }

@@ -210,3 +210,18 @@ export function openStream(transport: 'sse' | 'ws', base: { url: string; wsUrl: 
 }
 
 export const isLive = (events: Received[]): boolean => events.some((e) => e.type === 'live')
+
+/** POST /messages to a server's base URL: JSON for values, raw text or bytes as they are. */
+export async function postTo(url: string, body: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: any }> {
+  const res = await fetch(`${url}/messages`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: typeof body === 'string' ? body : body instanceof Uint8Array ? new Blob([new Uint8Array(body)]) : JSON.stringify(body),
+  })
+  const text = await res.text()
+  try {
+    return { status: res.status, body: JSON.parse(text) }
+  } catch {
+    return { status: res.status, body: text }
+  }
+}

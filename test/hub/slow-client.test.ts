@@ -1,6 +1,6 @@
 import t from 'tap'
-import { dataEvents, isLive, openStream, type StreamClient } from '../helpers/clients.js'
-import { postTo, spawnServer } from '../helpers/process.js'
+import { dataEvents, isLive, openStream, postTo, type StreamClient } from '../helpers/clients.js'
+import { spawnServer } from '../helpers/process.js'
 
 /** Bounds this test states and checks (see README "Clients that cannot keep up"). */
 const MAX_BUFFERED = 64 * 1024
