@@ -206,12 +206,11 @@ export function loadConfig(opts: LoadOptions = {}): Config {
   if (opts.overrides) tree = merge(tree, opts.overrides)
   if (!validate(tree)) {
     const lines = (validate.errors ?? []).map((e) => {
-      const key = e.instancePath.slice(1).replaceAll('/', '.') || '(top level)'
-      const value = getPath(tree, key)
-      const shown = SECRET_KEYS.includes(key) ? '"[redacted]"' : JSON.stringify(value)
+      const key = e.instancePath.slice(1).replaceAll('/', '.')
       if (e.keyword === 'additionalProperties') return `unknown key "${key ? key + '.' : ''}${(e.params as { additionalProperty: string }).additionalProperty}"`
+      const shown = SECRET_KEYS.includes(key) ? '"[redacted]"' : JSON.stringify(getPath(tree, key))
       const allowed = e.keyword === 'enum' ? `: allowed ${(e.params as { allowedValues: unknown[] }).allowedValues.map((v) => JSON.stringify(v)).join(', ')}` : ''
-      return `${key} = ${shown}: ${e.message}${allowed}`
+      return `${key || '(top level)'} = ${shown}: ${e.message}${allowed}`
     })
     throw new ConfigError(`invalid configuration:\n  ${lines.join('\n  ')}`)
   }
