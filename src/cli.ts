@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { Command } from 'commander'
 import { ConfigError, loadConfig, redact } from './config.js'
+import { serveWorkers } from './cluster.js'
 import { serve } from './server.js'
 
 const program = new Command()
@@ -17,7 +18,8 @@ program
       process.stdout.write(JSON.stringify(redact(config), null, 2) + '\n')
       return
     }
-    await serve(config)
+    if (config.workers > 1) await serveWorkers(config)
+    else await serve(config)
   })
 
 program.parseAsync().catch((err: unknown) => {

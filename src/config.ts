@@ -4,6 +4,7 @@ import { Ajv } from 'ajv'
 export interface Config {
   host: string
   port: number
+  workers: number
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
   bodyLimit: number
   store: {
@@ -31,10 +32,11 @@ const positiveInt = { type: 'integer', minimum: 1 }
 const schema = {
   type: 'object',
   additionalProperties: false,
-  required: ['host', 'port', 'logLevel', 'bodyLimit', 'store', 'streams', 'post', 'cors'],
+  required: ['host', 'port', 'workers', 'logLevel', 'bodyLimit', 'store', 'streams', 'post', 'cors'],
   properties: {
     host: { type: 'string', minLength: 1 },
     port: { type: 'integer', minimum: 0, maximum: 65535 },
+    workers: { type: 'integer', minimum: 1, maximum: 64 },
     logLevel: { enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] },
     bodyLimit: { type: 'integer', minimum: 256, maximum: 16777216 },
     store: {
@@ -95,6 +97,7 @@ const schema = {
 export const ENV_KEYS: Record<string, string> = {
   PORT: 'port',
   HOST: 'host',
+  TAILCAST_WORKERS: 'workers',
   LOG_LEVEL: 'logLevel',
   MONGODB_URL: 'store.mongodb.url',
   TAILCAST_BODY_LIMIT: 'bodyLimit',
@@ -206,12 +209,11 @@ export function loadConfig(opts: LoadOptions = {}): Config {
   if (opts.overrides) tree = merge(tree, opts.overrides)
   if (!validate(tree)) {
     const lines = (validate.errors ?? []).map((e) => {
-      const key = e.instancePath.slice(1).replaceAll('/', '.') || '(top level)'
-      const value = getPath(tree, key)
-      const shown = SECRET_KEYS.includes(key) ? '"[redacted]"' : JSON.stringify(value)
+      const key = e.instancePath.slice(1).replaceAll('/', '.')
       if (e.keyword === 'additionalProperties') return `unknown key "${key ? key + '.' : ''}${(e.params as { additionalProperty: string }).additionalProperty}"`
+      const shown = SECRET_KEYS.includes(key) ? '"[redacted]"' : JSON.stringify(getPath(tree, key))
       const allowed = e.keyword === 'enum' ? `: allowed ${(e.params as { allowedValues: unknown[] }).allowedValues.map((v) => JSON.stringify(v)).join(', ')}` : ''
-      return `${key} = ${shown}: ${e.message}${allowed}`
+      return `${key || '(top level)'} = ${shown}: ${e.message}${allowed}`
     })
     throw new ConfigError(`invalid configuration:\n  ${lines.join('\n  ')}`)
   }

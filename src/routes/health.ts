@@ -2,7 +2,8 @@ import type { FastifyInstance } from 'fastify'
 
 /** Liveness and readiness for load balancers and orchestrators. */
 export default async function health(app: FastifyInstance): Promise<void> {
-  app.get('/health', async () => ({ status: 'ok' }))
+  // pid: which process answered, for operators running several workers on one port.
+  app.get('/health', async () => ({ status: 'ok', pid: process.pid }))
 
   app.get('/ready', async (_req, reply) => {
     try {

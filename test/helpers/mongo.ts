@@ -4,6 +4,7 @@ import net from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { MongoEventStore, type MongoStoreConfig, type MongoStoreOptions } from '../../src/store/mongo-store.js'
+import { freePort } from './server.js'
 
 const HOW = 'run the tests through `npm test` (scripts/test-services.sh) or set MONGODB_URL'
 
@@ -33,17 +34,6 @@ export async function openMongoStore(over: Partial<MongoStoreConfig> = {}, opts:
   const store = new MongoEventStore(mongoConfig(over), opts)
   await store.open()
   return store
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer()
-    s.on('error', reject)
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address()
-      s.close(() => (typeof a === 'object' && a !== null ? resolve(a.port) : reject(new Error('no port'))))
-    })
-  })
 }
 
 function answers(port: number): Promise<boolean> {

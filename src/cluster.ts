@@ -1,0 +1,37 @@
+import cluster from 'node:cluster'
+import type { Config } from './config.js'
+import { serve } from './server.js'
+
+/**
+ * Several server processes on one port (node:cluster hands connections round-robin). Each worker is
+ * a whole tailcast with its own tailing cursor on the shared store, so a client resumes on any of them.
+ */
+export async function serveWorkers(config: Config): Promise<void> {
+  if (cluster.isWorker) {
+    await serve(config)
+    return
+  }
+  if (config.store.type === 'memory') {
+    throw new Error('workers > 1 needs a shared store: set store.type to "mongodb" (the embedded store lives inside one process)')
+  }
+  let stopping = false
+  const fork = (): void => {
+    cluster.fork()
+  }
+  for (let i = 0; i < config.workers; i++) fork()
+  cluster.on('exit', (worker, code, signal) => {
+    if (stopping) {
+      if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(0)
+      return
+    }
+    process.stderr.write(`tailcast: worker ${worker.process.pid} exited (${signal ?? code}); starting another\n`)
+    setTimeout(fork, 500)
+  })
+  const stop = (signal: NodeJS.Signals): void => {
+    if (stopping) return
+    stopping = true
+    for (const w of Object.values(cluster.workers ?? {})) w?.process.kill(signal)
+  }
+  process.once('SIGTERM', () => stop('SIGTERM'))
+  process.once('SIGINT', () => stop('SIGTERM'))
+}

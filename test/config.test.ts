@@ -1,0 +1,96 @@
+import { execFile } from 'node:child_process'
+import { mkdtempSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { promisify } from 'node:util'
+import t from 'tap'
+import { ConfigError, ENV_KEYS, loadConfig, redact } from '../src/config.js'
+
+const CLI = fileURLToPath(new URL('../dist/cli.js', import.meta.url))
+const run = promisify(execFile)
+
+function fileWith(content: string): string {
+  const dir = mkdtempSync(join(tmpdir(), 'tailcast-config-'))
+  const path = join(dir, 'config.json')
+  writeFileSync(path, content)
+  return path
+}
+
+t.test('defaults < file < environment', async (t) => {
+  const file = fileWith(JSON.stringify({ port: 9000, store: { capacity: 50 }, streams: { retryMs: 10 } }))
+  const c = loadConfig({ file, env: { PORT: '9100', TAILCAST_CORS_ORIGINS: 'https://a.example, https://b.example', TAILCAST_POST_ENABLED: 'false' } })
+  t.equal(c.port, 9100, 'env over file')
+  t.equal(c.store.capacity, 50, 'file over default')
+  t.equal(c.streams.retryMs, 10)
+  t.equal(c.streams.heartbeatSeconds, 15, 'default')
+  t.same(c.cors.origins, ['https://a.example', 'https://b.example'])
+  t.equal(c.post.enabled, false)
+})
+
+/** Each invalid setting and what its error must name. */
+const INVALID: { name: string; file?: unknown; env?: Record<string, string>; error: RegExp }[] = [
+  { name: 'port out of range', env: { PORT: '70000' }, error: /port = 70000: must be <= 65535/ },
+  { name: 'port not a number', env: { PORT: 'eighty' }, error: /PORT="eighty": expected a number/ },
+  { name: 'unknown store type', env: { TAILCAST_STORE: 'redis' }, error: /store.type = "redis": must be equal to one of the allowed values: allowed "memory", "mongodb"/ },
+  { name: 'capacity zero', file: { store: { capacity: 0 } }, error: /store.capacity = 0: must be >= 1/ },
+  { name: 'capacity fractional', file: { store: { capacity: 1.5 } }, error: /store.capacity = 1.5: must be integer/ },
+  { name: 'log level', env: { LOG_LEVEL: 'loud' }, error: /logLevel = "loud".*allowed "fatal"/ },
+  { name: 'body limit too small', env: { TAILCAST_BODY_LIMIT: '10' }, error: /bodyLimit = 10: must be >= 256/ },
+  { name: 'boolean', env: { TAILCAST_POST_ENABLED: 'maybe' }, error: /TAILCAST_POST_ENABLED="maybe": expected true or false/ },
+  { name: 'heartbeat negative', env: { TAILCAST_HEARTBEAT_SECONDS: '-1' }, error: /streams.heartbeatSeconds = -1: must be >= 0.01/ },
+  { name: 'unknown key', file: { stores: {} }, error: /unknown key "stores"/ },
+  { name: 'unknown nested key', file: { streams: { heartbeat: 3 } }, error: /unknown key "streams.heartbeat"/ },
+  { name: 'mongodb url scheme', env: { MONGODB_URL: 'http://user:hunter2@db' }, error: /store.mongodb.url = "\[redacted\]": must match pattern/ },
+  { name: 'cors origins type', file: { cors: { origins: 'everyone' } }, error: /cors.origins = "everyone": must be array/ },
+  { name: 'file not JSON', file: '{ port: 1 ', error: /is not valid JSON/ },
+  { name: 'file not an object', file: '[1]', error: /must hold a JSON object/ },
+]
+
+for (const bad of INVALID) {
+  t.test(`invalid: ${bad.name}`, async (t) => {
+    const file = bad.file === undefined ? undefined : fileWith(typeof bad.file === 'string' ? bad.file : JSON.stringify(bad.file))
+    t.throws(() => loadConfig({ file, env: bad.env ?? {} }), ConfigError)
+    t.throws(() => loadConfig({ file, env: bad.env ?? {} }), { message: bad.error })
+    if (bad.name === 'mongodb url scheme') {
+      try {
+        loadConfig({ env: bad.env })
+      } catch (err) {
+        t.notMatch((err as Error).message, /hunter2/, 'no secret in the error')
+      }
+    }
+  })
+}
+
+t.test('a missing config file is an error naming it', async (t) => {
+  t.throws(() => loadConfig({ file: '/nonexistent/tailcast.json', env: {} }), { message: /cannot read config file \/nonexistent\/tailcast.json/ })
+})
+
+t.test('redact hides the token and the credentials of the MongoDB URL', async (t) => {
+  const c = loadConfig({ env: { TAILCAST_POST_TOKEN: 'hunter2', MONGODB_URL: 'mongodb://admin:hunter2@db.example:27017/?tls=true' } })
+  const out = JSON.stringify(redact(c))
+  t.notMatch(out, /hunter2/)
+  t.match(out, /mongodb:\/\/\[redacted\]@db.example:27017/)
+  t.equal((redact(c).post as { token: string }).token, '[redacted]')
+})
+
+t.test('--print-config prints the effective config, secrets redacted; every env name is documented', async (t) => {
+  const { stdout } = await run(process.execPath, [CLI, '--print-config'], {
+    env: { PATH: process.env.PATH, PORT: '9999', TAILCAST_POST_TOKEN: 'hunter2', MONGODB_URL: 'mongodb://u:hunter2@h/' },
+  })
+  const printed = JSON.parse(stdout)
+  t.equal(printed.port, 9999)
+  t.equal(printed.post.token, '[redacted]')
+  t.notMatch(stdout, /hunter2/)
+  const { readFile } = await import('node:fs/promises')
+  const readme = await readFile(new URL('../README.md', import.meta.url), 'utf8')
+  for (const name of Object.keys(ENV_KEYS)) t.match(readme, `\`${name}\``, `README documents ${name}`)
+  const keys = (o: Record<string, unknown>, prefix = ''): string[] =>
+    Object.entries(o).flatMap(([k, v]) => (v && typeof v === 'object' && !Array.isArray(v) ? keys(v as Record<string, unknown>, `${prefix}${k}.`) : [`${prefix}${k}`]))
+  for (const key of keys(printed)) t.match(readme, `| \`${key}\` |`, `README's configuration table has ${key}`)
+})
+
+t.test('an invalid config stops the server with exit code 2 and the reason', async (t) => {
+  const err = await run(process.execPath, [CLI], { env: { PATH: process.env.PATH, PORT: 'x' } }).catch((e: { code: number; stderr: string }) => e)
+  t.match(err, { code: 2, stderr: /tailcast: PORT="x": expected a number/ })
+})
