@@ -20,6 +20,7 @@ export interface Config {
     maxPendingEvents: number
     maxBufferedBytes: number
     frameCacheSize: number
+    maxConnectionsPerAddress: number
   }
   post: { enabled: boolean; token: string }
   cors: { origins: string[]; methods: string[]; headers: string[] }
@@ -63,7 +64,7 @@ const schema = {
     streams: {
       type: 'object',
       additionalProperties: false,
-      required: ['competitionsWindowHours', 'heartbeatSeconds', 'retryMs', 'replayPageSize', 'maxPendingEvents', 'maxBufferedBytes', 'frameCacheSize'],
+      required: ['competitionsWindowHours', 'heartbeatSeconds', 'retryMs', 'replayPageSize', 'maxPendingEvents', 'maxBufferedBytes', 'frameCacheSize', 'maxConnectionsPerAddress'],
       properties: {
         competitionsWindowHours: { type: 'number', exclusiveMinimum: 0 },
         heartbeatSeconds: { type: 'number', minimum: 0.01 },
@@ -72,6 +73,7 @@ const schema = {
         maxPendingEvents: positiveInt,
         maxBufferedBytes: { type: 'integer', minimum: 1024 },
         frameCacheSize: positiveInt,
+        maxConnectionsPerAddress: { type: 'integer', minimum: 0 },
       },
     },
     post: {
@@ -111,6 +113,7 @@ export const ENV_KEYS: Record<string, string> = {
   TAILCAST_HEARTBEAT_SECONDS: 'streams.heartbeatSeconds',
   TAILCAST_RETRY_MS: 'streams.retryMs',
   TAILCAST_MAX_BUFFERED_BYTES: 'streams.maxBufferedBytes',
+  TAILCAST_MAX_CONNECTIONS_PER_ADDRESS: 'streams.maxConnectionsPerAddress',
   TAILCAST_POST_ENABLED: 'post.enabled',
   TAILCAST_POST_TOKEN: 'post.token',
   TAILCAST_CORS_ORIGINS: 'cors.origins',
