@@ -44,7 +44,7 @@ export async function startRecording(opts: RecordOptions): Promise<Recorder> {
   const out = opts.output ?? process.stderr
   const existing = existsSync(opts.file) ? readRecording(opts.file, { allowEmpty: true }) : []
   let lastId = existing.length > 0 ? existing[existing.length - 1].event.id : 0
-  const fd = openSync(opts.file, 'a')
+  const fd = openSync(opts.file, 'a+')
   // A file whose last line lacks its newline (cut short while being written) gets one first.
   let pending = endsWithoutNewline(fd) ? '\n' : ''
   let recorded = 0
