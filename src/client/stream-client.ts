@@ -84,6 +84,8 @@ const FATAL = (status: number): boolean => status >= 400 && status < 500 && stat
 export class StreamClient {
   private pos: number
   private gen = 0
+  /** Events still queued from this connection are dropped (its handler failed). */
+  private failedGen = -1
   private conn: Connection | undefined
   private chain: Promise<void> = Promise.resolve()
   private attempt = 0
@@ -187,11 +189,14 @@ export class StreamClient {
       this.ended(gen, `bad message from the server: ${(err as Error).message}`)
       return
     }
+    // Events received before a connection ends are still handed over, in order; only a failed
+    // handler drops the rest of its connection (they come again after the reconnect).
     this.chain = this.chain.then(async () => {
-      if (gen !== this.gen) return
+      if (gen === this.failedGen) return
       try {
         await this.handle(msg)
       } catch (err) {
+        this.failedGen = gen
         this.opts.onError?.(err as Error)
         this.ended(gen, `handler failed: ${(err as Error).message}`)
       }
