@@ -250,7 +250,8 @@ export class StreamClient {
     const headers: Record<string, string> = { accept: 'text/event-stream', 'cache-control': 'no-cache' }
     if (this.pos > 0) headers['last-event-id'] = String(this.pos)
     const get = u.protocol === 'https:' ? https.get : http.get
-    const req = get(u, { headers }, (res) => {
+    // A dedicated connection (no keep-alive pool): a pooled socket may be one the server just closed.
+    const req = get(u, { headers, agent: false }, (res) => {
       if (res.statusCode !== 200) {
         readBody(res, (body) => h.end(body, res.statusCode))
         return

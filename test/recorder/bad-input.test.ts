@@ -52,17 +52,20 @@ t.test('recording files: missing, empty, corrupt line, ids out of order', async 
 })
 
 t.test('the CLI reports bad files with the line and exits non-zero', async (t) => {
-  const missing = await cli(['replay', '--file', join(dir, 'missing.jsonl'), '--port', '0'])
+  const [missing, corrupt, speed, help] = await Promise.all([
+    cli(['replay', '--file', join(dir, 'missing.jsonl'), '--port', '0']),
+    cli(['replay', '--file', join(dir, 'corrupt.jsonl'), '--port', '0']),
+    cli(['replay', '--file', join(dir, 'order.jsonl'), '--speed', 'fast']),
+    cli(['record', '--help']),
+  ])
   t.equal(missing.code, 2)
   t.match(missing.stderr, /tailcast: .*missing\.jsonl: no such file/)
-  const corrupt = await cli(['replay', '--file', join(dir, 'corrupt.jsonl'), '--port', '0'])
   t.equal(corrupt.code, 2)
   t.match(corrupt.stderr, /corrupt\.jsonl:3: not valid JSON/)
-  const speed = await cli(['replay', '--file', join(dir, 'order.jsonl'), '--speed', 'fast'])
   t.not(speed.code, 0)
   t.match(speed.stderr, /--speed.*expected a positive number/)
-  const help = await cli(['record', '--help'])
   t.equal(help.code, 0)
+  t.equal(help.stderr, '')
 })
 
 t.test('record from an upstream that refuses, then comes up; a 404 URL is fatal', async (t) => {
@@ -146,4 +149,24 @@ t.test('record keeps the file line-complete when resumed on a file cut short', a
   await recorder.stop()
   t.same(readRecording(file).map((r) => String(r.event.id)), [first, second], 'resumed after the file\'s last id')
   t.ok(readFileSync(file, 'utf8').endsWith('\n'))
+})
+
+t.test('progress: redrawn in place on a terminal, plain lines otherwise', async (t) => {
+  const { Progress } = await import('../../src/recorder/progress.js')
+  const tty = { ...sink(), isTTY: true }
+  const p = new Progress(tty, () => 'recorded 3 events')
+  p.start()
+  await sleep(600)
+  p.note('record: disconnected')
+  p.stop('done')
+  t.ok(tty.lines.some((l) => l === '\r\x1b[Krecorded 3 events'), 'the status line is redrawn')
+  t.ok(tty.lines.includes('record: disconnected\n'), 'notes get their own line')
+  t.equal(tty.lines[tty.lines.length - 1], 'done\n')
+  const plain = sink()
+  const q = new Progress(plain, () => 'replayed 1/2 events', 100)
+  q.start()
+  await sleep(350)
+  q.stop()
+  t.ok(plain.lines.filter((l) => l === 'replayed 1/2 events\n').length >= 2, 'periodic plain lines')
+  t.notOk(plain.lines.some((l) => l.includes('\r')), 'no terminal control characters in a log')
 })

@@ -52,6 +52,8 @@ t.test('record 500 events across a server restart and a recorder restart, replay
       // Forced disconnect: the server closes every stream (WS 1012) and comes back on the same port.
       await server.close()
       server = await startServer({ port }, { store })
+      // Let fetch's pool see that its keep-alive socket to the old server is gone.
+      await sleep(300)
     }
     if (burst === 7) {
       // The recorder itself restarts on the existing file, over SSE this time.
