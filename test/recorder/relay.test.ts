@@ -110,3 +110,40 @@ t.test('serve --upstream config: env TAILCAST_UPSTREAM and a bad URL', async (t)
   t.equal(loadConfig({ env: { TAILCAST_UPSTREAM: 'ws://127.0.0.1:9/v1/competitions' } }).upstream.url, 'ws://127.0.0.1:9/v1/competitions')
   t.throws(() => loadConfig({ env: { TAILCAST_UPSTREAM: 'ftp://x' } }), /upstream\.url/)
 })
+
+t.test('upstream reset: a restarted empty upstream is followed on; a replaced history stops the relay, never mixed in', async (t) => {
+  let producer = await startServer()
+  const port = Number(new URL(producer.url).port)
+  const relay = await relayOf(`${producer.wsUrl}/messages?room=r`)
+  const consumer = openWs(`${relay.wsUrl}/messages?room=r`)
+  t.teardown(async () => {
+    consumer.close()
+    await relay.close()
+    await producer.close()
+  })
+  await consumer.waitFor(isLive, 5000, 'live')
+  const ids: string[] = []
+  for (let i = 0; i < 3; i++) ids.push((await producer.post({ text: `a${i}`, room: 'r' })).body.id)
+  await consumer.waitFor((ev) => dataEvents(ev).length >= 3, 5000, 'first events')
+
+  // The upstream restarts on a fresh embedded store: its ids are clock-seeded, so they keep increasing.
+  await producer.close()
+  producer = await startServer({ port })
+  await sleep(300)
+  for (let i = 0; i < 3; i++) ids.push((await producer.post({ text: `b${i}`, room: 'r' })).body.id)
+  await consumer.waitFor((ev) => dataEvents(ev).length >= 6, 5000, 'events of the restarted upstream')
+  t.same(dataEvents(consumer.events).map((e) => e.id), ids, 'the relay followed the restarted upstream')
+  t.equal(relay.app.upstream?.stopped, null)
+
+  // Now an upstream whose ids are below the relay's: another history. The relay must not mix it in.
+  await producer.close()
+  const other = new MemoryEventStore(100)
+  const time = new Date().toISOString()
+  await other.append([{ type: 'message', room: 'r', time, data: { text: 'c0' } }, { type: 'message', room: 'r', time, data: { text: 'c1' } }], [1000, 1001])
+  producer = await startServer({ port }, { store: other })
+  for (let i = 0; i < 100 && relay.app.upstream?.stopped === null; i++) await sleep(30)
+  t.match(relay.app.upstream?.stopped, /replaced its history/, 'relaying stopped with the reason')
+  await sleep(200)
+  t.same(dataEvents(consumer.events).map((e) => e.id), ids, 'nothing of the other history reached the consumer')
+  t.same((await relay.app.store.bounds()).newest, Number(ids[5]))
+})
