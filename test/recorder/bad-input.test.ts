@@ -170,3 +170,17 @@ t.test('progress: redrawn in place on a terminal, plain lines otherwise', async 
   t.ok(plain.lines.filter((l) => l === 'replayed 1/2 events\n').length >= 2, 'periodic plain lines')
   t.notOk(plain.lines.some((l) => l.includes('\r')), 'no terminal control characters in a log')
 })
+
+t.test('record on a file whose last id the server no longer holds: reset is reported, recording continues', async (t) => {
+  const server = await startServer()
+  t.teardown(() => server.close())
+  const ids = [(await server.post({ text: 'a', room: 'r' })).body.id as string, (await server.post({ text: 'b', room: 'r' })).body.id as string]
+  const file = join(dir, 'old.jsonl')
+  writeFileSync(file, ok(5) + '\n')
+  const out = sink()
+  const recorder = await startRecording({ url: `${server.wsUrl}/messages?room=r`, file, output: out })
+  for (let i = 0; i < 100 && recorder.recorded < 2; i++) await sleep(20)
+  await recorder.stop()
+  t.ok(out.lines.some((l) => /server sent reset \(lastEventId older than the oldest stored event\).*after id 5.*missing/.test(l)), 'the reset is reported')
+  t.same(readRecording(file).map((r) => String(r.event.id)), ['5', ...ids])
+})
