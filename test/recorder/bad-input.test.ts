@@ -4,12 +4,13 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import t from 'tap'
 import { StreamClient } from '../../src/client/stream-client.js'
 import { readRecording } from '../../src/recorder/file.js'
 import { startRecording } from '../../src/recorder/record.js'
 import { startReplay } from '../../src/recorder/replay.js'
-import { startServer } from '../helpers/server.js'
+import { freePort, startServer } from '../helpers/server.js'
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
 const sink = (): { lines: string[]; write(s: string): boolean } => {
@@ -22,10 +23,11 @@ t.teardown(() => rmSync(dir, { recursive: true, force: true }))
 const ok = (id: number, i = 0): string =>
   JSON.stringify({ receivedAt: new Date(1_700_000_000_000 + i * 10).toISOString(), event: { id: String(id), type: 'message', room: 'r', time: '2026-11-24T10:00:00.000Z', data: { i } } })
 
-/** Run the real CLI (TypeScript source, through the loader tap uses) and collect its output. */
+const CLI = fileURLToPath(new URL('../../dist/cli.js', import.meta.url))
+
+/** Run the built CLI (`npm test` builds dist/ first) and collect its error output. */
 function cli(args: string[]): Promise<{ code: number | null; stderr: string }> {
-  const loader = process.execArgv.filter((a) => a.includes('@tapjs/typescript'))
-  const child = spawn(process.execPath, [...loader, 'src/cli.ts', ...args], { stdio: ['ignore', 'ignore', 'pipe'] })
+  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'ignore', 'pipe'] })
   let stderr = ''
   child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d))
   return new Promise((resolve) => child.on('close', (code) => resolve({ code, stderr })))
@@ -69,9 +71,7 @@ t.test('the CLI reports bad files with the line and exits non-zero', async (t) =
 })
 
 t.test('record from an upstream that refuses, then comes up; a 404 URL is fatal', async (t) => {
-  const probe = await startServer()
-  const port = Number(new URL(probe.url).port)
-  await probe.close()
+  const port = await freePort()
   const file = join(dir, 'late.jsonl')
   const out = sink()
   const recorder = await startRecording({ url: `ws://127.0.0.1:${port}/messages?room=late`, file, output: out, minBackoffMs: 50, maxBackoffMs: 200 })

@@ -1,7 +1,7 @@
 import t from 'tap'
 import { MemoryEventStore } from '../../src/store/memory-store.js'
 import { dataEvents, isLive, openSse, openWs } from '../helpers/clients.js'
-import { startServer, type TestServer } from '../helpers/server.js'
+import { freePort, startServer, type TestServer } from '../helpers/server.js'
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
 const fast = { reconnectMinMs: 50, reconnectMaxMs: 300 }
@@ -76,10 +76,7 @@ t.test('producer -> relay (WS) -> relay (SSE) -> consumer: the middle relay rest
 })
 
 t.test('an upstream that refuses, then comes up: the relay waits, then follows', async (t) => {
-  // Find a free port, then leave it closed.
-  const probe = await startServer()
-  const port = Number(new URL(probe.url).port)
-  await probe.close()
+  const port = await freePort() // nothing listens there yet
   const relay = await relayOf(`ws://127.0.0.1:${port}/messages?room=late`, 0, { catchUpTimeoutMs: 300 })
   t.teardown(() => relay.close())
   const started = Date.now()
