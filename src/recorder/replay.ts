@@ -52,6 +52,8 @@ export async function startReplay(opts: ReplayOptions): Promise<Replay> {
       logLevel: opts.logLevel ?? 'warn',
       store: { type: 'memory', capacity: Math.max(10_000, recording.length) },
       post: { enabled: false },
+      // A replay serves the file only, whatever TAILCAST_UPSTREAM says.
+      upstream: { url: '' },
       streams: { competitionsWindowHours: windowHours(recording) },
     },
   })

@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
@@ -115,4 +115,22 @@ t.test('record 500 events across a server restart and a recorder restart, replay
   t.same(dataEvents(resumed.events).map((e) => e.id), posted.slice(250), 'resume on the replay is exact')
   const refused = await fetch(`${replay.url}/messages`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"text":"x","room":"rec"}' })
   t.equal(refused.status, 403, 'a replay does not take posts')
+})
+
+t.test('replay --loop starts over with ids shifted above the previous pass', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'tailcast-loop-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const file = join(dir, 'loop.jsonl')
+  const line = (id: number, ms: number, c: string): string =>
+    JSON.stringify({ receivedAt: new Date(1_700_000_000_000 + ms).toISOString(), event: { id: String(id), type: 'CompetitionActivatedEvent', competitionId: c, time: '2020-01-01T00:00:00.000Z', data: {} } })
+  writeFileSync(file, [line(100, 0, 'a'), line(105, 100, 'b'), line(110, 200, 'c')].join('\n') + '\n')
+  const replay = await startReplay({ file, speed: 10, port: 0, loop: true, logLevel: 'silent', output: sink() })
+  t.teardown(() => replay.close())
+  // An old recording still shows its competitions: the window reaches back to them.
+  const ws = openWs(`${replay.wsUrl}/v1/competitions`)
+  t.teardown(() => ws.close())
+  await ws.waitFor((ev) => dataEvents(ev).length >= 9, 10_000, 'three passes')
+  const ids = dataEvents(ws.events).slice(0, 9).map((e) => Number(e.id))
+  t.same(ids, [100, 105, 110, 111, 116, 121, 122, 127, 132], 'each pass continues above the previous one')
+  t.same(dataEvents(ws.events).slice(0, 6).map((e) => e.competitionId), ['a', 'b', 'c', 'a', 'b', 'c'])
 })
