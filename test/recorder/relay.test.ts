@@ -73,6 +73,8 @@ t.test('producer -> relay (WS) -> relay (SSE) -> consumer: the middle relay rest
   t.equal(post.status, 409, 'a relay is read-only')
   t.match(post.body.message, /read-only relay/)
   t.equal(relay2.app.upstream?.position, Number(posted[299]), 'relay status knows its position')
+  const ready = await fetch(`${relay2.url}/ready`)
+  t.same(await ready.json(), { status: 'ready', store: 'ok', upstream: 'connected' })
 })
 
 t.test('an upstream that refuses, then comes up: the relay waits, then follows', async (t) => {
@@ -100,6 +102,9 @@ t.test('an upstream URL that answers 404 stops the relay with a clear status', a
   t.teardown(() => relay.close())
   for (let i = 0; i < 100 && relay.app.upstream?.stopped === null; i++) await sleep(20)
   t.match(relay.app.upstream?.stopped, /404/, 'the status says why relaying stopped')
+  const ready = await fetch(`${relay.url}/ready`)
+  t.equal(ready.status, 503, 'a relay that stopped relaying is not ready')
+  t.match(await ready.json(), { status: 'not ready', upstream: /404/ })
 })
 
 t.test('serve --upstream config: env TAILCAST_UPSTREAM and a bad URL', async (t) => {
