@@ -24,6 +24,8 @@ export interface Config {
   }
   post: { enabled: boolean; token: string }
   cors: { origins: string[]; methods: string[]; headers: string[] }
+  /** Relay mode: follow this upstream tailcast stream instead of taking POSTs ("" = off). */
+  upstream: { url: string; reconnectMinMs: number; reconnectMaxMs: number; catchUpTimeoutMs: number }
 }
 
 const DEFAULTS_URL = new URL('../config/default.json', import.meta.url)
@@ -33,7 +35,7 @@ const positiveInt = { type: 'integer', minimum: 1 }
 const schema = {
   type: 'object',
   additionalProperties: false,
-  required: ['host', 'port', 'workers', 'logLevel', 'bodyLimit', 'store', 'streams', 'post', 'cors'],
+  required: ['host', 'port', 'workers', 'logLevel', 'bodyLimit', 'store', 'streams', 'post', 'cors', 'upstream'],
   properties: {
     host: { type: 'string', minLength: 1 },
     port: { type: 'integer', minimum: 0, maximum: 65535 },
@@ -92,6 +94,17 @@ const schema = {
         headers: { type: 'array', items: { type: 'string' } },
       },
     },
+    upstream: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['url', 'reconnectMinMs', 'reconnectMaxMs', 'catchUpTimeoutMs'],
+      properties: {
+        url: { type: 'string', pattern: '^(|(wss?|https?)://.+)$' },
+        reconnectMinMs: positiveInt,
+        reconnectMaxMs: positiveInt,
+        catchUpTimeoutMs: { type: 'integer', minimum: 0 },
+      },
+    },
   },
 } as const
 
@@ -117,10 +130,11 @@ export const ENV_KEYS: Record<string, string> = {
   TAILCAST_POST_ENABLED: 'post.enabled',
   TAILCAST_POST_TOKEN: 'post.token',
   TAILCAST_CORS_ORIGINS: 'cors.origins',
+  TAILCAST_UPSTREAM: 'upstream.url',
 }
 
 /** Keys whose values never appear in output. */
-export const SECRET_KEYS = ['post.token', 'store.mongodb.url']
+export const SECRET_KEYS = ['post.token', 'store.mongodb.url', 'upstream.url']
 
 export class ConfigError extends Error {
   override name = 'ConfigError'
@@ -228,7 +242,7 @@ export function redact(config: Config): Tree {
   const copy = JSON.parse(JSON.stringify(config)) as Tree
   for (const key of SECRET_KEYS) {
     const v = getPath(copy, key)
-    if (typeof v === 'string' && v !== '') setPath(copy, key, key === 'store.mongodb.url' ? redactUrl(v) : '[redacted]')
+    if (typeof v === 'string' && v !== '') setPath(copy, key, key === 'store.mongodb.url' || key === 'upstream.url' ? redactUrl(v) : '[redacted]')
   }
   return copy
 }
