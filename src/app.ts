@@ -9,6 +9,7 @@ import hubPlugin from './plugins/hub.js'
 import ingestPlugin from './plugins/ingest.js'
 import metricsPlugin from './plugins/metrics.js'
 import storePlugin from './plugins/store.js'
+import upstreamPlugin from './plugins/upstream.js'
 import healthRoutes from './routes/health.js'
 import messagesRoutes from './routes/messages.js'
 import metricsRoutes from './routes/metrics.js'
@@ -53,6 +54,7 @@ export async function buildApp(config: Config, opts: AppOptions = {}): Promise<F
   await app.register(hubPlugin)
   await app.register(ingestPlugin)
   await app.register(metricsPlugin)
+  await app.register(upstreamPlugin)
 
   await app.register(healthRoutes)
   await app.register(streamsRoutes)

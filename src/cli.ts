@@ -1,7 +1,10 @@
 #!/usr/bin/env node
-import { Command } from 'commander'
+import { Command, InvalidArgumentError } from 'commander'
 import { ConfigError, loadConfig, redact } from './config.js'
 import { serveWorkers } from './cluster.js'
+import { startRecording } from './recorder/record.js'
+import { RecordingError } from './recorder/file.js'
+import { startReplay } from './recorder/replay.js'
 import { serve } from './server.js'
 
 const program = new Command()
@@ -12,8 +15,9 @@ program
   .description('run the server (embedded store unless configured otherwise)')
   .option('-c, --config <file>', 'config file (JSON); default /etc/tailcast/config.json when present')
   .option('--print-config', 'print the effective configuration (secrets redacted) and exit')
-  .action(async (opts: { config?: string; printConfig?: boolean }) => {
-    const config = loadConfig({ file: opts.config })
+  .option('--upstream <url>', 'relay mode: take events from this upstream tailcast stream (ws://, wss://, http://, https://) instead of POST; env TAILCAST_UPSTREAM')
+  .action(async (opts: { config?: string; printConfig?: boolean; upstream?: string }) => {
+    const config = loadConfig({ file: opts.config, overrides: opts.upstream === undefined ? undefined : { upstream: { url: opts.upstream } } })
     if (opts.printConfig) {
       process.stdout.write(JSON.stringify(redact(config), null, 2) + '\n')
       return
@@ -22,8 +26,69 @@ program
     else await serve(config)
   })
 
+function positiveNumber(raw: string): number {
+  const n = Number(raw)
+  if (raw.trim() === '' || !Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('expected a positive number')
+  return n
+}
+
+function portNumber(raw: string): number {
+  const n = Number(raw)
+  if (!/^\d+$/.test(raw) || n > 65535) throw new InvalidArgumentError('expected a port number 0-65535')
+  return n
+}
+
+/** Stop on the first Ctrl-C / SIGTERM; a second one exits at once. */
+function onStopSignal(stop: () => Promise<void>): void {
+  let stopping = false
+  const handler = (): void => {
+    if (stopping) process.exit(130)
+    stopping = true
+    stop().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        process.stderr.write(`tailcast: ${err instanceof Error ? err.message : String(err)}\n`)
+        process.exit(1)
+      },
+    )
+  }
+  process.on('SIGINT', handler)
+  process.on('SIGTERM', handler)
+}
+
+program
+  .command('record')
+  .description('record a stream (WebSocket or SSE) to a JSON Lines file, resuming across disconnects and restarts')
+  .requiredOption('-u, --url <url>', 'stream URL: ws://, wss:// (WebSocket) or http://, https:// (SSE), e.g. ws://localhost:8080/v1/competitions/ID')
+  .requiredOption('-f, --file <file>', 'recording file (JSON Lines); an existing one is continued after its last id')
+  .option('--progress-interval <seconds>', 'seconds between progress lines when stderr is not a terminal', positiveNumber, 10)
+  .addHelpText('after', '\nEach line: {"receivedAt":"<ISO time>","event":{<the event as on the wire>}}. Ctrl-C flushes and stops.')
+  .action(async (opts: { url: string; file: string; progressInterval: number }) => {
+    const recorder = await startRecording({ url: opts.url, file: opts.file, progressIntervalMs: opts.progressInterval * 1000 })
+    onStopSignal(async () => void (await recorder.stop()))
+    await recorder.failed.catch(async (err: unknown) => {
+      await recorder.stop()
+      throw err
+    })
+  })
+
+program
+  .command('replay')
+  .description('serve a recording on the live server paths, over WebSocket and SSE, on the recorded schedule')
+  .requiredOption('-f, --file <file>', 'recording made by `tailcast record`')
+  .option('-s, --speed <n>', 'divide the recorded gaps by n (4: four times as fast)', positiveNumber, 1)
+  .option('-p, --port <port>', 'port to listen on', portNumber, 3000)
+  .option('--host <host>', 'address to listen on (0.0.0.0: every interface)', '127.0.0.1')
+  .option('--loop', 'start over at the end (ids of each pass continue above the previous pass)', false)
+  .option('-c, --config <file>', 'config file for the other server settings (CORS, heartbeat, ...)')
+  .option('--progress-interval <seconds>', 'seconds between progress lines when stderr is not a terminal', positiveNumber, 10)
+  .action(async (opts: { file: string; speed: number; port: number; host: string; loop: boolean; config?: string; progressInterval: number }) => {
+    const replay = await startReplay({ ...opts, progressIntervalMs: opts.progressInterval * 1000 })
+    onStopSignal(() => replay.close())
+  })
+
 program.parseAsync().catch((err: unknown) => {
-  if (err instanceof ConfigError) {
+  if (err instanceof ConfigError || err instanceof RecordingError) {
     process.stderr.write(`tailcast: ${err.message}\n`)
     process.exit(2)
   }

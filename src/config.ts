@@ -20,9 +20,12 @@ export interface Config {
     maxPendingEvents: number
     maxBufferedBytes: number
     frameCacheSize: number
+    maxConnectionsPerAddress: number
   }
   post: { enabled: boolean; token: string }
   cors: { origins: string[]; methods: string[]; headers: string[] }
+  /** Relay mode: follow this upstream tailcast stream instead of taking POSTs ("" = off). */
+  upstream: { url: string; reconnectMinMs: number; reconnectMaxMs: number; catchUpTimeoutMs: number }
 }
 
 const DEFAULTS_URL = new URL('../config/default.json', import.meta.url)
@@ -32,7 +35,7 @@ const positiveInt = { type: 'integer', minimum: 1 }
 const schema = {
   type: 'object',
   additionalProperties: false,
-  required: ['host', 'port', 'workers', 'logLevel', 'bodyLimit', 'store', 'streams', 'post', 'cors'],
+  required: ['host', 'port', 'workers', 'logLevel', 'bodyLimit', 'store', 'streams', 'post', 'cors', 'upstream'],
   properties: {
     host: { type: 'string', minLength: 1 },
     port: { type: 'integer', minimum: 0, maximum: 65535 },
@@ -63,7 +66,7 @@ const schema = {
     streams: {
       type: 'object',
       additionalProperties: false,
-      required: ['competitionsWindowHours', 'heartbeatSeconds', 'retryMs', 'replayPageSize', 'maxPendingEvents', 'maxBufferedBytes', 'frameCacheSize'],
+      required: ['competitionsWindowHours', 'heartbeatSeconds', 'retryMs', 'replayPageSize', 'maxPendingEvents', 'maxBufferedBytes', 'frameCacheSize', 'maxConnectionsPerAddress'],
       properties: {
         competitionsWindowHours: { type: 'number', exclusiveMinimum: 0 },
         heartbeatSeconds: { type: 'number', minimum: 0.01 },
@@ -72,6 +75,7 @@ const schema = {
         maxPendingEvents: positiveInt,
         maxBufferedBytes: { type: 'integer', minimum: 1024 },
         frameCacheSize: positiveInt,
+        maxConnectionsPerAddress: { type: 'integer', minimum: 0 },
       },
     },
     post: {
@@ -88,6 +92,17 @@ const schema = {
         origins: { type: 'array', items: { type: 'string' } },
         methods: { type: 'array', items: { type: 'string' } },
         headers: { type: 'array', items: { type: 'string' } },
+      },
+    },
+    upstream: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['url', 'reconnectMinMs', 'reconnectMaxMs', 'catchUpTimeoutMs'],
+      properties: {
+        url: { type: 'string', pattern: '^(|(wss?|https?)://.+)$' },
+        reconnectMinMs: positiveInt,
+        reconnectMaxMs: positiveInt,
+        catchUpTimeoutMs: { type: 'integer', minimum: 0 },
       },
     },
   },
@@ -111,13 +126,15 @@ export const ENV_KEYS: Record<string, string> = {
   TAILCAST_HEARTBEAT_SECONDS: 'streams.heartbeatSeconds',
   TAILCAST_RETRY_MS: 'streams.retryMs',
   TAILCAST_MAX_BUFFERED_BYTES: 'streams.maxBufferedBytes',
+  TAILCAST_MAX_CONNECTIONS_PER_ADDRESS: 'streams.maxConnectionsPerAddress',
   TAILCAST_POST_ENABLED: 'post.enabled',
   TAILCAST_POST_TOKEN: 'post.token',
   TAILCAST_CORS_ORIGINS: 'cors.origins',
+  TAILCAST_UPSTREAM: 'upstream.url',
 }
 
 /** Keys whose values never appear in output. */
-export const SECRET_KEYS = ['post.token', 'store.mongodb.url']
+export const SECRET_KEYS = ['post.token', 'store.mongodb.url', 'upstream.url']
 
 export class ConfigError extends Error {
   override name = 'ConfigError'
@@ -225,7 +242,7 @@ export function redact(config: Config): Tree {
   const copy = JSON.parse(JSON.stringify(config)) as Tree
   for (const key of SECRET_KEYS) {
     const v = getPath(copy, key)
-    if (typeof v === 'string' && v !== '') setPath(copy, key, key === 'store.mongodb.url' ? redactUrl(v) : '[redacted]')
+    if (typeof v === 'string' && v !== '') setPath(copy, key, key === 'store.mongodb.url' || key === 'upstream.url' ? redactUrl(v) : '[redacted]')
   }
   return copy
 }

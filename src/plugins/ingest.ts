@@ -3,7 +3,11 @@ import type { NewEvent } from '../event.js'
 
 /** The one way events enter the store, whoever brings them (POST /messages, NATS, an upstream). */
 export interface Ingest {
-  submit(events: NewEvent[]): Promise<{ id: number }[]>
+  /**
+   * Store events; returns the ids of those stored. `ids` (one per event, increasing) keeps ids
+   * given elsewhere (an upstream's, a recording's); events not above the newest stored id are skipped.
+   */
+  submit(events: NewEvent[], ids?: number[]): Promise<{ id: number }[]>
 }
 
 declare module 'fastify' {
@@ -15,7 +19,7 @@ declare module 'fastify' {
 export default fp(
   async (app) => {
     app.decorate('ingest', {
-      submit: async (events: NewEvent[]) => (await app.store.append(events)).map((e) => ({ id: e.id })),
+      submit: async (events: NewEvent[], ids?: number[]) => (await app.store.append(events, ids)).map((e) => ({ id: e.id })),
     })
   },
   { name: 'ingest', dependencies: ['store'] },

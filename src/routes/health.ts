@@ -8,6 +8,9 @@ export default async function health(app: FastifyInstance): Promise<void> {
   app.get('/ready', async (_req, reply) => {
     try {
       await app.store.ping()
+      // A relay that stopped relaying for good (see plugins/upstream.ts) is not ready.
+      if (app.upstream?.stopped) return reply.code(503).send({ status: 'not ready', store: 'ok', upstream: app.upstream.stopped })
+      if (app.upstream) return { status: 'ready', store: 'ok', upstream: app.upstream.connected ? 'connected' : 'reconnecting' }
       return { status: 'ready', store: 'ok' }
     } catch (err) {
       return reply.code(503).send({ status: 'not ready', store: (err as Error).message })

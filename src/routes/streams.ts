@@ -57,6 +57,8 @@ function filterOf(req: FastifyRequest, windowMs: number): StreamFilter {
 /** The stream paths. Each path serves SSE to a plain GET and a WebSocket to an upgrade request. */
 export default async function streams(app: FastifyInstance): Promise<void> {
   const windowMs = app.config.streams.competitionsWindowHours * 3_600_000
+  const perAddress = app.config.streams.maxConnectionsPerAddress
+  const open = new Map<string, number>()
   app.decorateRequest('stream', null)
 
   // Runs before any stream starts (and before a WebSocket upgrade), so bad input is a plain 400.
@@ -67,10 +69,21 @@ export default async function streams(app: FastifyInstance): Promise<void> {
       if (!(err instanceof BadStreamRequest)) throw err
       return reply.code(400).send({ statusCode: 400, error: 'Bad Request', message: err.message })
     }
+    if (perAddress > 0 && (open.get(req.ip) ?? 0) >= perAddress) {
+      return reply.code(429).send({ statusCode: 429, error: 'Too Many Requests', message: `at most ${perAddress} streams per client address` })
+    }
   }
 
   function follow(req: FastifyRequest, transport: Transport): void {
     const { filter, resumeId } = req.stream as StreamRequest
+    if (perAddress > 0) {
+      open.set(req.ip, (open.get(req.ip) ?? 0) + 1)
+      transport.onClose(() => {
+        const n = (open.get(req.ip) ?? 1) - 1
+        if (n === 0) open.delete(req.ip)
+        else open.set(req.ip, n)
+      })
+    }
     app.hub.subscribe(filter, transport, resumeId).catch((err: unknown) => {
       req.log.error({ err }, 'stream failed; the client will reconnect')
       transport.close('error')

@@ -13,6 +13,8 @@ export interface Received {
   sseId?: string
   /** SSE only: the `event:` field. */
   sseEvent?: string
+  /** performance.now() when the client parsed it (for timing checks, e.g. replay speed). */
+  receivedAt?: number
 }
 
 export interface StreamClient {
@@ -117,6 +119,7 @@ export function openSse(url: string, headers: Record<string, string> = {}): Stre
             const parsed = JSON.parse(data.join('\n')) as Received
             parsed.sseId = id
             parsed.sseEvent = type
+            parsed.receivedAt = performance.now()
             events.push(parsed)
           }
           id = undefined
@@ -181,7 +184,9 @@ export function openWs(url: string): StreamClient & { socket: WebSocket } {
     })
   })
   socket.on('message', (m) => {
-    events.push(JSON.parse(m.toString()) as Received)
+    const parsed = JSON.parse(m.toString()) as Received
+    parsed.receivedAt = performance.now()
+    events.push(parsed)
     w.notify()
   })
   socket.on('error', () => {

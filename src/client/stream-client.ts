@@ -1,0 +1,309 @@
+import http from 'node:http'
+import https from 'node:https'
+import WebSocket from 'ws'
+import { parseNewEvent, type StoredEvent } from '../event.js'
+
+/**
+ * The one client of a tailcast stream (used by `tailcast record` and by the relay): follows a
+ * stream URL over WebSocket (`ws://`, `wss://`) or SSE (`http://`, `https://`), resumes with the
+ * id of the last event it handed over, and reconnects with exponential backoff.
+ */
+
+export interface ControlInfo {
+  type: 'live' | 'reset'
+  /** The stream position the control event carries. */
+  id: number
+  data: Record<string, unknown>
+}
+
+export type StreamStatus =
+  | { state: 'connecting'; attempt: number }
+  | { state: 'open' }
+  | { state: 'down'; error: string; retryInMs: number }
+  | { state: 'closed' }
+
+export interface StreamClientOptions {
+  url: string
+  /** Resume after this id; null or 0: from the start (the stream's whole live state). */
+  lastEventId?: number | null
+  /** Each event above the resume position, in id order; the next one waits for the returned promise. */
+  onEvent(e: StoredEvent): void | Promise<void>
+  /** The server switched to real time; `position` is the stream position it reported. */
+  onLive?(position: number): void
+  /** The server could not honour the resume id and restarts from its whole live state. */
+  onReset?(info: ControlInfo): void
+  /**
+   * After a `reset`, an event whose id is not above the last one handed over: the upstream's
+   * history was replaced by another one. Never passed to onEvent.
+   */
+  onBehind?(e: StoredEvent): void
+  onStatus?(s: StreamStatus): void
+  /** A refusal that retrying cannot fix (HTTP 4xx other than 408/429): the client stops. */
+  onFatal?(err: Error): void
+  /** A handler failed; the client reconnects from the last event handled. */
+  onError?(err: Error): void
+  minBackoffMs?: number
+  maxBackoffMs?: number
+  /** No byte, frame or ping for this long: the connection is presumed dead and re-opened. */
+  idleTimeoutMs?: number
+}
+
+export class StreamProtocolError extends Error {
+  override name = 'StreamProtocolError'
+}
+
+/**
+ * One message of a stream (the JSON envelope of the wire format) to a stored event or a control
+ * event. The event body goes through parseNewEvent, the one validation of events.
+ */
+export function parseWireMessage(value: unknown): { event: StoredEvent } | { control: ControlInfo } {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new StreamProtocolError('a stream message must be a JSON object')
+  const { id, ...rest } = value as Record<string, unknown>
+  if (typeof id !== 'string' || !/^(0|[1-9][0-9]{0,15})$/.test(id) || !Number.isSafeInteger(Number(id))) {
+    throw new StreamProtocolError(`id must be a positive integer as decimal text, got ${JSON.stringify(id)?.slice(0, 40)}`)
+  }
+  if (rest.type === 'live' || rest.type === 'reset') {
+    const data = rest.data !== null && typeof rest.data === 'object' ? (rest.data as Record<string, unknown>) : {}
+    return { control: { type: rest.type, id: Number(id), data } }
+  }
+  if (id === '0') throw new StreamProtocolError('an event id must be positive')
+  try {
+    const e = parseNewEvent(rest)
+    return { event: { id: Number(id), ...e } }
+  } catch (err) {
+    throw new StreamProtocolError((err as Error).message)
+  }
+}
+
+interface Connection {
+  close(): void
+}
+
+const FATAL = (status: number): boolean => status >= 400 && status < 500 && status !== 408 && status !== 429
+
+export class StreamClient {
+  private pos: number
+  private gen = 0
+  /** Events still queued from this connection are dropped (its handler failed). */
+  private failedGen = -1
+  private conn: Connection | undefined
+  private chain: Promise<void> = Promise.resolve()
+  private attempt = 0
+  private stopped = false
+  private retryTimer: NodeJS.Timeout | undefined
+  private idleTimer: NodeJS.Timeout | undefined
+  private resetSeen = false
+  private readonly transport: 'ws' | 'sse'
+
+  constructor(private readonly opts: StreamClientOptions) {
+    this.pos = opts.lastEventId ?? 0
+    let u: URL
+    try {
+      u = new URL(opts.url)
+    } catch {
+      throw new Error(`not a URL: ${opts.url}`)
+    }
+    if (u.protocol === 'ws:' || u.protocol === 'wss:') this.transport = 'ws'
+    else if (u.protocol === 'http:' || u.protocol === 'https:') this.transport = 'sse'
+    else throw new Error(`unsupported URL scheme ${u.protocol} (use ws://, wss://, http:// or https://)`)
+  }
+
+  /** Id of the last event handed over (or the last `live` position): the resume id. */
+  get position(): number {
+    return this.pos
+  }
+
+  start(): void {
+    this.connect()
+  }
+
+  /** Stop following; resolves once the handler of every event already received has finished. */
+  async close(): Promise<void> {
+    this.stopped = true
+    this.gen++
+    clearTimeout(this.retryTimer)
+    clearTimeout(this.idleTimer)
+    this.conn?.close()
+    this.conn = undefined
+    await this.chain
+    this.opts.onStatus?.({ state: 'closed' })
+  }
+
+  private connect(): void {
+    if (this.stopped) return
+    const gen = ++this.gen
+    this.resetSeen = false
+    this.opts.onStatus?.({ state: 'connecting', attempt: this.attempt })
+    const handlers = {
+      open: () => {
+        if (gen === this.gen) {
+          this.touch(gen)
+          this.opts.onStatus?.({ state: 'open' })
+        }
+      },
+      activity: () => gen === this.gen && this.touch(gen),
+      message: (text: string) => gen === this.gen && this.receive(gen, text),
+      end: (error: string, status?: number) => gen === this.gen && this.ended(gen, error, status),
+    }
+    this.conn = this.transport === 'ws' ? this.openWs(handlers) : this.openSse(handlers)
+  }
+
+  private touch(gen: number): void {
+    clearTimeout(this.idleTimer)
+    const ms = this.opts.idleTimeoutMs ?? 45_000
+    this.idleTimer = setTimeout(() => this.ended(gen, `no data or ping for ${ms} ms`), ms)
+    this.idleTimer.unref()
+  }
+
+  private ended(gen: number, error: string, status?: number): void {
+    if (gen !== this.gen || this.stopped) return
+    this.gen++
+    clearTimeout(this.idleTimer)
+    this.conn?.close()
+    this.conn = undefined
+    if (status !== undefined && FATAL(status)) {
+      this.stopped = true
+      this.opts.onStatus?.({ state: 'closed' })
+      this.opts.onFatal?.(new Error(`${this.opts.url} answered ${status}: ${error}`))
+      return
+    }
+    const min = this.opts.minBackoffMs ?? 200
+    const max = this.opts.maxBackoffMs ?? 10_000
+    const base = Math.min(max, min * 2 ** Math.min(this.attempt, 20))
+    const retryInMs = Math.round(base * (0.8 + Math.random() * 0.4))
+    this.attempt++
+    this.opts.onStatus?.({ state: 'down', error, retryInMs })
+    // Reconnect only after every event received so far is handled, so the resume id is exact.
+    void this.chain.then(() => {
+      if (this.stopped) return
+      this.retryTimer = setTimeout(() => this.connect(), retryInMs)
+    })
+  }
+
+  private receive(gen: number, text: string): void {
+    this.touch(gen)
+    let msg: ReturnType<typeof parseWireMessage>
+    try {
+      msg = parseWireMessage(JSON.parse(text))
+    } catch (err) {
+      this.ended(gen, `bad message from the server: ${(err as Error).message}`)
+      return
+    }
+    // Events received before a connection ends are still handed over, in order; only a failed
+    // handler drops the rest of its connection (they come again after the reconnect).
+    this.chain = this.chain.then(async () => {
+      if (gen === this.failedGen) return
+      try {
+        await this.handle(msg)
+      } catch (err) {
+        this.failedGen = gen
+        this.opts.onError?.(err as Error)
+        this.ended(gen, `handler failed: ${(err as Error).message}`)
+      }
+    })
+  }
+
+  private async handle(msg: ReturnType<typeof parseWireMessage>): Promise<void> {
+    if ('control' in msg) {
+      const c = msg.control
+      if (c.type === 'reset') {
+        this.resetSeen = true
+        this.opts.onReset?.(c)
+      } else {
+        this.attempt = 0
+        // `live` carries the stream position: every event of the stream up to it was delivered.
+        if (c.id > this.pos) this.pos = c.id
+        this.opts.onLive?.(c.id)
+      }
+      return
+    }
+    const e = msg.event
+    if (e.id <= this.pos) {
+      if (this.resetSeen) this.opts.onBehind?.(e)
+      return
+    }
+    await this.opts.onEvent(e)
+    this.pos = e.id
+  }
+
+  private openWs(h: Handlers): Connection {
+    const u = new URL(this.opts.url)
+    if (this.pos > 0) u.searchParams.set('lastEventId', String(this.pos))
+    else u.searchParams.delete('lastEventId')
+    const ws = new WebSocket(u, { perMessageDeflate: false })
+    ws.on('open', h.open)
+    ws.on('ping', h.activity)
+    ws.on('message', (data, isBinary) => {
+      if (isBinary) return h.end('the server sent a binary frame')
+      h.message(data.toString())
+    })
+    ws.on('unexpected-response', (_req, res) => {
+      readBody(res, (body) => h.end(body, res.statusCode))
+    })
+    ws.on('close', (code, reason) => h.end(`connection closed (${code}${reason.length > 0 ? ' ' + reason.toString() : ''})`))
+    ws.on('error', (err) => h.end(err.message))
+    return { close: () => ws.terminate() }
+  }
+
+  private openSse(h: Handlers): Connection {
+    const u = new URL(this.opts.url)
+    const headers: Record<string, string> = { accept: 'text/event-stream', 'cache-control': 'no-cache' }
+    if (this.pos > 0) headers['last-event-id'] = String(this.pos)
+    const get = u.protocol === 'https:' ? https.get : http.get
+    // A dedicated connection (no keep-alive pool): a pooled socket may be one the server just closed.
+    const req = get(u, { headers, agent: false }, (res) => {
+      if (res.statusCode !== 200) {
+        readBody(res, (body) => h.end(body, res.statusCode))
+        return
+      }
+      h.open()
+      res.setEncoding('utf8')
+      let buf = ''
+      let data: string[] = []
+      res.on('data', (chunk: string) => {
+        h.activity()
+        buf += chunk
+        let nl: number
+        while ((nl = buf.indexOf('\n')) >= 0) {
+          const line = buf.slice(0, nl).replace(/\r$/, '')
+          buf = buf.slice(nl + 1)
+          if (line === '') {
+            if (data.length > 0) h.message(data.join('\n'))
+            data = []
+          } else if (line.startsWith('data:')) {
+            data.push(line.slice(5).replace(/^ /, ''))
+          }
+          // id:, event:, retry: and comments: the JSON carries the id and type; backoff is ours.
+        }
+      })
+      res.on('close', () => h.end('the server ended the stream'))
+      res.on('error', (err) => h.end(err.message))
+    })
+    req.on('error', (err) => h.end(err.message))
+    return { close: () => req.destroy() }
+  }
+}
+
+interface Handlers {
+  open(): void
+  activity(): void
+  message(text: string): void
+  end(error: string, status?: number): void
+}
+
+function readBody(res: http.IncomingMessage, done: (text: string) => void): void {
+  let body = ''
+  res.setEncoding('utf8')
+  res.on('data', (d: string) => {
+    if (body.length < 2000) body += d
+  })
+  res.on('end', () => {
+    let text = body.trim()
+    try {
+      const parsed = JSON.parse(body) as { message?: unknown }
+      if (typeof parsed.message === 'string') text = parsed.message
+    } catch {}
+    done(text === '' ? `HTTP ${res.statusCode}` : text.slice(0, 300))
+  })
+  res.on('error', () => done(`HTTP ${res.statusCode}`))
+}

@@ -1,0 +1,151 @@
+import t from 'tap'
+import { MemoryEventStore } from '../../src/store/memory-store.js'
+import { dataEvents, isLive, openSse, openWs } from '../helpers/clients.js'
+import { freePort, startServer, type TestServer } from '../helpers/server.js'
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
+const fast = { reconnectMinMs: 50, reconnectMaxMs: 300 }
+
+function relayOf(upstreamUrl: string, port = 0, extra: Record<string, unknown> = {}): Promise<TestServer> {
+  return startServer({ port, upstream: { url: upstreamUrl, ...fast, ...extra } })
+}
+
+t.test('producer -> relay (WS) -> relay (SSE) -> consumer: the middle relay restarts while events flow', async (t) => {
+  const producer = await startServer()
+  let relay1 = await relayOf(`${producer.wsUrl}/messages?room=chain`)
+  const port1 = Number(new URL(relay1.url).port)
+  const relay2 = await relayOf(`${relay1.url}/messages?room=chain`)
+  const consumer = openWs(`${relay2.wsUrl}/messages?room=chain`)
+  const sseConsumer = openSse(`${relay2.url}/messages?room=chain`)
+  t.teardown(async () => {
+    consumer.close()
+    sseConsumer.close()
+    await relay2.close()
+    await relay1.close()
+    await producer.close()
+  })
+  await consumer.waitFor(isLive, 5000, 'consumer live')
+  await sseConsumer.waitFor(isLive, 5000, 'sse consumer live')
+
+  const posted: string[] = []
+  const refusedPosts: number[] = []
+  for (let i = 0; i < 300; i++) {
+    if (i === 100) {
+      await relay1.close()
+      // Events keep flowing into the producer while the middle relay is down.
+    }
+    if (i === 150) {
+      // Back on the same port with an empty embedded store: it rebuilds from the producer.
+      relay1 = await relayOf(`${producer.wsUrl}/messages?room=chain`, port1)
+    }
+    if (i === 220) {
+      // And once more keeping its store: it resumes after its newest id.
+      const kept = new MemoryEventStore(10_000)
+      await relay1.close()
+      const warm = await startServer({ upstream: { url: `${producer.wsUrl}/messages?room=chain`, ...fast } }, { store: kept })
+      await sleep(200)
+      await warm.close()
+      relay1 = await startServer({ port: port1, upstream: { url: `${producer.wsUrl}/messages?room=chain`, ...fast } }, { store: kept })
+    }
+    const res = await producer.post({ text: `m${i}`, room: 'chain' })
+    if (res.status === 202) posted.push(res.body.id as string)
+    else refusedPosts.push(res.status)
+    await sleep(3)
+  }
+  t.same(refusedPosts, [], 'the producer accepted every event')
+  const all = (ev: { type: string }[]): boolean => dataEvents(ev as never).length >= 300
+  await consumer.waitFor(all, 20_000, 'the consumer to get 300 events')
+  await sseConsumer.waitFor(all, 20_000, 'the SSE consumer to get 300 events')
+  await sleep(200)
+  for (const [name, c] of [['WS consumer', consumer], ['SSE consumer', sseConsumer]] as const) {
+    t.same(dataEvents(c.events).map((e) => e.id), posted, `${name}: exactly the producer's sequence, upstream ids kept`)
+    t.same(dataEvents(c.events).map((e) => e.data.text), posted.map((_, i) => `m${i}`))
+    t.notOk(c.events.some((e) => e.type === 'reset'), `${name}: no reset`)
+  }
+
+  // A consumer resuming on the last relay resumes exactly.
+  const resumed = openSse(`${relay2.url}/messages?room=chain`, { 'last-event-id': posted[199] })
+  t.teardown(() => resumed.close())
+  await resumed.waitFor(isLive, 5000, 'resumed live')
+  t.same(dataEvents(resumed.events).map((e) => e.id), posted.slice(200), 'resume on the last relay is exact')
+
+  const post = await relay2.post({ text: 'x', room: 'chain' })
+  t.equal(post.status, 409, 'a relay is read-only')
+  t.match(post.body.message, /read-only relay/)
+  t.equal(relay2.app.upstream?.position, Number(posted[299]), 'relay status knows its position')
+  const ready = await fetch(`${relay2.url}/ready`)
+  t.same(await ready.json(), { status: 'ready', store: 'ok', upstream: 'connected' })
+})
+
+t.test('an upstream that refuses, then comes up: the relay waits, then follows', async (t) => {
+  const port = await freePort() // nothing listens there yet
+  const relay = await relayOf(`ws://127.0.0.1:${port}/messages?room=late`, 0, { catchUpTimeoutMs: 300 })
+  t.teardown(() => relay.close())
+  const started = Date.now()
+  const consumer = openWs(`${relay.wsUrl}/messages?room=late`)
+  t.teardown(() => consumer.close())
+  await consumer.waitFor(isLive, 5000, 'live after the catch-up timeout')
+  t.ok(Date.now() - started >= 250, 'stream requests waited for the upstream (bounded)')
+  t.equal(relay.app.upstream?.connected, false, 'not connected while the upstream refuses')
+  const producer = await startServer({ port })
+  t.teardown(() => producer.close())
+  const ids: string[] = []
+  for (let i = 0; i < 5; i++) ids.push((await producer.post({ text: `late${i}`, room: 'late' })).body.id)
+  await consumer.waitFor((ev) => dataEvents(ev).length >= 5, 10_000, 'events once the upstream is up')
+  t.same(dataEvents(consumer.events).map((e) => e.id), ids)
+})
+
+t.test('an upstream URL that answers 404 stops the relay with a clear status', async (t) => {
+  const producer = await startServer()
+  t.teardown(() => producer.close())
+  const relay = await relayOf(`${producer.url}/nowhere`, 0, { catchUpTimeoutMs: 2000 })
+  t.teardown(() => relay.close())
+  for (let i = 0; i < 100 && relay.app.upstream?.stopped === null; i++) await sleep(20)
+  t.match(relay.app.upstream?.stopped, /404/, 'the status says why relaying stopped')
+  const ready = await fetch(`${relay.url}/ready`)
+  t.equal(ready.status, 503, 'a relay that stopped relaying is not ready')
+  t.match(await ready.json(), { status: 'not ready', upstream: /404/ })
+})
+
+t.test('serve --upstream config: env TAILCAST_UPSTREAM and a bad URL', async (t) => {
+  const { loadConfig } = await import('../../src/config.js')
+  t.equal(loadConfig({ env: { TAILCAST_UPSTREAM: 'ws://127.0.0.1:9/v1/competitions' } }).upstream.url, 'ws://127.0.0.1:9/v1/competitions')
+  t.throws(() => loadConfig({ env: { TAILCAST_UPSTREAM: 'ftp://x' } }), /upstream\.url/)
+})
+
+t.test('upstream reset: a restarted empty upstream is followed on; a replaced history stops the relay, never mixed in', async (t) => {
+  let producer = await startServer()
+  const port = Number(new URL(producer.url).port)
+  const relay = await relayOf(`${producer.wsUrl}/messages?room=r`)
+  const consumer = openWs(`${relay.wsUrl}/messages?room=r`)
+  t.teardown(async () => {
+    consumer.close()
+    await relay.close()
+    await producer.close()
+  })
+  await consumer.waitFor(isLive, 5000, 'live')
+  const ids: string[] = []
+  for (let i = 0; i < 3; i++) ids.push((await producer.post({ text: `a${i}`, room: 'r' })).body.id)
+  await consumer.waitFor((ev) => dataEvents(ev).length >= 3, 5000, 'first events')
+
+  // The upstream restarts on a fresh embedded store: its ids are clock-seeded, so they keep increasing.
+  await producer.close()
+  producer = await startServer({ port })
+  await sleep(300)
+  for (let i = 0; i < 3; i++) ids.push((await producer.post({ text: `b${i}`, room: 'r' })).body.id)
+  await consumer.waitFor((ev) => dataEvents(ev).length >= 6, 5000, 'events of the restarted upstream')
+  t.same(dataEvents(consumer.events).map((e) => e.id), ids, 'the relay followed the restarted upstream')
+  t.equal(relay.app.upstream?.stopped, null)
+
+  // Now an upstream whose ids are below the relay's: another history. The relay must not mix it in.
+  await producer.close()
+  const other = new MemoryEventStore(100)
+  const time = new Date().toISOString()
+  await other.append([{ type: 'message', room: 'r', time, data: { text: 'c0' } }, { type: 'message', room: 'r', time, data: { text: 'c1' } }], [1000, 1001])
+  producer = await startServer({ port }, { store: other })
+  for (let i = 0; i < 100 && relay.app.upstream?.stopped === null; i++) await sleep(30)
+  t.match(relay.app.upstream?.stopped, /replaced its history/, 'relaying stopped with the reason')
+  await sleep(200)
+  t.same(dataEvents(consumer.events).map((e) => e.id), ids, 'nothing of the other history reached the consumer')
+  t.same((await relay.app.store.bounds()).newest, Number(ids[5]))
+})
