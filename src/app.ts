@@ -6,6 +6,7 @@ import type { EventStore } from './store/event-store.js'
 import configPlugin from './plugins/config.js'
 import hubPlugin from './plugins/hub.js'
 import ingestPlugin from './plugins/ingest.js'
+import natsPlugin from './plugins/nats.js'
 import storePlugin from './plugins/store.js'
 import healthRoutes from './routes/health.js'
 import messagesRoutes from './routes/messages.js'
@@ -38,6 +39,7 @@ export async function buildApp(config: Config, opts: AppOptions = {}): Promise<F
   await app.register(configPlugin, { config })
   await app.register(storePlugin, { store: opts.store })
   await app.register(hubPlugin)
+  await app.register(natsPlugin)
   await app.register(ingestPlugin)
 
   await app.register(healthRoutes)

@@ -22,6 +22,17 @@ export interface Config {
   }
   post: { enabled: boolean; token: string }
   cors: { origins: string[]; methods: string[]; headers: string[] }
+  nats: {
+    /** Empty: NATS off (POST /messages writes to the store directly). May carry a token or user:password. */
+    url: string
+    stream: string
+    subject: string
+    durable: string
+    deadLetterSubject: string
+    maxPayload: number
+    leaseSeconds: number
+    batchSize: number
+  }
 }
 
 const DEFAULTS_URL = new URL('../config/default.json', import.meta.url)
@@ -31,7 +42,7 @@ const positiveInt = { type: 'integer', minimum: 1 }
 const schema = {
   type: 'object',
   additionalProperties: false,
-  required: ['host', 'port', 'logLevel', 'bodyLimit', 'store', 'streams', 'post', 'cors'],
+  required: ['host', 'port', 'logLevel', 'bodyLimit', 'store', 'streams', 'post', 'cors', 'nats'],
   properties: {
     host: { type: 'string', minLength: 1 },
     port: { type: 'integer', minimum: 0, maximum: 65535 },
@@ -88,6 +99,22 @@ const schema = {
         headers: { type: 'array', items: { type: 'string' } },
       },
     },
+    nats: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['url', 'stream', 'subject', 'durable', 'deadLetterSubject', 'maxPayload', 'leaseSeconds', 'batchSize'],
+      properties: {
+        url: { type: 'string', pattern: '^$|^(nats|tls|ws|wss)://' },
+        stream: { type: 'string', pattern: '^[A-Za-z0-9_-]{1,64}$' },
+        // Tokens separated by dots; `>` only as the last token (POST /messages publishes under it).
+        subject: { type: 'string', pattern: '^[A-Za-z0-9_-]+(\\.[A-Za-z0-9_-]+)*(\\.>)?$' },
+        durable: { type: 'string', pattern: '^[A-Za-z0-9_-]{1,64}$' },
+        deadLetterSubject: { type: 'string', pattern: '^[A-Za-z0-9_-]+(\\.[A-Za-z0-9_-]+)*$' },
+        maxPayload: { type: 'integer', minimum: 256, maximum: 8388608 },
+        leaseSeconds: { type: 'number', minimum: 1, maximum: 60 },
+        batchSize: { type: 'integer', minimum: 1, maximum: 10000 },
+      },
+    },
   },
 } as const
 
@@ -111,10 +138,20 @@ export const ENV_KEYS: Record<string, string> = {
   TAILCAST_POST_ENABLED: 'post.enabled',
   TAILCAST_POST_TOKEN: 'post.token',
   TAILCAST_CORS_ORIGINS: 'cors.origins',
+  NATS_URL: 'nats.url',
+  TAILCAST_NATS_STREAM: 'nats.stream',
+  TAILCAST_NATS_SUBJECT: 'nats.subject',
+  TAILCAST_NATS_DURABLE: 'nats.durable',
+  TAILCAST_NATS_DEAD_LETTER_SUBJECT: 'nats.deadLetterSubject',
+  TAILCAST_NATS_MAX_PAYLOAD: 'nats.maxPayload',
+  TAILCAST_NATS_LEASE_SECONDS: 'nats.leaseSeconds',
 }
 
 /** Keys whose values never appear in output. */
-export const SECRET_KEYS = ['post.token', 'store.mongodb.url']
+export const SECRET_KEYS = ['post.token', 'store.mongodb.url', 'nats.url']
+
+/** Secret keys that are URLs: their host stays visible, their credentials do not. */
+const URL_KEYS = ['store.mongodb.url', 'nats.url']
 
 export class ConfigError extends Error {
   override name = 'ConfigError'
@@ -223,7 +260,7 @@ export function redact(config: Config): Tree {
   const copy = JSON.parse(JSON.stringify(config)) as Tree
   for (const key of SECRET_KEYS) {
     const v = getPath(copy, key)
-    if (typeof v === 'string' && v !== '') setPath(copy, key, key === 'store.mongodb.url' ? redactUrl(v) : '[redacted]')
+    if (typeof v === 'string' && v !== '') setPath(copy, key, URL_KEYS.includes(key) ? redactUrl(v) : '[redacted]')
   }
   return copy
 }
