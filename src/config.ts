@@ -31,6 +31,7 @@ export interface Config {
     deadLetterSubject: string
     maxPayload: number
     leaseSeconds: number
+    ackWaitSeconds: number
     batchSize: number
   }
 }
@@ -102,7 +103,7 @@ const schema = {
     nats: {
       type: 'object',
       additionalProperties: false,
-      required: ['url', 'stream', 'subject', 'durable', 'deadLetterSubject', 'maxPayload', 'leaseSeconds', 'batchSize'],
+      required: ['url', 'stream', 'subject', 'durable', 'deadLetterSubject', 'maxPayload', 'leaseSeconds', 'ackWaitSeconds', 'batchSize'],
       properties: {
         url: { type: 'string', pattern: '^$|^(nats|tls|ws|wss)://' },
         stream: { type: 'string', pattern: '^[A-Za-z0-9_-]{1,64}$' },
@@ -112,6 +113,7 @@ const schema = {
         deadLetterSubject: { type: 'string', pattern: '^[A-Za-z0-9_-]+(\\.[A-Za-z0-9_-]+)*$' },
         maxPayload: { type: 'integer', minimum: 256, maximum: 8388608 },
         leaseSeconds: { type: 'number', minimum: 1, maximum: 60 },
+        ackWaitSeconds: { type: 'number', minimum: 0.5, maximum: 3600 },
         batchSize: { type: 'integer', minimum: 1, maximum: 10000 },
       },
     },
@@ -145,6 +147,7 @@ export const ENV_KEYS: Record<string, string> = {
   TAILCAST_NATS_DEAD_LETTER_SUBJECT: 'nats.deadLetterSubject',
   TAILCAST_NATS_MAX_PAYLOAD: 'nats.maxPayload',
   TAILCAST_NATS_LEASE_SECONDS: 'nats.leaseSeconds',
+  TAILCAST_NATS_ACK_WAIT_SECONDS: 'nats.ackWaitSeconds',
 }
 
 /** Keys whose values never appear in output. */

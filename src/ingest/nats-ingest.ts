@@ -49,7 +49,6 @@ export const DEAD_LETTER_HEADERS = {
 } as const
 
 const LEASE_KEY = 'writer'
-const ACK_WAIT_MS = 30_000
 
 export function leaseBucket(cfg: NatsConfig): string {
   return `${cfg.stream}_LEASE`
@@ -265,7 +264,7 @@ export class NatsIngest {
     await this.jsm.consumers.add(this.cfg.stream, {
       durable_name: this.cfg.durable,
       ack_policy: AckPolicy.Explicit,
-      ack_wait: ACK_WAIT_MS * 1_000_000,
+      ack_wait: Math.round(this.cfg.ackWaitSeconds * 1e9),
       deliver_policy: DeliverPolicy.StartSequence,
       opt_start_seq: newest + 1,
       filter_subject: this.cfg.subject,
