@@ -98,6 +98,7 @@ export class NatsIngest {
   private queue: JsMsg[] = []
   private draining = false
   private resetting: Promise<void> | undefined
+  private restartWanted = false
   private fresh = false
   private readonly st: NatsState = {
     connected: false,
@@ -202,6 +203,9 @@ export class NatsIngest {
       if (this.st.writer) {
         this.leaseRevision = await this.kv.update(LEASE_KEY, new TextEncoder().encode(this.me), this.leaseRevision)
         this.leaseValidUntil = started + this.cfg.leaseSeconds * 1000
+        // The supervisor: a writer that is not consuming (a failed batch, a reset that found the
+        // lease too short) starts again here.
+        if (this.messages === undefined && this.resetting === undefined) this.restartWriter()
       } else {
         this.leaseRevision = await this.kv.create(LEASE_KEY, new TextEncoder().encode(this.me))
         this.leaseValidUntil = started + this.cfg.leaseSeconds * 1000
@@ -237,19 +241,27 @@ export class NatsIngest {
     this.queue = []
   }
 
-  /** (Re)create the durable consumer at the store's newest id + 1 and consume from there. */
+  /**
+   * (Re)create the durable consumer at the store's newest id + 1 and consume from there. A request
+   * made while a reset runs is never dropped: the reset runs again.
+   */
   private restartWriter(): void {
     this.stopConsuming()
+    this.restartWanted = true
     if (this.resetting) return
-    this.resetting = this.resetConsumer()
-      .catch((err: Error) => {
-        this.st.lastError = err.message
-        this.log.warn({ err: err.message }, 'NATS consumer reset failed; retrying')
-        setTimeout(() => {
-          if (this.leaseHeld()) this.restartWriter()
-        }, 500).unref()
-      })
-      .finally(() => (this.resetting = undefined))
+    this.resetting = (async () => {
+      while (this.restartWanted && !this.closing) {
+        this.restartWanted = false
+        try {
+          await this.resetConsumer()
+        } catch (err) {
+          this.st.lastError = (err as Error).message
+          this.log.warn({ err: (err as Error).message }, 'NATS consumer reset failed; retrying')
+          await new Promise((r) => setTimeout(r, 500))
+          if (this.leaseHeld()) this.restartWanted = true
+        }
+      }
+    })().finally(() => (this.resetting = undefined))
   }
 
   private async resetConsumer(): Promise<void> {
@@ -296,9 +308,7 @@ export class NatsIngest {
       this.st.lastError = (err as Error).message
       this.log.warn({ err: (err as Error).message }, 'NATS ingest batch failed; restarting from the store position')
       this.stopConsuming()
-      setTimeout(() => {
-        if (this.leaseHeld()) this.restartWriter()
-      }, 200).unref()
+      // The next lease renewal restarts consuming from the store's position.
     } finally {
       this.draining = false
     }
