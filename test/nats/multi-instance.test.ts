@@ -163,8 +163,20 @@ t.test(`${N} events published while 3 instances run and ${CLIENTS} clients follo
   }
 
   t.comment(`published ${N} in ${Date.now() - t0} ms`)
+  // Ingest (NATS -> store) apart from delivery (store -> clients): when the writer has stored them all.
+  const lastSeq = (await (await nc.jetstreamManager()).streams.info(env.TAILCAST_NATS_STREAM)).state.last_seq
+  const storedBy = Date.now() + 120_000
+  for (;;) {
+    const w = (await writerOf())[0]
+    const r = w === undefined ? null : await w.ready().catch(() => null)
+    if ((r?.body?.nats?.lastSequence ?? 0) >= lastSeq || Date.now() > storedBy) break
+    await new Promise((r) => setTimeout(r, 200))
+  }
+  t.comment(`the writer had stored up to sequence ${lastSeq} ${Date.now() - t0} ms after the first publish`)
+  const exitedEarly = (): Instance[] => instances.filter((i) => i !== firstWriter && (i.child.exitCode !== null || i.child.signalCode !== null))
   const deadline = Date.now() + 120_000
-  while (followers.some((f) => f.events.length < N) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200))
+  while (followers.some((f) => f.events.length < N) && Date.now() < deadline && exitedEarly().length === 0) await new Promise((r) => setTimeout(r, 200))
+  for (const i of exitedEarly()) t.fail(`instance ${i.name} exited (${i.child.exitCode ?? i.child.signalCode}):\n${i.output()}`)
   t.comment(`clients caught up ${Date.now() - t0} ms after the first publish: ${followers.map((f) => f.events.length).join(' ')}`)
   t.ok(takeoverMs >= 0 && takeoverMs < 10_000, `another instance took the writer lease ${takeoverMs} ms after kill -9`)
   const alive = instances.filter((i) => i !== firstWriter)
