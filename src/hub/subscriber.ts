@@ -108,7 +108,11 @@ export class Subscriber {
       }
       return
     }
-    this.write(batch)
+    // The replay may have read past the hub (a store whose tail lags, e.g. MongoDB): what the hub
+    // hands over later that this client already got from the replay is dropped here.
+    const rest = batch.after(this.lastId)
+    if (rest === null) return
+    this.write(rest)
     if (this.transport.buffered() > this.opts.maxBufferedBytes) this.disconnectSlow()
   }
 

@@ -1,6 +1,7 @@
 import type { Config } from '../config.js'
 import type { EventStore } from './event-store.js'
 import { MemoryEventStore } from './memory-store.js'
+import { MongoEventStore } from './mongo-store.js'
 
 /** The store the configuration names. */
 export async function createStore(config: Config): Promise<EventStore> {
@@ -8,6 +9,6 @@ export async function createStore(config: Config): Promise<EventStore> {
     case 'memory':
       return new MemoryEventStore(config.store.capacity)
     case 'mongodb':
-      throw new Error('store.type "mongodb" is not available yet')
+      return new MongoEventStore(config.store.mongodb)
   }
 }

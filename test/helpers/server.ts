@@ -17,9 +17,23 @@ export interface TestServer {
 
 type Overrides = Record<string, unknown>
 
-/** The store every test server uses unless a test says otherwise; set by the test-services script. */
+let storeCounter = 0
+
+/**
+ * The store every test server uses unless a test says otherwise: the embedded one, or with
+ * TAILCAST_TEST_STORE=mongodb a fresh capped collection on MONGODB_URL (set by scripts/test-services.sh).
+ */
 export function storeOverrides(): Overrides {
-  return { store: { type: 'memory' } }
+  const kind = process.env.TAILCAST_TEST_STORE ?? 'memory'
+  if (kind === 'memory') return { store: { type: 'memory' } }
+  if (kind !== 'mongodb') throw new Error(`TAILCAST_TEST_STORE=${kind}: expected memory or mongodb`)
+  const url = process.env.MONGODB_URL
+  if (url === undefined || url === '') {
+    throw new Error('TAILCAST_TEST_STORE=mongodb but MONGODB_URL is not set: run the tests through `npm test` (scripts/test-services.sh) or set MONGODB_URL')
+  }
+  storeCounter++
+  const collection = `s_${process.pid}_${Date.now().toString(36)}_${storeCounter}`
+  return { store: { type: 'mongodb', mongodb: { url, database: 'tailcast_test', collection } } }
 }
 
 function deepMerge(a: Overrides, b: Overrides): Overrides {

@@ -1,0 +1,357 @@
+import { MongoBulkWriteError, MongoClient, type Collection, type Db, type Filter, type IndexDescription, type MongoClientOptions } from 'mongodb'
+import { COMPETITION_ACTIVATED, type NewEvent, type StoredEvent } from '../event.js'
+import { windowStart, type StreamFilter } from '../stream.js'
+import type { EventStore, StoreBounds, Tail, TailHandlers } from './event-store.js'
+
+export interface MongoStoreConfig {
+  url: string
+  database: string
+  collection: string
+  /** Capped collection size in bytes. */
+  cappedSize: number
+  /** Capped collection maximum number of documents. */
+  cappedMax: number
+}
+
+export interface MongoStoreOptions {
+  /** Passed to MongoClient (tests turn on `monitorCommands` to count cursors). */
+  clientOptions?: MongoClientOptions
+  /** How long one awaitData getMore waits for new documents. */
+  awaitMs?: number
+  /** First and largest pause before the tail re-opens after an error. */
+  backoffMs?: { min: number; max: number }
+  /**
+   * Re-open the tailing cursor after it has handed over this many documents. FerretDB re-runs a
+   * tailable cursor's whole query on every awaitData poll (about every 10 ms), so a cursor anchored
+   * far back costs more each poll; re-anchoring on the last seen id keeps that query short.
+   */
+  reanchorAfter?: number
+}
+
+/** A stored document: the event with its id as `_id` (so the unique _id index keeps ids unique). */
+interface EventDoc {
+  _id: number
+  type: string
+  competitionId?: string
+  room?: string
+  time: string
+  data: Record<string, unknown>
+  /** When the store accepted it: the tail's lag is measured from here. */
+  at: Date
+}
+
+/** The replay queries: by competition, by type+time (the 24 h window), by room; all ordered by id. */
+const REPLAY_INDEXES: IndexDescription[] = [
+  { key: { competitionId: 1, _id: 1 }, name: 'competitionId_id' },
+  { key: { type: 1, time: 1, _id: 1 }, name: 'type_time_id' },
+  { key: { room: 1, _id: 1 }, name: 'room_id' },
+]
+
+const DUPLICATE_KEY = 11000
+/** Id conflicts one append tolerates (each means another writer stored events meanwhile). */
+const INSERT_RETRIES = 1000
+
+function toEvent(d: EventDoc): StoredEvent {
+  const e: StoredEvent = { id: Number(d._id), type: d.type, time: d.time, data: d.data }
+  if (d.competitionId !== undefined && d.competitionId !== null) e.competitionId = d.competitionId
+  if (d.room !== undefined && d.room !== null) e.room = d.room
+  return e
+}
+
+function toDoc(e: NewEvent, id: number, at: Date): EventDoc {
+  const d: EventDoc = { _id: id, type: e.type, time: e.time, data: e.data, at }
+  if (e.competitionId !== undefined) d.competitionId = e.competitionId
+  if (e.room !== undefined) d.room = e.room
+  return d
+}
+
+export class CollectionNotCappedError extends Error {
+  override name = 'CollectionNotCappedError'
+}
+
+/** Counters of the tailing cursor, for logs and /metrics. */
+export interface MongoTailStats {
+  /** Milliseconds between the store accepting the last handed-over event and the tail handing it over. */
+  lagMs: number
+  /** Times the cursor was (re-)opened. */
+  opens: number
+  /** Errors after which the cursor was re-opened. */
+  errors: number
+}
+
+/**
+ * The product's store: one capped MongoDB collection, ids as `_id`, and one tailable awaitData
+ * cursor per process that re-opens from the last seen id after any error.
+ *
+ * Ids without given ids: optimistic and ordered. Read the newest `_id`, insert the batch as
+ * newest+1.. with an ordered insert; a duplicate key means another writer got there first: re-read
+ * and retry the rest. An id k+1 is only ever inserted once id k exists, so natural (insertion) order
+ * is id order even with several processes appending to one collection.
+ */
+export class MongoEventStore implements EventStore {
+  readonly kind = 'mongodb'
+  readonly client: MongoClient
+  readonly tailStats: MongoTailStats = { lagMs: 0, opens: 0, errors: 0 }
+  private db!: Db
+  private coll!: Collection<EventDoc>
+  private closed = false
+  private readonly tails = new Set<MongoTail>()
+
+  constructor(readonly config: MongoStoreConfig, private readonly opts: MongoStoreOptions = {}) {
+    this.client = new MongoClient(config.url, { serverSelectionTimeoutMS: 5000, ...opts.clientOptions })
+  }
+
+  get collectionName(): string {
+    return `${this.config.database}.${this.config.collection}`
+  }
+
+  async open(): Promise<void> {
+    const { database, collection, cappedSize, cappedMax } = this.config
+    await this.client.connect()
+    this.db = this.client.db(database)
+    const [info] = await this.db.listCollections({ name: collection }).toArray()
+    if (info === undefined) {
+      try {
+        await this.db.createCollection(collection, { capped: true, size: cappedSize, max: cappedMax })
+      } catch (err) {
+        // Another process created it meanwhile: check it below like an existing one.
+        if ((err as { codeName?: string }).codeName !== 'NamespaceExists' && (err as { code?: number }).code !== 48) throw err
+      }
+    }
+    const stats = (await this.db.command({ collStats: collection })) as { capped?: boolean }
+    if (stats.capped !== true) {
+      throw new CollectionNotCappedError(
+        `MongoDB collection "${this.collectionName}" exists but is not capped; tailcast needs a capped collection to tail. ` +
+          `Drop or rename it (db.${collection}.drop()), convert it (db.runCommand({convertToCapped: "${collection}", size: ${cappedSize}})), ` +
+          `or set store.mongodb.collection (TAILCAST_MONGODB_COLLECTION) to another name.`,
+      )
+    }
+    this.coll = this.db.collection<EventDoc>(collection)
+    // Only the missing ones: FerretDB 1.24 drops the connection on createIndexes of existing indexes.
+    const have = new Set((await this.coll.listIndexes().toArray()).map((i) => i.name as string))
+    const missing = REPLAY_INDEXES.filter((i) => !have.has(i.name as string))
+    if (missing.length > 0) await this.coll.createIndexes(missing)
+  }
+
+  async append(events: NewEvent[], ids?: number[]): Promise<StoredEvent[]> {
+    if (ids !== undefined && ids.length !== events.length) throw new Error('append: one id per event')
+    if (events.length === 0) return []
+    const at = new Date()
+    const stored: StoredEvent[] = []
+    let rest = events.map((e, i) => ({ e, id: ids?.[i] }))
+    for (let attempt = 0; rest.length > 0; attempt++) {
+      if (attempt >= INSERT_RETRIES) throw new Error(`append: gave up after ${INSERT_RETRIES} id conflicts on ${this.collectionName}`)
+      const newest = (await this.newestId()) ?? 0
+      let docs: EventDoc[]
+      if (ids === undefined) {
+        docs = rest.map((r, i) => toDoc(r.e, newest + 1 + i, at))
+      } else {
+        // Given ids are kept; one not above the newest is a redelivery and is skipped.
+        rest = rest.filter((r) => (r.id as number) > newest)
+        if (rest.length === 0) break
+        docs = rest.map((r) => toDoc(r.e, r.id as number, at))
+      }
+      let inserted = docs.length
+      try {
+        await this.coll.insertMany(docs, { ordered: true })
+      } catch (err) {
+        if (!(err instanceof MongoBulkWriteError) || !isDuplicateOnly(err)) throw err
+        inserted = firstFailedIndex(err)
+      }
+      for (const d of docs.slice(0, inserted)) stored.push(toEvent(d))
+      rest = rest.slice(inserted)
+    }
+    return stored
+  }
+
+  async read(filter: StreamFilter, afterId: number, limit: number): Promise<StoredEvent[]> {
+    const q: Filter<EventDoc> = { _id: { $gt: afterId } }
+    switch (filter.kind) {
+      case 'competitions':
+        q.type = COMPETITION_ACTIVATED
+        q.time = { $gte: windowStart(filter.windowMs) }
+        break
+      case 'competition':
+        q.competitionId = filter.competitionId
+        break
+      case 'room':
+        q.room = filter.room === null ? { $exists: true } : filter.room
+        break
+    }
+    const docs = await this.coll.find(q, { projection: { at: 0 } }).sort({ _id: 1 }).limit(limit).toArray()
+    return docs.map(toEvent)
+  }
+
+  async bounds(): Promise<StoreBounds> {
+    const [oldest, newest] = await Promise.all([this.edgeId(1), this.newestId()])
+    if (oldest === null || newest === null) return { oldest: null, newest: null }
+    return { oldest, newest }
+  }
+
+  tail(afterId: number, handlers: TailHandlers): Tail {
+    const t = new MongoTail(this, this.db, this.coll, afterId, handlers, this.opts)
+    this.tails.add(t)
+    void t.run().finally(() => this.tails.delete(t))
+    return { close: () => t.close() }
+  }
+
+  async ping(): Promise<void> {
+    await this.client.db(this.config.database).command({ ping: 1 })
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    await Promise.all([...this.tails].map((t) => t.close()))
+    await this.client.close()
+  }
+
+  private newestId(): Promise<number | null> {
+    return this.edgeId(-1)
+  }
+
+  private async edgeId(dir: 1 | -1): Promise<number | null> {
+    const [d] = await this.coll.find({}, { projection: { _id: 1 } }).sort({ _id: dir }).limit(1).toArray()
+    return d === undefined ? null : Number(d._id)
+  }
+}
+
+function isDuplicateOnly(err: MongoBulkWriteError): boolean {
+  const errors = Array.isArray(err.writeErrors) ? err.writeErrors : [err.writeErrors]
+  return errors.length > 0 && errors.every((w) => w.code === DUPLICATE_KEY)
+}
+
+/** With an ordered insert, everything before the first failed document was inserted. */
+function firstFailedIndex(err: MongoBulkWriteError): number {
+  const errors = Array.isArray(err.writeErrors) ? err.writeErrors : [err.writeErrors]
+  return Math.min(...errors.map((w) => w.index))
+}
+
+/**
+ * The one tailing cursor. Each (re-)open anchors on the last seen id: `find {_id >= last}` with a
+ * first batch of one document, so the cursor starts positioned on a document (FerretDB, like
+ * MongoDB, cannot keep a tailable cursor open on nothing). The anchor itself is not handed over
+ * again; ids not above the last one handed over are dropped, so nothing is handed over twice.
+ */
+class MongoTail {
+  private closed = false
+  private last: number
+  private cursorId: unknown = null
+  private wake: (() => void) | undefined
+
+  constructor(
+    private readonly store: MongoEventStore,
+    private readonly db: Db,
+    private readonly coll: Collection<EventDoc>,
+    afterId: number,
+    private readonly handlers: TailHandlers,
+    private readonly opts: MongoStoreOptions,
+  ) {
+    this.last = afterId
+  }
+
+  async run(): Promise<void> {
+    const min = this.opts.backoffMs?.min ?? 50
+    const max = this.opts.backoffMs?.max ?? 2000
+    let backoff = min
+    while (!this.closed) {
+      try {
+        const open = await this.follow()
+        backoff = min
+        // The collection is empty or the cursor closed on its own: poll again shortly.
+        if (!open) await this.pause(this.opts.awaitMs !== undefined ? Math.min(this.opts.awaitMs, 100) : 100)
+      } catch (err) {
+        if (this.closed) break
+        this.store.tailStats.errors++
+        this.handlers.onError?.(err as Error)
+        await this.pause(backoff)
+        backoff = Math.min(max, backoff * 2)
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closed = true
+    this.wake?.()
+    const id = this.cursorId
+    this.cursorId = null
+    if (id !== null) {
+      await this.db.command({ killCursors: this.coll.collectionName, cursors: [id] }, { promoteLongs: false }).catch(() => {})
+    }
+  }
+
+  private pause(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.wake = undefined
+        resolve()
+      }, ms)
+      this.wake = () => {
+        clearTimeout(timer)
+        this.wake = undefined
+        resolve()
+      }
+    })
+  }
+
+  /** One cursor's life: open it, then getMore until it ends. Returns false when it never opened. */
+  private async follow(): Promise<boolean> {
+    const db = this.db
+    const name = this.coll.collectionName
+    const filter = this.last > 0 ? { _id: { $gte: this.last } } : {}
+    const first = (await db.command(
+      { find: name, filter, projection: {}, tailable: true, awaitData: true, batchSize: 1 },
+      { promoteLongs: false },
+    )) as { cursor: { id: unknown; firstBatch: EventDoc[] } }
+    this.store.tailStats.opens++
+    this.hand(first.cursor.firstBatch)
+    if (isZero(first.cursor.id)) return false
+    this.cursorId = first.cursor.id
+    const reanchorAfter = this.opts.reanchorAfter ?? 10_000
+    let seen = 0
+    try {
+      while (!this.closed) {
+        const more = (await db.command(
+          { getMore: this.cursorId, collection: name, batchSize: 1000, maxTimeMS: this.opts.awaitMs ?? 1000 },
+          { promoteLongs: false },
+        )) as { cursor: { id: unknown; nextBatch: EventDoc[] } }
+        seen += this.hand(more.cursor.nextBatch)
+        if (isZero(more.cursor.id)) {
+          this.cursorId = null
+          return true
+        }
+        if (seen >= reanchorAfter) break
+      }
+    } finally {
+      if (this.cursorId !== null && !this.closed) {
+        const id = this.cursorId
+        this.cursorId = null
+        await db.command({ killCursors: name, cursors: [id] }, { promoteLongs: false }).catch(() => {})
+      }
+    }
+    return true
+  }
+
+  private hand(docs: EventDoc[]): number {
+    if (this.closed || docs.length === 0) return 0
+    const events: StoredEvent[] = []
+    for (const d of docs) {
+      const e = toEvent(d)
+      if (e.id <= this.last) continue
+      this.last = e.id
+      events.push(e)
+    }
+    if (events.length === 0) return 0
+    const lastDoc = docs[docs.length - 1]
+    if (lastDoc.at instanceof Date) this.store.tailStats.lagMs = Math.max(0, Date.now() - lastDoc.at.getTime())
+    this.handlers.onEvents(events)
+    return events.length
+  }
+}
+
+function isZero(id: unknown): boolean {
+  if (id === null || id === undefined) return true
+  if (typeof id === 'number' || typeof id === 'bigint') return id == 0
+  const l = id as { isZero?: () => boolean }
+  return typeof l.isZero === 'function' ? l.isZero() : false
+}

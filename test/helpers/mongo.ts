@@ -1,0 +1,130 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
+import net from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { MongoEventStore, type MongoStoreConfig, type MongoStoreOptions } from '../../src/store/mongo-store.js'
+
+const HOW = 'run the tests through `npm test` (scripts/test-services.sh) or set MONGODB_URL'
+
+/** The MongoDB-wire server of this test run; throws (a test failure, never a skip) when there is none. */
+export function mongoUrl(): string {
+  const url = process.env.MONGODB_URL
+  if (url === undefined || url === '') throw new Error(`MONGODB_URL is not set: ${HOW}`)
+  return url
+}
+
+export const TEST_DATABASE = 'tailcast_test'
+
+let counter = 0
+/** A collection name no other test (or test process) uses. */
+export function freshCollection(prefix = 't'): string {
+  counter++
+  return `${prefix}_${process.pid}_${Date.now().toString(36)}_${counter}`
+}
+
+/** Store config for a fresh collection on the test server. */
+export function mongoConfig(over: Partial<MongoStoreConfig> = {}): MongoStoreConfig {
+  return { url: mongoUrl(), database: TEST_DATABASE, collection: freshCollection(), cappedSize: 16 * 1024 * 1024, cappedMax: 10_000, ...over }
+}
+
+/** An opened MongoEventStore on a fresh collection (the caller closes it). */
+export async function openMongoStore(over: Partial<MongoStoreConfig> = {}, opts: MongoStoreOptions = {}): Promise<MongoEventStore> {
+  const store = new MongoEventStore(mongoConfig(over), opts)
+  await store.open()
+  return store
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer()
+    s.on('error', reject)
+    s.listen(0, '127.0.0.1', () => {
+      const a = s.address()
+      s.close(() => (typeof a === 'object' && a !== null ? resolve(a.port) : reject(new Error('no port'))))
+    })
+  })
+}
+
+function answers(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const c = net.connect(port, '127.0.0.1')
+    c.once('connect', () => {
+      c.destroy()
+      resolve(true)
+    })
+    c.once('error', () => resolve(false))
+  })
+}
+
+/**
+ * A FerretDB of the test's own (SQLite in a temp dir, a free port) that it can stop and start again
+ * on the same port and data: restart tests must not restart the server other test files share.
+ */
+export interface OwnFerretDb {
+  url: string
+  port: number
+  dir: string
+  start(): Promise<void>
+  /** SIGTERM, or SIGKILL with `hard`; resolves when the process is gone. */
+  stop(hard?: boolean): Promise<void>
+  /** Stop and remove the data dir. */
+  destroy(): Promise<void>
+}
+
+export async function ownFerretDb(): Promise<OwnFerretDb> {
+  const bin = process.env.TAILCAST_TEST_FERRETDB_BIN
+  if (bin === undefined || bin === '') {
+    throw new Error(`TAILCAST_TEST_FERRETDB_BIN is not set: ${HOW}; \`bash scripts/test-services.sh install\` installs FerretDB`)
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'tailcast-ferretdb-'))
+  const port = await freePort()
+  let child: ChildProcess | undefined
+  let log = ''
+  const self: OwnFerretDb = {
+    url: `mongodb://127.0.0.1:${port}/`,
+    port,
+    dir,
+    async start() {
+      if (child !== undefined) throw new Error('FerretDB already running')
+      const p = spawn(
+        bin,
+        [
+          '--handler=sqlite',
+          `--sqlite-url=file:${dir}/`,
+          `--state-dir=${dir}`,
+          `--listen-addr=127.0.0.1:${port}`,
+          '--debug-addr=-',
+          '--telemetry=disable',
+          '--log-level=warn',
+          `--test-capped-cleanup-interval=${process.env.TAILCAST_TEST_FERRETDB_CLEANUP_INTERVAL || '1s'}`,
+        ],
+        { stdio: ['ignore', 'pipe', 'pipe'] },
+      )
+      child = p
+      p.stdout?.on('data', (d: Buffer) => (log = (log + d.toString()).slice(-4000)))
+      p.stderr?.on('data', (d: Buffer) => (log = (log + d.toString()).slice(-4000)))
+      const deadline = Date.now() + 30_000
+      while (!(await answers(port))) {
+        if (p.exitCode !== null || p.signalCode !== null) throw new Error(`FerretDB exited during startup: ${log}`)
+        if (Date.now() > deadline) throw new Error(`FerretDB did not answer on ${port} within 30 s: ${log}`)
+        await new Promise((r) => setTimeout(r, 50))
+      }
+    },
+    async stop(hard = false) {
+      const p = child
+      if (p === undefined) return
+      child = undefined
+      if (p.exitCode !== null || p.signalCode !== null) return
+      const gone = new Promise<void>((r) => p.once('exit', () => r()))
+      p.kill(hard ? 'SIGKILL' : 'SIGTERM')
+      await gone
+    },
+    async destroy() {
+      await self.stop(true)
+      rmSync(dir, { recursive: true, force: true })
+    },
+  }
+  await self.start()
+  return self
+}

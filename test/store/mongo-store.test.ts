@@ -1,0 +1,64 @@
+import t from 'tap'
+import { MongoClient } from 'mongodb'
+import { MongoEventStore } from '../../src/store/mongo-store.js'
+import { freshCollection, mongoConfig, mongoUrl, openMongoStore, TEST_DATABASE } from '../helpers/mongo.js'
+import { storeContract } from './contract.js'
+
+// The one contract every EventStore passes, unchanged, on a fresh capped collection per test.
+t.test('EventStore contract', async (t) => {
+  storeContract(t, () => openMongoStore({ cappedMax: 1000 }))
+})
+
+t.test('a capped collection is created with the configured size and max, and the replay indexes', async (t) => {
+  const store = await openMongoStore({ cappedMax: 1234, cappedSize: 1 << 20 })
+  t.teardown(() => store.close())
+  const db = store.client.db(TEST_DATABASE)
+  const stats = await db.command({ collStats: store.config.collection })
+  t.equal(stats.capped, true)
+  t.equal(Number(stats.max), 1234)
+  const names = (await db.collection(store.config.collection).indexes()).map((i) => i.name).sort()
+  t.same(names, ['_id_', 'competitionId_id', 'room_id', 'type_time_id'])
+  // Opening again (a second process, a restart) uses what is there.
+  const again = new MongoEventStore(store.config)
+  t.teardown(() => again.close())
+  await again.open()
+  t.same(await again.bounds(), { oldest: null, newest: null })
+})
+
+t.test('an existing collection that is not capped is a startup error naming it and the fix', async (t) => {
+  const client = new MongoClient(mongoUrl())
+  t.teardown(() => client.close())
+  const name = freshCollection('plain')
+  await client.db(TEST_DATABASE).createCollection(name)
+  await client.db(TEST_DATABASE).collection(name).insertOne({ _id: 1 as never, keep: 'me' })
+  const store = new MongoEventStore(mongoConfig({ collection: name }))
+  t.teardown(() => store.close())
+  await t.rejects(store.open(), { name: 'CollectionNotCappedError', message: new RegExp(`"${TEST_DATABASE}\\.${name}" exists but is not capped.*drop.*convertToCapped.*store\\.mongodb\\.collection`, 's') })
+  t.equal(await client.db(TEST_DATABASE).collection(name).countDocuments(), 1, 'the collection is left as it was')
+})
+
+t.test('several stores appending to one collection at once: ids unique, natural order is id order', async (t) => {
+  const config = mongoConfig()
+  const stores = [new MongoEventStore(config), new MongoEventStore(config), new MongoEventStore(config)]
+  t.teardown(() => Promise.all(stores.map((s) => s.close())))
+  for (const s of stores) await s.open()
+  const got = await Promise.all(
+    stores.map(async (s, k) => {
+      const ids: number[] = []
+      for (let i = 0; i < 15; i++) {
+        const batch = [0, 1, 2].map((j) => ({ type: 'T', room: 'c', time: new Date().toISOString(), data: { k, i, j } }))
+        const stored = await s.append(batch)
+        t.same(stored.map((e) => e.data), batch.map((e) => e.data), 'all of a batch stored, in order')
+        ids.push(...stored.map((e) => e.id))
+      }
+      return ids
+    }),
+  )
+  const all = got.flat().sort((a, b) => a - b)
+  t.equal(new Set(all).size, 135, '135 unique ids')
+  got.forEach((ids, k) => t.ok(ids.every((id, i) => i === 0 || id > ids[i - 1]), `store ${k}: its ids increase`))
+  const client = new MongoClient(mongoUrl())
+  t.teardown(() => client.close())
+  const natural = (await client.db(TEST_DATABASE).collection(config.collection).find({}, { projection: { _id: 1 } }).toArray()).map((d) => Number(d._id))
+  t.same(natural, all, 'natural (insertion) order equals id order')
+})
