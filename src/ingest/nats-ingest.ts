@@ -99,6 +99,7 @@ export class NatsIngest {
   private draining = false
   private resetting: Promise<void> | undefined
   private restartWanted = false
+  private generation = 0
   private fresh = false
   private readonly st: NatsState = {
     connected: false,
@@ -236,6 +237,8 @@ export class NatsIngest {
   }
 
   private stopConsuming(): void {
+    // Messages a stopped consumer still hands over are ignored (they come again after a reset).
+    this.generation++
     this.messages?.stop()
     this.messages = undefined
     this.queue = []
@@ -286,13 +289,22 @@ export class NatsIngest {
     const consumer = await this.js.consumers.get(this.cfg.stream, this.cfg.durable)
     this.fresh = true
     this.queue = []
-    this.messages = await consumer.consume({
+    const generation = ++this.generation
+    const messages = await consumer.consume({
       max_messages: this.cfg.batchSize * 2,
       callback: (m) => {
+        if (generation !== this.generation) return
         this.queue.push(m)
         void this.drain()
       },
     })
+    // Stopped while it was starting (lease lost, reconnect): the next restart or renewal starts again.
+    if (generation !== this.generation) messages.stop()
+    else {
+      this.messages = messages
+      // Messages that came before the assignment wait in the queue.
+      void this.drain()
+    }
   }
 
   /** Write what has arrived, one batch at a time, in order. */
