@@ -8,6 +8,7 @@ import configPlugin from './plugins/config.js'
 import hubPlugin from './plugins/hub.js'
 import ingestPlugin from './plugins/ingest.js'
 import metricsPlugin from './plugins/metrics.js'
+import natsPlugin from './plugins/nats.js'
 import storePlugin from './plugins/store.js'
 import upstreamPlugin from './plugins/upstream.js'
 import healthRoutes from './routes/health.js'
@@ -52,6 +53,7 @@ export async function buildApp(config: Config, opts: AppOptions = {}): Promise<F
   await app.register(configPlugin, { config })
   await app.register(storePlugin, { store: opts.store })
   await app.register(hubPlugin)
+  await app.register(natsPlugin)
   await app.register(ingestPlugin)
   await app.register(metricsPlugin)
   await app.register(upstreamPlugin)

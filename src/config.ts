@@ -26,6 +26,18 @@ export interface Config {
   cors: { origins: string[]; methods: string[]; headers: string[] }
   /** Relay mode: follow this upstream tailcast stream instead of taking POSTs ("" = off). */
   upstream: { url: string; reconnectMinMs: number; reconnectMaxMs: number; catchUpTimeoutMs: number }
+  nats: {
+    /** Empty: NATS off (POST /messages writes to the store directly). May carry a token or user:password. */
+    url: string
+    stream: string
+    subject: string
+    durable: string
+    deadLetterSubject: string
+    maxPayload: number
+    leaseSeconds: number
+    ackWaitSeconds: number
+    batchSize: number
+  }
 }
 
 const DEFAULTS_URL = new URL('../config/default.json', import.meta.url)
@@ -35,7 +47,7 @@ const positiveInt = { type: 'integer', minimum: 1 }
 const schema = {
   type: 'object',
   additionalProperties: false,
-  required: ['host', 'port', 'workers', 'logLevel', 'bodyLimit', 'store', 'streams', 'post', 'cors', 'upstream'],
+  required: ['host', 'port', 'workers', 'logLevel', 'bodyLimit', 'store', 'streams', 'post', 'cors', 'upstream', 'nats'],
   properties: {
     host: { type: 'string', minLength: 1 },
     port: { type: 'integer', minimum: 0, maximum: 65535 },
@@ -105,6 +117,23 @@ const schema = {
         catchUpTimeoutMs: { type: 'integer', minimum: 0 },
       },
     },
+    nats: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['url', 'stream', 'subject', 'durable', 'deadLetterSubject', 'maxPayload', 'leaseSeconds', 'ackWaitSeconds', 'batchSize'],
+      properties: {
+        url: { type: 'string', pattern: '^$|^(nats|tls|ws|wss)://' },
+        stream: { type: 'string', pattern: '^[A-Za-z0-9_-]{1,64}$' },
+        // Tokens separated by dots; `>` only as the last token (POST /messages publishes under it).
+        subject: { type: 'string', pattern: '^[A-Za-z0-9_-]+(\\.[A-Za-z0-9_-]+)*(\\.>)?$' },
+        durable: { type: 'string', pattern: '^[A-Za-z0-9_-]{1,64}$' },
+        deadLetterSubject: { type: 'string', pattern: '^[A-Za-z0-9_-]+(\\.[A-Za-z0-9_-]+)*$' },
+        maxPayload: { type: 'integer', minimum: 256, maximum: 8388608 },
+        leaseSeconds: { type: 'number', minimum: 1, maximum: 60 },
+        ackWaitSeconds: { type: 'number', minimum: 0.5, maximum: 3600 },
+        batchSize: { type: 'integer', minimum: 1, maximum: 10000 },
+      },
+    },
   },
 } as const
 
@@ -131,10 +160,21 @@ export const ENV_KEYS: Record<string, string> = {
   TAILCAST_POST_TOKEN: 'post.token',
   TAILCAST_CORS_ORIGINS: 'cors.origins',
   TAILCAST_UPSTREAM: 'upstream.url',
+  NATS_URL: 'nats.url',
+  TAILCAST_NATS_STREAM: 'nats.stream',
+  TAILCAST_NATS_SUBJECT: 'nats.subject',
+  TAILCAST_NATS_DURABLE: 'nats.durable',
+  TAILCAST_NATS_DEAD_LETTER_SUBJECT: 'nats.deadLetterSubject',
+  TAILCAST_NATS_MAX_PAYLOAD: 'nats.maxPayload',
+  TAILCAST_NATS_LEASE_SECONDS: 'nats.leaseSeconds',
+  TAILCAST_NATS_ACK_WAIT_SECONDS: 'nats.ackWaitSeconds',
 }
 
 /** Keys whose values never appear in output. */
-export const SECRET_KEYS = ['post.token', 'store.mongodb.url', 'upstream.url']
+export const SECRET_KEYS = ['post.token', 'store.mongodb.url', 'upstream.url', 'nats.url']
+
+/** Secret keys that are URLs: their host stays visible, their credentials do not. */
+const URL_KEYS = ['store.mongodb.url', 'upstream.url', 'nats.url']
 
 export class ConfigError extends Error {
   override name = 'ConfigError'
@@ -234,7 +274,11 @@ export function loadConfig(opts: LoadOptions = {}): Config {
     })
     throw new ConfigError(`invalid configuration:\n  ${lines.join('\n  ')}`)
   }
-  return tree as unknown as Config
+  const config = tree as unknown as Config
+  if (config.upstream.url !== '' && config.nats.url !== '') {
+    throw new ConfigError('invalid configuration:\n  upstream.url and nats.url are both set: a relay takes its events from its upstream only; set one of them')
+  }
+  return config
 }
 
 /** The effective config with secrets replaced, for --print-config and logs. */
@@ -242,7 +286,7 @@ export function redact(config: Config): Tree {
   const copy = JSON.parse(JSON.stringify(config)) as Tree
   for (const key of SECRET_KEYS) {
     const v = getPath(copy, key)
-    if (typeof v === 'string' && v !== '') setPath(copy, key, key === 'store.mongodb.url' || key === 'upstream.url' ? redactUrl(v) : '[redacted]')
+    if (typeof v === 'string' && v !== '') setPath(copy, key, URL_KEYS.includes(key) ? redactUrl(v) : '[redacted]')
   }
   return copy
 }

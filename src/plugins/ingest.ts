@@ -16,11 +16,23 @@ declare module 'fastify' {
   }
 }
 
+/**
+ * Without NATS, events go straight into the store. With NATS they are published to JetStream and
+ * reach the store through the writer, like any other NATS message; the id answered is the stream
+ * sequence, which is the id the event gets once stored.
+ */
 export default fp(
   async (app) => {
+    const nats = app.nats
     app.decorate('ingest', {
-      submit: async (events: NewEvent[], ids?: number[]) => (await app.store.append(events, ids)).map((e) => ({ id: e.id })),
+      submit: async (events: NewEvent[], ids?: number[]) => {
+        // Given ids (an upstream's, a recording's) never travel through NATS: relays take no NATS.
+        if (nats === null || ids !== undefined) return (await app.store.append(events, ids)).map((e) => ({ id: e.id }))
+        const out: { id: number }[] = []
+        for (const e of events) out.push({ id: await nats.publish(e) })
+        return out
+      },
     })
   },
-  { name: 'ingest', dependencies: ['store'] },
+  { name: 'ingest', dependencies: ['store', 'nats'] },
 )

@@ -5,15 +5,19 @@ export default async function health(app: FastifyInstance): Promise<void> {
   // pid: which process answered, for operators running several workers on one port.
   app.get('/health', async () => ({ status: 'ok', pid: process.pid }))
 
+  /** 200 when the store answers and every configured source (NATS, an upstream) is usable; else 503 saying which is not. */
   app.get('/ready', async (_req, reply) => {
+    const nats = app.nats === null ? undefined : app.nats.state
+    const upstream = app.upstream === null || app.upstream === undefined ? undefined : app.upstream.stopped ?? (app.upstream.connected ? 'connected' : 'reconnecting')
     try {
       await app.store.ping()
-      // A relay that stopped relaying for good (see plugins/upstream.ts) is not ready.
-      if (app.upstream?.stopped) return reply.code(503).send({ status: 'not ready', store: 'ok', upstream: app.upstream.stopped })
-      if (app.upstream) return { status: 'ready', store: 'ok', upstream: app.upstream.connected ? 'connected' : 'reconnecting' }
-      return { status: 'ready', store: 'ok' }
     } catch (err) {
-      return reply.code(503).send({ status: 'not ready', store: (err as Error).message })
+      return reply.code(503).send({ status: 'not ready', store: (err as Error).message, nats, upstream })
     }
+    // A relay that stopped relaying for good (see plugins/upstream.ts) is not ready.
+    if ((nats !== undefined && !nats.connected) || app.upstream?.stopped) {
+      return reply.code(503).send({ status: 'not ready', store: 'ok', nats, upstream })
+    }
+    return { status: 'ready', store: 'ok', nats, upstream }
   })
 }

@@ -1,0 +1,385 @@
+import { randomUUID } from 'node:crypto'
+import { hostname } from 'node:os'
+import {
+  AckPolicy,
+  connect,
+  DeliverPolicy,
+  headers as natsHeaders,
+  RetentionPolicy,
+  StorageType,
+  type ConsumerMessages,
+  type JetStreamClient,
+  type JetStreamManager,
+  type JsMsg,
+  type KV,
+  type NatsConnection,
+} from 'nats'
+import type { Config } from '../config.js'
+import { decodeEvent, InvalidEventError, type NewEvent } from '../event.js'
+import type { EventStore } from '../store/event-store.js'
+
+export type NatsConfig = Config['nats']
+
+interface Log {
+  info(obj: unknown, msg?: string): void
+  warn(obj: unknown, msg?: string): void
+  error(obj: unknown, msg?: string): void
+}
+
+/** What /ready and /metrics see. */
+export interface NatsState {
+  connected: boolean
+  /** This instance holds the writer lease and consumes the stream into the store. */
+  writer: boolean
+  /** Stream sequence of the last message this instance finished (stored, or dead-lettered). */
+  lastSequence: number
+  written: number
+  deadLettered: number
+  /** Redelivered messages found already stored, acked without a second write. */
+  redeliveriesSkipped: number
+  lastError: string | null
+}
+
+/** Dead-letter headers (the body is the original payload, byte for byte). */
+export const DEAD_LETTER_HEADERS = {
+  reason: 'Tailcast-Reason',
+  subject: 'Tailcast-Subject',
+  sequence: 'Tailcast-Sequence',
+  stream: 'Tailcast-Stream',
+} as const
+
+const LEASE_KEY = 'writer'
+
+export function leaseBucket(cfg: NatsConfig): string {
+  return `${cfg.stream}_LEASE`
+}
+
+export function deadLetterStream(cfg: NatsConfig): string {
+  return `${cfg.stream}_DEADLETTER`
+}
+
+/**
+ * The subject POST /messages publishes an event to: under the configured subject's `>`
+ * (`events.room.<room>`, `events.competition.<id>`, `events.<type>`), or the subject itself when it
+ * has no wildcard.
+ */
+export function subjectFor(cfg: NatsConfig, e: NewEvent): string {
+  if (!cfg.subject.endsWith('>')) return cfg.subject
+  const prefix = cfg.subject.slice(0, -1)
+  if (e.competitionId !== undefined) return `${prefix}competition.${e.competitionId}`
+  if (e.room !== undefined) return `${prefix}room.${e.room}`
+  return `${prefix}${e.type}`
+}
+
+/** One header line: no CR/LF, bounded. */
+function headerValue(s: string): string {
+  return s.replace(/[\r\n]+/g, ' ').slice(0, 1000)
+}
+
+/**
+ * NATS JetStream ingest. Every instance publishes (POST /messages); exactly one instance at a time,
+ * the holder of a lease in a JetStream KV bucket, consumes the stream through a durable pull
+ * consumer into the store, in stream order, with the stream sequence as the event id, and acks each
+ * message only after its batch is stored. The store's newest id is the position: whenever the writer
+ * starts (lease won, error, NATS reconnect, a gap in the sequences) it re-creates the durable
+ * consumer at newest + 1, so messages another writer had in flight are neither lost nor doubled.
+ */
+export class NatsIngest {
+  private nc: NatsConnection | undefined
+  private js!: JetStreamClient
+  private jsm!: JetStreamManager
+  private kv!: KV
+  private readonly me = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`
+  private leaseRevision = 0
+  private leaseValidUntil = 0
+  private leaseTimer: NodeJS.Timeout | undefined
+  private closing = false
+  private messages: ConsumerMessages | undefined
+  private queue: JsMsg[] = []
+  private draining = false
+  private resetting: Promise<void> | undefined
+  private restartWanted = false
+  private generation = 0
+  private fresh = false
+  private readonly st: NatsState = {
+    connected: false,
+    writer: false,
+    lastSequence: 0,
+    written: 0,
+    deadLettered: 0,
+    redeliveriesSkipped: 0,
+    lastError: null,
+  }
+
+  constructor(private readonly cfg: NatsConfig, private readonly store: EventStore, private readonly log: Log) {}
+
+  get state(): NatsState {
+    return { ...this.st }
+  }
+
+  /** Connect, ensure the streams and the lease bucket, and start competing for the writer lease. */
+  async start(): Promise<void> {
+    const nc = await connect({
+      servers: this.cfg.url,
+      name: `tailcast ${this.me}`,
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: 250,
+      waitOnFirstConnect: false,
+    }).catch((err: Error) => {
+      // The URL may hold credentials: never echo it.
+      throw new Error(`cannot connect to NATS (nats.url): ${err.message}`)
+    })
+    this.nc = nc
+    this.st.connected = true
+    void this.watchStatus(nc)
+    this.js = nc.jetstream()
+    this.jsm = await nc.jetstreamManager()
+    await this.ensureStream(this.cfg.stream, [this.cfg.subject])
+    await this.ensureStream(deadLetterStream(this.cfg), [this.cfg.deadLetterSubject])
+    this.kv = await this.js.views.kv(leaseBucket(this.cfg), { history: 1, ttl: this.cfg.leaseSeconds * 1000 })
+    this.leaseTimer = setInterval(() => void this.leaseTick(), Math.max(200, (this.cfg.leaseSeconds * 1000) / 3))
+    await this.leaseTick()
+  }
+
+  /** Publish one event (POST /messages); resolves with the id it will have: its stream sequence. */
+  async publish(e: NewEvent): Promise<number> {
+    if (this.nc === undefined) throw new Error('NATS is not connected')
+    const ack = await this.js.publish(subjectFor(this.cfg, e), Buffer.from(JSON.stringify(e)), { timeout: 5000 })
+    return ack.seq
+  }
+
+  async close(): Promise<void> {
+    this.closing = true
+    if (this.leaseTimer) clearInterval(this.leaseTimer)
+    this.stopConsuming()
+    // Let an in-flight batch finish so that its acks go out before the connection closes.
+    for (let i = 0; i < 50 && (this.draining || this.resetting); i++) await new Promise((r) => setTimeout(r, 20))
+    if (this.st.writer) {
+      this.st.writer = false
+      // Hand the lease over now rather than after it expires.
+      await this.kv.delete(LEASE_KEY, { previousSeq: this.leaseRevision }).catch(() => {})
+    }
+    await this.nc?.drain().catch(() => {})
+    this.st.connected = false
+  }
+
+  private async watchStatus(nc: NatsConnection): Promise<void> {
+    for await (const s of nc.status()) {
+      if (s.type === 'disconnect') {
+        this.st.connected = false
+        this.log.warn({ nats: 'disconnected' }, 'NATS connection lost; reconnecting')
+      } else if (s.type === 'reconnect') {
+        this.st.connected = true
+        this.log.info({ nats: 'reconnected' }, 'NATS reconnected')
+        // Deliveries and acks in flight may be lost: restart consuming from the store's position.
+        if (this.st.writer) this.restartWriter()
+      }
+    }
+  }
+
+  private async ensureStream(name: string, subjects: string[]): Promise<void> {
+    try {
+      const info = await this.jsm.streams.info(name)
+      const missing = subjects.filter((s) => !info.config.subjects?.includes(s))
+      if (missing.length > 0) await this.jsm.streams.update(name, { subjects: [...(info.config.subjects ?? []), ...missing] })
+    } catch (err) {
+      if (!/stream not found/i.test((err as Error).message)) throw err
+      await this.jsm.streams
+        .add({ name, subjects, storage: StorageType.File, retention: RetentionPolicy.Limits, duplicate_window: 120_000_000_000 })
+        .catch((e: Error) => {
+          // Another instance created it first.
+          if (!/already in use/i.test(e.message)) throw e
+        })
+    }
+  }
+
+  /** Win, renew or lose the writer lease (a KV key whose entries expire after leaseSeconds). */
+  private async leaseTick(): Promise<void> {
+    if (this.closing || !this.st.connected) {
+      this.checkLeaseExpiry()
+      return
+    }
+    const started = Date.now()
+    try {
+      if (this.st.writer) {
+        this.leaseRevision = await this.kv.update(LEASE_KEY, new TextEncoder().encode(this.me), this.leaseRevision)
+        this.leaseValidUntil = started + this.cfg.leaseSeconds * 1000
+        // The supervisor: a writer that is not consuming (a failed batch, a reset that found the
+        // lease too short) starts again here.
+        if (this.messages === undefined && this.resetting === undefined) this.restartWriter()
+      } else {
+        this.leaseRevision = await this.kv.create(LEASE_KEY, new TextEncoder().encode(this.me))
+        this.leaseValidUntil = started + this.cfg.leaseSeconds * 1000
+        this.st.writer = true
+        this.log.info({ nats: 'writer' }, 'won the NATS writer lease; consuming the stream into the store')
+        this.restartWriter()
+      }
+    } catch (err) {
+      if (this.st.writer) {
+        this.log.warn({ err: (err as Error).message }, 'could not renew the NATS writer lease')
+        this.checkLeaseExpiry()
+      }
+      // Not the writer: the key exists, another instance holds the lease.
+    }
+  }
+
+  private checkLeaseExpiry(): void {
+    if (this.st.writer && Date.now() >= this.leaseValidUntil) {
+      this.st.writer = false
+      this.stopConsuming()
+      this.log.warn({ nats: 'follower' }, 'NATS writer lease lost; stopped writing')
+    }
+  }
+
+  /** The lease is still ours for long enough to finish a write. */
+  private leaseHeld(): boolean {
+    return this.st.writer && !this.closing && Date.now() < this.leaseValidUntil - 250
+  }
+
+  private stopConsuming(): void {
+    // Messages a stopped consumer still hands over are ignored (they come again after a reset).
+    this.generation++
+    this.messages?.stop()
+    this.messages = undefined
+    this.queue = []
+  }
+
+  /**
+   * (Re)create the durable consumer at the store's newest id + 1 and consume from there. A request
+   * made while a reset runs is never dropped: the reset runs again.
+   */
+  private restartWriter(): void {
+    this.stopConsuming()
+    this.restartWanted = true
+    if (this.resetting) return
+    this.resetting = (async () => {
+      while (this.restartWanted && !this.closing) {
+        this.restartWanted = false
+        try {
+          await this.resetConsumer()
+        } catch (err) {
+          this.st.lastError = (err as Error).message
+          this.log.warn({ err: (err as Error).message }, 'NATS consumer reset failed; retrying')
+          await new Promise((r) => setTimeout(r, 500))
+          if (this.leaseHeld()) this.restartWanted = true
+        }
+      }
+    })().finally(() => (this.resetting = undefined))
+  }
+
+  private async resetConsumer(): Promise<void> {
+    // Wait for a batch in flight: its write decides the position.
+    while (this.draining) await new Promise((r) => setTimeout(r, 10))
+    if (!this.leaseHeld()) return
+    const newest = (await this.store.bounds()).newest ?? 0
+    this.st.lastSequence = newest
+    await this.jsm.consumers.delete(this.cfg.stream, this.cfg.durable).catch((err: Error) => {
+      if (!/consumer not found/i.test(err.message)) throw err
+    })
+    await this.jsm.consumers.add(this.cfg.stream, {
+      durable_name: this.cfg.durable,
+      ack_policy: AckPolicy.Explicit,
+      ack_wait: Math.round(this.cfg.ackWaitSeconds * 1e9),
+      deliver_policy: DeliverPolicy.StartSequence,
+      opt_start_seq: newest + 1,
+      filter_subject: this.cfg.subject,
+      max_ack_pending: this.cfg.batchSize * 4,
+    })
+    if (!this.leaseHeld()) return
+    const consumer = await this.js.consumers.get(this.cfg.stream, this.cfg.durable)
+    this.fresh = true
+    this.queue = []
+    const generation = ++this.generation
+    const messages = await consumer.consume({
+      max_messages: this.cfg.batchSize * 2,
+      callback: (m) => {
+        if (generation !== this.generation) return
+        this.queue.push(m)
+        void this.drain()
+      },
+    })
+    // Stopped while it was starting (lease lost, reconnect): the next restart or renewal starts again.
+    if (generation !== this.generation) messages.stop()
+    else {
+      this.messages = messages
+      // Messages that came before the assignment wait in the queue.
+      void this.drain()
+    }
+  }
+
+  /** Write what has arrived, one batch at a time, in order. */
+  private async drain(): Promise<void> {
+    if (this.draining) return
+    this.draining = true
+    try {
+      while (this.queue.length > 0 && this.messages !== undefined) {
+        const batch = this.queue.splice(0, this.cfg.batchSize)
+        await this.writeBatch(batch)
+      }
+    } catch (err) {
+      this.st.lastError = (err as Error).message
+      this.log.warn({ err: (err as Error).message }, 'NATS ingest batch failed; restarting from the store position')
+      this.stopConsuming()
+      // The next lease renewal restarts consuming from the store's position.
+    } finally {
+      this.draining = false
+    }
+  }
+
+  private async writeBatch(batch: JsMsg[]): Promise<void> {
+    const events: NewEvent[] = []
+    const ids: number[] = []
+    const dead: { m: JsMsg; reason: string }[] = []
+    const done: JsMsg[] = []
+    let last = this.st.lastSequence
+    for (const m of batch) {
+      const seq = m.seq
+      if (seq <= last) {
+        // Already stored (or dead-lettered): a redelivery. Ack it, write nothing.
+        this.st.redeliveriesSkipped++
+        m.ack()
+        continue
+      }
+      if (seq !== last + 1 && !this.fresh) {
+        // A message before this one was delivered but never reached us (NATS restart, lost
+        // delivery): writing this one would skip it for good. Start again from the position.
+        throw new Error(`sequence gap: expected ${last + 1}, got ${seq}`)
+      }
+      this.fresh = false
+      last = seq
+      done.push(m)
+      if (m.data.length > this.cfg.maxPayload) {
+        dead.push({ m, reason: `the payload is ${m.data.length} bytes, over the limit of ${this.cfg.maxPayload} (nats.maxPayload)` })
+        continue
+      }
+      try {
+        // A payload without `time` gets the time JetStream stored it: the same on every redelivery.
+        events.push(decodeEvent(m.data, new Date(Math.floor(m.info.timestampNanos / 1e6))))
+        ids.push(seq)
+      } catch (err) {
+        if (!(err instanceof InvalidEventError)) throw err
+        dead.push({ m, reason: err.message })
+      }
+    }
+    if (done.length === 0) return
+    if (!this.leaseHeld()) throw new Error('the writer lease expired before the batch was written')
+    // Dead letters first: a dead letter published twice is removed by its Nats-Msg-Id, one never
+    // published would be lost once a later event of the batch is stored.
+    for (const d of dead) await this.deadLetter(d.m, d.reason)
+    if (events.length > 0) await this.store.append(events, ids)
+    for (const m of done) m.ack()
+    this.st.lastSequence = last
+    this.st.written += events.length
+    this.st.deadLettered += dead.length
+  }
+
+  private async deadLetter(m: JsMsg, reason: string): Promise<void> {
+    const h = natsHeaders()
+    h.set(DEAD_LETTER_HEADERS.reason, headerValue(reason))
+    h.set(DEAD_LETTER_HEADERS.subject, m.subject)
+    h.set(DEAD_LETTER_HEADERS.sequence, String(m.seq))
+    h.set(DEAD_LETTER_HEADERS.stream, this.cfg.stream)
+    await this.js.publish(this.cfg.deadLetterSubject, m.data, { headers: h, msgID: `${this.cfg.stream}:${m.seq}`, timeout: 5000 })
+    this.log.warn({ subject: m.subject, sequence: m.seq, reason }, 'invalid NATS payload sent to the dead-letter subject')
+  }
+}

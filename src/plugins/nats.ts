@@ -1,0 +1,25 @@
+import fp from 'fastify-plugin'
+import { NatsIngest } from '../ingest/nats-ingest.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** NATS JetStream ingest (`state` for /ready and /metrics), or null when nats.url is empty. */
+    nats: NatsIngest | null
+  }
+}
+
+/** Connects to NATS when configured, ensures the streams, and competes for the writer lease. */
+export default fp(
+  async (app) => {
+    if (app.config.nats.url === '') {
+      app.decorate('nats', null)
+      return
+    }
+    const nats = new NatsIngest(app.config.nats, app.store, app.log)
+    await nats.start()
+    app.decorate('nats', nats)
+    // preClose: stop writing and hand the lease over before the store closes.
+    app.addHook('preClose', async () => nats.close())
+  },
+  { name: 'nats', dependencies: ['store'] },
+)

@@ -1,0 +1,105 @@
+import t from 'tap'
+import type { NewEvent } from '../../src/event.js'
+import type { EventStore } from '../../src/store/event-store.js'
+import { MemoryEventStore } from '../../src/store/memory-store.js'
+import { dataEvents, isLive, openSse, openWs } from '../helpers/clients.js'
+import { natsClient, natsOverrides, natsUrl, removeNatsStreams } from '../helpers/nats.js'
+import { startServer } from '../helpers/server.js'
+
+const enc = (v: unknown): Uint8Array => new TextEncoder().encode(JSON.stringify(v))
+
+t.test('events published with a NATS client and POSTed events show up in SSE and WebSocket streams', async (t) => {
+  const url = natsUrl()
+  const server = await startServer(natsOverrides(url))
+  const nc = await natsClient(url)
+  const cfg = server.config.nats
+  t.teardown(async () => {
+    await server.close()
+    await removeNatsStreams(nc, cfg.stream)
+    await nc.close()
+  })
+  const sse = openSse(`${server.url}/v1/competitions/c1`)
+  const ws = openWs(`${server.wsUrl}/v1/competitions/c1`)
+  t.teardown(() => (sse.close(), ws.close()))
+  await sse.waitFor(isLive, 5000, 'sse live')
+  await ws.waitFor(isLive, 5000, 'ws live')
+
+  const js = nc.jetstream()
+  const prefix = cfg.subject.slice(0, -1)
+  const a = await js.publish(`${prefix}competition.c1`, enc({ type: 'ScoreEvent', competitionId: 'c1', data: { n: 1 } }))
+  const b = await js.publish(`${prefix}anything.else`, enc({ type: 'ScoreEvent', competitionId: 'c1', time: '2026-11-22T18:00:00Z', data: { n: 2 } }))
+  const posted = await server.post({ type: 'ScoreEvent', competitionId: 'c1', data: { n: 3 } })
+  t.equal(posted.status, 202, 'POST accepted')
+  const c = await js.publish(`${prefix}competition.c1`, enc({ type: 'ScoreEvent', competitionId: 'c1', data: { n: 4 } }))
+  t.ok(Number(posted.body.id) > b.seq && Number(posted.body.id) < c.seq, `POST answered with its stream sequence ${posted.body.id}`)
+
+  const expected = [String(a.seq), String(b.seq), posted.body.id, String(c.seq)]
+  for (const client of [sse, ws]) {
+    await client.waitFor((ev) => dataEvents(ev).length >= 4, 10_000, '4 events')
+    const got = dataEvents(client.events)
+    t.same(got.map((e) => e.id), expected, 'ids are the stream sequences, in publish order')
+    t.same(got.map((e) => e.data.n), [1, 2, 3, 4], 'the events')
+  }
+  const [first, second] = dataEvents(sse.events)
+  t.equal(first.sseId, first.id, 'SSE id: field is the event id')
+  t.equal(second.time, '2026-11-22T18:00:00.000Z', 'a given time is kept (normalised)')
+  t.ok(Math.abs(Date.parse(first.time) - Date.now()) < 60_000, 'a missing time is the time JetStream stored the message')
+})
+
+/** The real embedded store, with its first write slowed past the ack wait. */
+function slowFirstWrite(inner: EventStore, delayMs: number): EventStore & { appends: number } {
+  let appends = 0
+  return {
+    kind: inner.kind,
+    get appends() {
+      return appends
+    },
+    open: () => inner.open(),
+    async append(events: NewEvent[], ids?: number[]) {
+      if (appends++ === 0) await new Promise((r) => setTimeout(r, delayMs))
+      return inner.append(events, ids)
+    },
+    read: (f, a, l) => inner.read(f, a, l),
+    bounds: () => inner.bounds(),
+    tail: (a, h) => inner.tail(a, h),
+    ping: () => inner.ping(),
+    close: () => inner.close(),
+  }
+}
+
+t.test('a message redelivered after its ack wait elapsed is not stored twice', async (t) => {
+  const url = natsUrl()
+  const store = slowFirstWrite(new MemoryEventStore(1000), 2500)
+  const server = await startServer(natsOverrides(url, { ackWaitSeconds: 1 }), { store })
+  const nc = await natsClient(url)
+  const cfg = server.config.nats
+  t.teardown(async () => {
+    await server.close()
+    await removeNatsStreams(nc, cfg.stream)
+    await nc.close()
+  })
+  const sse = openSse(`${server.url}/messages?room=r`)
+  t.teardown(() => sse.close())
+  await sse.waitFor(isLive, 5000, 'live')
+
+  const js = nc.jetstream()
+  const seqs: number[] = []
+  for (let i = 0; i < 3; i++) seqs.push((await js.publish(`${cfg.subject.slice(0, -1)}room.r`, enc({ text: `m${i}`, room: 'r' }))).seq)
+  await sse.waitFor((ev) => dataEvents(ev).length >= 3, 10_000, '3 events')
+
+  // Wait until JetStream has redelivered (ack wait 1 s, first write 2.5 s) and the writer skipped them.
+  const jsm = await nc.jetstreamManager()
+  const until = Date.now() + 10_000
+  let info = await jsm.consumers.info(cfg.stream, cfg.durable)
+  // delivered.consumer_seq counts deliveries, delivered.stream_seq the last message delivered.
+  while ((info.delivered.consumer_seq <= info.delivered.stream_seq || info.num_ack_pending > 0 || server.app.nats!.state.redeliveriesSkipped === 0) && Date.now() < until) {
+    await new Promise((r) => setTimeout(r, 100))
+    info = await jsm.consumers.info(cfg.stream, cfg.durable)
+  }
+  t.ok(info.delivered.consumer_seq > info.delivered.stream_seq, `JetStream made ${info.delivered.consumer_seq} deliveries of ${info.delivered.stream_seq} messages`)
+  t.ok(server.app.nats!.state.redeliveriesSkipped >= 1, `the writer recognised ${server.app.nats!.state.redeliveriesSkipped} redelivery(ies) as stored`)
+  t.equal(info.num_ack_pending, 0, 'everything acked')
+  await new Promise((r) => setTimeout(r, 300))
+  t.same(dataEvents(sse.events).map((e) => Number(e.id)), seqs, 'the stream has each event once')
+  t.same((await store.read({ kind: 'room', room: 'r' }, 0, 100)).map((e) => e.id), seqs, 'the store has each event once')
+})
