@@ -1,4 +1,4 @@
-import { MongoBulkWriteError, MongoClient, type Collection, type Db, type Filter, type IndexDescription, type MongoClientOptions } from 'mongodb'
+import { MongoBulkWriteError, MongoClient, type Collection, type Db, type Filter, type IndexDescription, type MongoClientOptions, type Sort } from 'mongodb'
 import { COMPETITION_ACTIVATED, type NewEvent, type StoredEvent } from '../event.js'
 import { windowStart, type StreamFilter } from '../stream.js'
 import type { EventStore, StoreBounds, Tail, TailHandlers } from './event-store.js'
@@ -50,6 +50,15 @@ const REPLAY_INDEXES: IndexDescription[] = [
 const DUPLICATE_KEY = 11000
 /** Id conflicts one append tolerates (each means another writer stored events meanwhile). */
 const INSERT_RETRIES = 1000
+const RECENT_WRITE_MS = 1000
+/**
+ * One awaitData getMore waits up to AWAIT_MS for new documents and returns up to TAIL_BATCH.
+ * FerretDB re-runs the cursor's query on each poll and gives up the whole poll when maxTimeMS runs
+ * out mid-query, so a short wait starves the tail once the collection is large; a large batch
+ * makes one such query hand over everything new.
+ */
+const AWAIT_MS = 5000
+const TAIL_BATCH = 10_000
 
 function toEvent(d: EventDoc): StoredEvent {
   const e: StoredEvent = { id: Number(d._id), type: d.type, time: d.time, data: d.data }
@@ -77,6 +86,8 @@ export interface MongoTailStats {
   opens: number
   /** Errors after which the cursor was re-opened. */
   errors: number
+  /** Empty waits while newer ids were stored, after which the cursor was re-opened. */
+  stalls: number
 }
 
 /**
@@ -91,11 +102,19 @@ export interface MongoTailStats {
 export class MongoEventStore implements EventStore {
   readonly kind = 'mongodb'
   readonly client: MongoClient
-  readonly tailStats: MongoTailStats = { lagMs: 0, opens: 0, errors: 0 }
+  readonly tailStats: MongoTailStats = { lagMs: 0, opens: 0, errors: 0, stalls: 0 }
   private db!: Db
   private coll!: Collection<EventDoc>
   private closed = false
   private readonly tails = new Set<MongoTail>()
+  /** The newest id this process wrote, and when: a recent one spares a read before the next append. */
+  private lastWritten: { id: number; at: number } | null = null
+  /**
+   * Replays read in id order. MongoDB walks the {field, _id} indexes for that; FerretDB sorts only
+   * by natural order in its database and would read and sort the whole collection for each page,
+   * so there the natural order (which equals id order, see append) is used.
+   */
+  private replaySort: Sort = { _id: 1 }
 
   constructor(readonly config: MongoStoreConfig, private readonly opts: MongoStoreOptions = {}) {
     this.client = new MongoClient(config.url, { serverSelectionTimeoutMS: 5000, ...opts.clientOptions })
@@ -109,6 +128,8 @@ export class MongoEventStore implements EventStore {
     const { database, collection, cappedSize, cappedMax } = this.config
     await this.client.connect()
     this.db = this.client.db(database)
+    const build = (await this.db.admin().command({ buildInfo: 1 })) as { ferretdb?: unknown }
+    this.replaySort = build.ferretdb === undefined ? { _id: 1 } : { $natural: 1 }
     const [info] = await this.db.listCollections({ name: collection }).toArray()
     if (info === undefined) {
       try {
@@ -141,7 +162,11 @@ export class MongoEventStore implements EventStore {
     let rest = events.map((e, i) => ({ e, id: ids?.[i] }))
     for (let attempt = 0; rest.length > 0; attempt++) {
       if (attempt >= INSERT_RETRIES) throw new Error(`append: gave up after ${INSERT_RETRIES} id conflicts on ${this.collectionName}`)
-      const newest = (await this.newestId()) ?? 0
+      // First try after our own recent write: assume nobody wrote since. Wrong guesses end in a
+      // duplicate key and a re-read. Only recent: an old guess could name an id the capped
+      // collection has already dropped, and that insert would succeed out of order.
+      const guess = attempt === 0 && this.lastWritten !== null && Date.now() - this.lastWritten.at < RECENT_WRITE_MS ? this.lastWritten.id : null
+      const newest = guess ?? (await this.newestId()) ?? 0
       let docs: EventDoc[]
       if (ids === undefined) {
         docs = rest.map((r, i) => toDoc(r.e, newest + 1 + i, at))
@@ -159,6 +184,8 @@ export class MongoEventStore implements EventStore {
         inserted = firstFailedIndex(err)
       }
       for (const d of docs.slice(0, inserted)) stored.push(toEvent(d))
+      if (inserted > 0) this.lastWritten = { id: docs[inserted - 1]._id, at: Date.now() }
+      else this.lastWritten = null
       rest = rest.slice(inserted)
     }
     return stored
@@ -178,7 +205,7 @@ export class MongoEventStore implements EventStore {
         q.room = filter.room === null ? { $exists: true } : filter.room
         break
     }
-    const docs = await this.coll.find(q, { projection: { at: 0 } }).sort({ _id: 1 }).limit(limit).toArray()
+    const docs = await this.coll.find(q, { projection: { at: 0 } }).sort(this.replaySort).limit(limit).toArray()
     return docs.map(toEvent)
   }
 
@@ -206,12 +233,22 @@ export class MongoEventStore implements EventStore {
     await this.client.close()
   }
 
+  /** For the tail's check that it has not silently lost its place. */
+  newest(): Promise<number | null> {
+    return this.newestId()
+  }
+
   private newestId(): Promise<number | null> {
     return this.edgeId(-1)
   }
 
+  /**
+   * The oldest or newest id. Insertion order is id order (see append), so the collection's natural
+   * order answers it: a capped collection's cheapest read on MongoDB, and the one sort FerretDB
+   * hands down to SQLite (a sort on _id makes it read and sort the whole collection).
+   */
   private async edgeId(dir: 1 | -1): Promise<number | null> {
-    const [d] = await this.coll.find({}, { projection: { _id: 1 } }).sort({ _id: dir }).limit(1).toArray()
+    const [d] = await this.coll.find({}, { projection: { _id: 1 } }).sort({ $natural: dir }).limit(1).toArray()
     return d === undefined ? null : Number(d._id)
   }
 }
@@ -312,7 +349,7 @@ class MongoTail {
     try {
       while (!this.closed) {
         const more = (await db.command(
-          { getMore: this.cursorId, collection: name, batchSize: 1000, maxTimeMS: this.opts.awaitMs ?? 1000 },
+          { getMore: this.cursorId, collection: name, batchSize: TAIL_BATCH, maxTimeMS: this.opts.awaitMs ?? AWAIT_MS },
           { promoteLongs: false },
         )) as { cursor: { id: unknown; nextBatch: EventDoc[] } }
         seen += this.hand(more.cursor.nextBatch)
@@ -321,6 +358,12 @@ class MongoTail {
           return true
         }
         if (seen >= reanchorAfter) break
+        // An empty wait while the collection holds newer ids means the cursor lost its place
+        // without saying so (seen on FerretDB with several writers over time): re-anchor.
+        if (more.cursor.nextBatch.length === 0 && ((await this.store.newest()) ?? 0) > this.last) {
+          this.store.tailStats.stalls++
+          break
+        }
       }
     } finally {
       if (this.cursorId !== null && !this.closed) {
