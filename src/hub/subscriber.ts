@@ -108,7 +108,10 @@ export class Subscriber {
       }
       return
     }
-    this.write(batch)
+    // The replay may already have sent events the hub had queued but not yet flushed.
+    const rest = batch.after(this.lastId)
+    if (rest === null) return
+    this.write(rest)
     if (this.transport.buffered() > this.opts.maxBufferedBytes) this.disconnectSlow()
   }
 
