@@ -2,14 +2,18 @@ import cors from '@fastify/cors'
 import websocket from '@fastify/websocket'
 import Fastify, { type FastifyInstance } from 'fastify'
 import type { Config } from './config.js'
+import { WS_CLOSE } from './hub/ws-transport.js'
 import type { EventStore } from './store/event-store.js'
 import configPlugin from './plugins/config.js'
 import hubPlugin from './plugins/hub.js'
 import ingestPlugin from './plugins/ingest.js'
+import metricsPlugin from './plugins/metrics.js'
 import storePlugin from './plugins/store.js'
 import healthRoutes from './routes/health.js'
 import messagesRoutes from './routes/messages.js'
+import metricsRoutes from './routes/metrics.js'
 import streamsRoutes from './routes/streams.js'
+import webRoutes from './routes/web.js'
 
 export interface AppOptions {
   /** A pino destination or `false`; defaults to stdout at config.logLevel. */
@@ -24,6 +28,8 @@ export async function buildApp(config: Config, opts: AppOptions = {}): Promise<F
     logger: opts.logger ?? { level: config.logLevel, redact: ['req.headers.authorization'] },
     bodyLimit: config.bodyLimit,
     return503OnClosing: true,
+    // Long competition ids get a 400 that says why, rather than the router's 404.
+    routerOptions: { maxParamLength: 512 },
     forceCloseConnections: 'idle',
   })
 
@@ -33,15 +39,25 @@ export async function buildApp(config: Config, opts: AppOptions = {}): Promise<F
     methods: config.cors.methods,
     allowedHeaders: config.cors.headers,
   })
-  await app.register(websocket, { options: { maxPayload: 64 * 1024, perMessageDeflate: false } })
+  await app.register(websocket, {
+    options: { maxPayload: 64 * 1024, perMessageDeflate: false },
+    // The plugin's own preClose closes sockets without a code; clients must see 1012 (reconnect).
+    preClose(this: FastifyInstance, done: () => void) {
+      for (const client of this.websocketServer.clients) client.close(WS_CLOSE.shutdown.code, WS_CLOSE.shutdown.reason)
+      this.websocketServer.close(() => done())
+    },
+  })
 
   await app.register(configPlugin, { config })
   await app.register(storePlugin, { store: opts.store })
   await app.register(hubPlugin)
   await app.register(ingestPlugin)
+  await app.register(metricsPlugin)
 
   await app.register(healthRoutes)
   await app.register(streamsRoutes)
   await app.register(messagesRoutes)
+  await app.register(metricsRoutes)
+  await app.register(webRoutes)
   return app
 }

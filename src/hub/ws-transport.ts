@@ -11,7 +11,7 @@ export const WS_CLOSE = {
 } as const
 
 /** A client that does not finish the closing handshake in this time is cut off. */
-const CLOSE_GRACE_MS = 2000
+const CLOSE_GRACE_MS = 5000
 
 export class WsTransport implements Transport {
   readonly kind = 'ws'

@@ -39,7 +39,10 @@ export default async function messages(app: FastifyInstance): Promise<void> {
     try {
       event = decodeEvent(req.body)
     } catch (err) {
-      if (err instanceof InvalidEventError) return reply.code(400).send({ statusCode: 400, error: 'Bad Request', message: err.message })
+      if (err instanceof InvalidEventError) {
+        app.metrics.dropped.inc({ reason: 'invalid' })
+        return reply.code(400).send({ statusCode: 400, error: 'Bad Request', message: err.message })
+      }
       throw err
     }
     const [stored] = await app.ingest.submit([event])

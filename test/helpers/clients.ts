@@ -25,6 +25,9 @@ export interface StreamClient {
   ended: Promise<number | null>
   /** Waits until `pred` holds for the events received so far. */
   waitFor(pred: (events: Received[]) => boolean, timeoutMs?: number, what?: string): Promise<void>
+  /** Stop reading from the socket (a client that cannot keep up), and start again. */
+  pause(): void
+  resume(): void
   close(): void
 }
 
@@ -80,8 +83,10 @@ export function openSse(url: string, headers: Record<string, string> = {}): Stre
   const errorBody = new Promise<unknown>((r) => (resolveBody = r))
   const ended = new Promise<number | null>((r) => (resolveEnded = r))
   const w = waiter(events, ended)
+  let response: http.IncomingMessage | undefined
   const req = http.get(url, { headers: { accept: 'text/event-stream', ...headers } }, (res) => {
     resolveStatus(res.statusCode ?? 0)
+    response = res
     res.setEncoding('utf8')
     if (res.statusCode !== 200) {
       let body = ''
@@ -136,7 +141,16 @@ export function openSse(url: string, headers: Record<string, string> = {}): Stre
     resolveBody(undefined)
     resolveEnded(null)
   })
-  return { events, status, errorBody, ended, waitFor: w.waitFor, close: () => req.destroy() }
+  return {
+    events,
+    status,
+    errorBody,
+    ended,
+    waitFor: w.waitFor,
+    pause: () => response?.pause(),
+    resume: () => response?.resume(),
+    close: () => req.destroy(),
+  }
 }
 
 /** A WebSocket client (the `ws` package) collecting one JSON event per text frame. */
@@ -175,7 +189,17 @@ export function openWs(url: string): StreamClient & { socket: WebSocket } {
     resolveEnded(null)
   })
   socket.on('close', (code) => resolveEnded(code))
-  return { events, status, errorBody, ended, waitFor: w.waitFor, close: () => socket.terminate(), socket }
+  return {
+    events,
+    status,
+    errorBody,
+    ended,
+    waitFor: w.waitFor,
+    pause: () => socket.pause(),
+    resume: () => socket.resume(),
+    close: () => socket.terminate(),
+    socket,
+  }
 }
 
 /** Open a stream over either transport; `path` includes the query. */
@@ -186,3 +210,18 @@ export function openStream(transport: 'sse' | 'ws', base: { url: string; wsUrl: 
 }
 
 export const isLive = (events: Received[]): boolean => events.some((e) => e.type === 'live')
+
+/** POST /messages to a server's base URL: JSON for values, raw text or bytes as they are. */
+export async function postTo(url: string, body: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: any }> {
+  const res = await fetch(`${url}/messages`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: typeof body === 'string' ? body : body instanceof Uint8Array ? new Blob([new Uint8Array(body)]) : JSON.stringify(body),
+  })
+  const text = await res.text()
+  try {
+    return { status: res.status, body: JSON.parse(text) }
+  } catch {
+    return { status: res.status, body: text }
+  }
+}

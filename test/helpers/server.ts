@@ -1,5 +1,7 @@
+import { createServer } from 'node:net'
 import type { FastifyInstance } from 'fastify'
 import { buildApp } from '../../src/app.js'
+import { postTo } from './clients.js'
 import { loadConfig, type Config } from '../../src/config.js'
 import type { EventStore } from '../../src/store/event-store.js'
 
@@ -50,19 +52,19 @@ export async function startServer(overrides: Overrides = {}, opts: { store?: Eve
     config,
     url,
     wsUrl: `ws://127.0.0.1:${address.port}`,
-    async post(body, headers = {}) {
-      const res = await fetch(`${url}/messages`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', ...headers },
-        body: typeof body === 'string' ? body : body instanceof Uint8Array ? new Blob([new Uint8Array(body)]) : JSON.stringify(body),
-      })
-      const text = await res.text()
-      let parsed: unknown = text
-      try {
-        parsed = JSON.parse(text)
-      } catch {}
-      return { status: res.status, body: parsed }
-    },
+    post: (body, headers) => postTo(url, body, headers),
     close: () => app.close(),
   }
+}
+
+/** A loopback port that is free now, for tests that stop a server and start another on the same port. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer()
+    srv.once('error', reject)
+    srv.listen(0, '127.0.0.1', () => {
+      const address = srv.address()
+      srv.close(() => (address !== null && typeof address === 'object' ? resolve(address.port) : reject(new Error('no port'))))
+    })
+  })
 }

@@ -1,0 +1,457 @@
+// tailcast web page: plain browser JavaScript, no framework, nothing fetched from elsewhere.
+// Views by hash: #/ (competition selector + room picker), #/competitions/ID, #/rooms/NAME.
+// One EventSource at a time, owned by a Feed that tracks the connection state shown in the header.
+'use strict'
+
+const NAME = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/
+const TYPE = /^[A-Za-z][A-Za-z0-9_.:-]{0,127}$/
+const COMPETITION_ACTIVATED = 'CompetitionActivatedEvent'
+/** Events kept in a view; older ones are dropped from the page (never from the server). */
+const MAX_ITEMS = 5000
+const TYPES_KEY = 'tailcast.eventTypes'
+/** Types added in this page's lifetime, in case localStorage refuses to keep them. */
+const sessionTypes = new Set()
+
+const $ = (id) => document.getElementById(id)
+
+// ---- event types -------------------------------------------------------------------------------
+// An SSE record `event: X` reaches only listeners of X: there is no wildcard, and an event of a type
+// nobody listens for is silently skipped by the browser. So the page cannot learn unknown types by
+// watching the stream. It listens for: the types in <meta name="tailcast-event-types"> (the
+// operator's list), the types the user added in a competition view (kept in localStorage), and
+// `message` (records without `event:`). Adding a type re-opens the stream from the start and
+// rebuilds the view, so events of that type that were skipped before are shown too.
+function storedTypes() {
+  try {
+    const v = JSON.parse(localStorage.getItem(TYPES_KEY) || '[]')
+    return Array.isArray(v) ? v.filter((t) => typeof t === 'string' && TYPE.test(t)) : []
+  } catch {
+    return []
+  }
+}
+
+function eventTypes() {
+  const meta = document.querySelector('meta[name="tailcast-event-types"]')
+  const fromMeta = (meta ? meta.content : '').split(/\s+/).filter((t) => TYPE.test(t))
+  return [...new Set([COMPETITION_ACTIVATED, 'message', ...fromMeta, ...storedTypes(), ...sessionTypes])]
+}
+
+function addEventType(type) {
+  const list = storedTypes()
+  if (!list.includes(type)) list.push(type)
+  try {
+    localStorage.setItem(TYPES_KEY, JSON.stringify(list))
+  } catch {
+    // Storage refused (private mode): the type still applies until the page is reloaded.
+  }
+  sessionTypes.add(type)
+}
+
+// ---- connection state --------------------------------------------------------------------------
+const conn = {
+  state: 'idle',
+  detail: '',
+  reconnects: 0,
+  resets: 0,
+  lastId: null,
+}
+
+function renderConn() {
+  // The event lists stay quiet for screen readers while a replay fills them, and speak once live.
+  const busy = String(conn.state !== 'live')
+  for (const list of document.querySelectorAll('[role="log"]')) list.setAttribute('aria-busy', busy)
+  const el = $('conn')
+  el.dataset.state = conn.state
+  el.dataset.reconnects = String(conn.reconnects)
+  el.dataset.resets = String(conn.resets)
+  el.dataset.lastId = conn.lastId === null ? '' : conn.lastId
+  $('conn-state').textContent = conn.state
+  $('conn-detail').textContent = conn.detail
+  $('conn-last').textContent = conn.lastId === null ? 'none' : conn.lastId
+}
+
+function setConn(state, detail) {
+  conn.state = state
+  conn.detail = detail
+  renderConn()
+}
+
+/**
+ * One stream followed with EventSource. States: connecting (first request), replaying (connected,
+ * stored events arriving), live (after the server's `live` control event), reconnecting (the
+ * connection dropped; the browser retries after the server's `retry:` and sends Last-Event-ID),
+ * reset (the server could not resume from our id: the store wrapped or was replaced; the view is
+ * cleared and rebuilt from the replay that follows).
+ */
+class Feed {
+  constructor(path, handlers) {
+    this.path = path
+    this.handlers = handlers
+    this.es = null
+    this.timer = null
+    this.attempt = 0
+    this.everOpened = false
+    this.resetting = false
+    this.closed = false
+    conn.lastId = null
+    conn.reconnects = 0
+    conn.resets = 0
+    this.open(null)
+  }
+
+  open(resumeId) {
+    if (this.closed) return
+    // A new EventSource cannot set Last-Event-ID; the server also reads `lastEventId` from the query.
+    const url = resumeId === null ? this.path : `${this.path}${this.path.includes('?') ? '&' : '?'}lastEventId=${encodeURIComponent(resumeId)}`
+    const es = new EventSource(url)
+    this.es = es
+    if (this.attempt === 0 && !this.everOpened) setConn('connecting', '')
+    const onData = (e) => this.data(es, e)
+    for (const type of eventTypes()) es.addEventListener(type, onData)
+    es.addEventListener('live', (e) => this.live(es, e))
+    es.addEventListener('reset', (e) => this.reset(es, e))
+    es.onopen = () => {
+      if (this.es !== es) return
+      this.everOpened = true
+      setConn(this.resetting ? 'reset' : 'replaying', this.resetting ? 'rebuilding the view' : '')
+    }
+    es.onerror = () => this.error(es)
+  }
+
+  data(es, e) {
+    if (this.es !== es) return
+    let ev
+    try {
+      ev = JSON.parse(e.data)
+    } catch {
+      return
+    }
+    if (!ev || typeof ev !== 'object' || typeof ev.id !== 'string') return
+    conn.lastId = ev.id
+    this.handlers.onEvent(ev)
+    renderConn()
+  }
+
+  live(es, e) {
+    if (this.es !== es) return
+    try {
+      const ev = JSON.parse(e.data)
+      // `live` carries the stream position: every event of this stream up to it has been delivered.
+      if (ev && typeof ev.id === 'string' && ev.id !== '0') conn.lastId = ev.id
+    } catch {
+      // The state switch matters, not the payload.
+    }
+    this.attempt = 0
+    const detail = []
+    if (conn.reconnects > 0) detail.push(`${conn.reconnects} reconnect${conn.reconnects === 1 ? '' : 's'}`)
+    if (this.resetting) detail.push('view rebuilt after a reset')
+    this.resetting = false
+    setConn('live', detail.join(', '))
+    if (this.handlers.onLive) this.handlers.onLive()
+  }
+
+  reset(es, e) {
+    if (this.es !== es) return
+    let reason = 'the server could not resume from the last event id'
+    try {
+      const ev = JSON.parse(e.data)
+      if (ev && ev.data && typeof ev.data.reason === 'string') reason = ev.data.reason
+    } catch {
+      // keep the generic reason
+    }
+    conn.resets++
+    this.resetting = true
+    this.handlers.onReset()
+    setConn('reset', `${reason}: rebuilding the view`)
+  }
+
+  error(es) {
+    if (this.es !== es || this.closed) return
+    this.attempt++
+    // One outage counts once, however many attempts it takes.
+    if (this.attempt === 1 && this.everOpened) conn.reconnects++
+    if (es.readyState === EventSource.CLOSED) {
+      // EventSource gives up for good on an answer that is not a 200 event stream (e.g. a 503 from a
+      // server that is shutting down). Keep trying with a new one, backing off up to 30 s, and
+      // resume from the last id we hold so that nothing is lost or repeated.
+      es.close()
+      const delay = Math.min(30000, 500 * 2 ** Math.min(this.attempt - 1, 6))
+      setConn('reconnecting', `attempt ${this.attempt}, next in ${Math.round(delay / 1000)} s`)
+      this.timer = setTimeout(() => this.open(conn.lastId), delay)
+    } else {
+      // The browser reconnects by itself after the server's `retry:` and sends Last-Event-ID.
+      setConn('reconnecting', `attempt ${this.attempt}`)
+    }
+  }
+
+  close() {
+    this.closed = true
+    clearTimeout(this.timer)
+    if (this.es) this.es.close()
+    this.es = null
+  }
+}
+
+// ---- rendering helpers -------------------------------------------------------------------------
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag)
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === 'class') node.className = v
+    else if (k.startsWith('data-')) node.setAttribute(k, v)
+    else node[k] = v
+  }
+  for (const c of children) node.append(c)
+  return node
+}
+
+function timeText(iso) {
+  const d = new Date(iso)
+  return Number.isNaN(d.getTime()) ? String(iso) : d.toLocaleString()
+}
+
+function timeEl(iso) {
+  return el('time', { dateTime: String(iso), class: 'when' }, timeText(iso))
+}
+
+function summary(data) {
+  let s
+  try {
+    s = JSON.stringify(data)
+  } catch {
+    s = String(data)
+  }
+  return s.length > 400 ? `${s.slice(0, 400)}…` : s
+}
+
+/** Append to a log list, drop the oldest past MAX_ITEMS, and keep the view at the bottom if it was. */
+function appendItem(list, item, emptyNote) {
+  const atBottom = window.innerHeight + window.scrollY >= document.body.scrollHeight - 40
+  list.append(item)
+  while (list.childElementCount > MAX_ITEMS) list.firstElementChild.remove()
+  emptyNote.hidden = true
+  if (atBottom && conn.state === 'live') item.scrollIntoView({ block: 'nearest' })
+}
+
+function clearList(list, emptyNote) {
+  list.replaceChildren()
+  emptyNote.hidden = false
+}
+
+function competitionName(ev) {
+  const d = ev.data || {}
+  for (const k of ['name', 'title', 'description']) if (typeof d[k] === 'string' && d[k] !== '') return d[k]
+  return ev.competitionId || '(no id)'
+}
+
+// ---- views -------------------------------------------------------------------------------------
+function showView(id, focus) {
+  for (const v of document.querySelectorAll('.view')) v.hidden = v.id !== id
+  if (focus) {
+    const h = document.querySelector(`#${id} h1`)
+    if (h) h.focus()
+  }
+}
+
+/** #/ : the competition selector, fed by /v1/competitions (newest first, updates live). */
+function homeView() {
+  const list = $('competition-list')
+  const empty = $('competition-empty')
+  clearList(list, empty)
+  document.title = 'Competitions · tailcast'
+  const add = (ev) => {
+    if (ev.type !== COMPETITION_ACTIVATED || typeof ev.competitionId !== 'string') return
+    // One entry per competition: a new activation moves it to the top (newest first).
+    const old = list.querySelector(`li[data-competition-id="${CSS.escape(ev.competitionId)}"]`)
+    if (old) old.remove()
+    const name = competitionName(ev)
+    const link = el('a', { href: `#/competitions/${encodeURIComponent(ev.competitionId)}` }, el('span', { class: 'name' }, name))
+    const meta = el('span', { class: 'meta' }, 'activated ', timeEl(ev.time), ` · id ${ev.competitionId}`)
+    link.append(meta)
+    list.prepend(el('li', { 'data-competition-id': ev.competitionId, 'data-event-id': ev.id }, link))
+    while (list.childElementCount > MAX_ITEMS) list.lastElementChild.remove()
+    empty.hidden = true
+  }
+  return new Feed('/v1/competitions', { onEvent: add, onReset: () => clearList(list, empty) })
+}
+
+/** #/competitions/ID : its live state, then its events as they arrive. */
+function competitionView(id) {
+  const list = $('competition-events')
+  const empty = $('competition-events-empty')
+  clearList(list, empty)
+  $('competition-title').textContent = `Competition ${id}`
+  document.title = `${id} · tailcast`
+  $('types-list').textContent = `Listening for: ${eventTypes().join(', ')}, and the control events live and reset.`
+  const add = (ev) => {
+    if (ev.type === COMPETITION_ACTIVATED) {
+      $('competition-title').textContent = competitionName(ev)
+      document.title = `${competitionName(ev)} · tailcast`
+    }
+    const item = el(
+      'li',
+      { 'data-event-id': ev.id, 'data-type': ev.type },
+      el('span', { class: 'head' }, el('strong', { class: 'type' }, ev.type), ' ', timeEl(ev.time), ' ', el('span', { class: 'id' }, `id ${ev.id}`)),
+      el('code', { class: 'data' }, summary(ev.data)),
+    )
+    appendItem(list, item, empty)
+  }
+  return new Feed(`/v1/competitions/${encodeURIComponent(id)}`, { onEvent: add, onReset: () => clearList(list, empty) })
+}
+
+/** #/rooms/NAME : the room's stored messages, then new ones; a send box when posting is allowed. */
+function roomView(room) {
+  const list = $('room-messages')
+  const empty = $('room-messages-empty')
+  clearList(list, empty)
+  $('room-title').textContent = `Room ${room}`
+  document.title = `${room} · tailcast`
+  sendForm.room = room
+  sendForm.probe()
+  const add = (ev) => {
+    const text = ev.type === 'message' && ev.data && typeof ev.data.text === 'string' ? ev.data.text : summary(ev.data)
+    const item = el(
+      'li',
+      { 'data-event-id': ev.id, 'data-type': ev.type },
+      el('span', { class: 'head' }, ev.type === 'message' ? '' : el('strong', { class: 'type' }, `${ev.type} `), timeEl(ev.time), ' ', el('span', { class: 'id' }, `id ${ev.id}`)),
+      el('span', { class: 'text' }, text),
+    )
+    appendItem(list, item, empty)
+  }
+  return new Feed(`/messages?room=${encodeURIComponent(room)}`, { onEvent: add, onReset: () => clearList(list, empty) })
+}
+
+// ---- sending -----------------------------------------------------------------------------------
+const sendForm = {
+  room: null,
+  allowed: true,
+
+  disable(note) {
+    this.allowed = false
+    $('send-text').disabled = true
+    $('send-button').disabled = true
+    $('send-help').hidden = true
+    $('send-note').textContent = note
+  },
+
+  enable() {
+    this.allowed = true
+    $('send-text').disabled = false
+    $('send-button').disabled = false
+    $('send-help').hidden = false
+    $('send-note').textContent = ''
+  },
+
+  refusal(status) {
+    if (status === 401) return 'Posting needs a bearer token on this server; this page can only read.'
+    if (status === 403) return 'Posting is disabled on this server; this page can only read.'
+    return null
+  },
+
+  /**
+   * Ask whether posting is allowed before the user types: an empty object is refused by the
+   * authorisation check (401/403) before it is read, or else rejected as invalid (400): nothing is stored.
+   */
+  async probe() {
+    this.enable()
+    try {
+      const res = await fetch('/messages', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' })
+      const why = this.refusal(res.status)
+      if (why) this.disable(why)
+    } catch {
+      // Offline: the send itself will say so.
+    }
+  },
+
+  async send() {
+    const box = $('send-text')
+    const text = box.value
+    if (!this.allowed || this.room === null || text.trim() === '') return
+    $('send-button').disabled = true
+    try {
+      const res = await fetch('/messages', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ text, room: this.room }),
+      })
+      const why = this.refusal(res.status)
+      if (why) return this.disable(why)
+      if (!res.ok) {
+        let msg = `the server answered ${res.status}`
+        try {
+          const body = await res.json()
+          if (body && typeof body.message === 'string') msg = body.message
+        } catch {
+          // keep the status text
+        }
+        $('send-note').textContent = `Not sent: ${msg}`
+        return
+      }
+      box.value = ''
+      $('send-note').textContent = ''
+    } catch {
+      $('send-note').textContent = 'Not sent: the server cannot be reached. Try again when the connection is live.'
+    } finally {
+      if (this.allowed) $('send-button').disabled = false
+      box.focus()
+    }
+  },
+}
+
+// ---- routing -----------------------------------------------------------------------------------
+let feed = null
+
+function route(focus) {
+  if (feed) feed.close()
+  feed = null
+  const hash = location.hash.replace(/^#/, '') || '/'
+  const parts = hash.split('/').filter((p) => p !== '')
+  let name = null
+  try {
+    name = parts.length === 2 ? decodeURIComponent(parts[1]) : null
+  } catch {
+    name = null
+  }
+  if (parts.length === 0) {
+    showView('view-home', focus)
+    feed = homeView()
+  } else if (parts[0] === 'competitions' && name !== null && NAME.test(name)) {
+    showView('view-competition', focus)
+    feed = competitionView(name)
+  } else if (parts[0] === 'rooms' && name !== null && NAME.test(name)) {
+    showView('view-room', focus)
+    feed = roomView(name)
+  } else {
+    showView('view-missing', focus)
+    setConn('idle', '')
+  }
+}
+
+function init() {
+  $('room-form').addEventListener('submit', (e) => {
+    e.preventDefault()
+    const room = $('room-input').value.trim()
+    if (NAME.test(room)) location.hash = `#/rooms/${encodeURIComponent(room)}`
+  })
+  $('types-form').addEventListener('submit', (e) => {
+    e.preventDefault()
+    const type = $('types-input').value.trim()
+    if (!TYPE.test(type) || type === 'live' || type === 'reset') return
+    addEventType(type)
+    $('types-input').value = ''
+    route(false)
+  })
+  $('send-form').addEventListener('submit', (e) => {
+    e.preventDefault()
+    void sendForm.send()
+  })
+  $('send-text').addEventListener('keydown', (e) => {
+    if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
+      e.preventDefault()
+      void sendForm.send()
+    }
+  })
+  window.addEventListener('hashchange', () => route(true))
+  route(false)
+}
+
+init()

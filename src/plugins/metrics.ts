@@ -1,0 +1,69 @@
+import fp from 'fastify-plugin'
+import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client'
+
+export interface Metrics {
+  registry: Registry
+  /** Events refused at the door, by reason (invalid input, dead-lettered, ...). */
+  dropped: Counter<'reason'>
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    metrics: Metrics
+  }
+}
+
+/**
+ * Prometheus metrics (`app.metrics`). Counters the hub keeps anyway are read when scraped, so the
+ * delivery path does no extra work per event.
+ */
+export default fp(
+  async (app) => {
+    const registry = new Registry()
+    collectDefaultMetrics({ register: registry })
+    const hub = app.hub
+    new Gauge({
+      name: 'tailcast_connections',
+      help: 'Clients connected, by transport and stream kind',
+      labelNames: ['transport', 'stream'],
+      registers: [registry],
+      collect() {
+        this.reset()
+        for (const [label, n] of hub.connections()) {
+          const [transport, stream] = label.split(':')
+          this.set({ transport, stream }, n)
+        }
+      },
+    })
+    const fromHub = (name: string, help: string, read: () => number): void => {
+      new Counter({
+        name,
+        help,
+        registers: [registry],
+        collect() {
+          this.reset()
+          this.inc(read())
+        },
+      })
+    }
+    fromHub('tailcast_events_ingested_total', 'Events that reached this process from the store (any ingest path, any instance)', () => hub.stats.ingested)
+    fromHub('tailcast_events_delivered_total', 'Event deliveries to clients (one event to one client counts one)', () => hub.stats.delivered)
+    fromHub('tailcast_slow_client_disconnects_total', 'Clients disconnected because their send buffer was full', () => hub.stats.slowDisconnects)
+    new Gauge({
+      name: 'tailcast_tail_lag_seconds',
+      help: "Time from the last dispatched event's `time` to its dispatch by this process",
+      registers: [registry],
+      collect() {
+        this.set(hub.stats.tailLagMs / 1000)
+      },
+    })
+    const dropped = new Counter({
+      name: 'tailcast_events_dropped_total',
+      help: 'Events refused and not stored, by reason',
+      labelNames: ['reason'],
+      registers: [registry],
+    })
+    app.decorate('metrics', { registry, dropped })
+  },
+  { name: 'metrics', dependencies: ['hub'] },
+)

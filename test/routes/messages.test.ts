@@ -1,0 +1,103 @@
+import t from 'tap'
+import { startServer } from '../helpers/server.js'
+
+t.test('POST /messages accepts a room message and a full event, 202 with increasing string ids', async (t) => {
+  const s = await startServer()
+  t.teardown(() => s.close())
+  const a = await s.post({ text: 'was geht ab in buxtehude?', room: 'developers' })
+  t.equal(a.status, 202)
+  t.match(a.body, { id: /^[1-9][0-9]*$/ })
+  const b = await s.post({ type: 'CompetitionActivatedEvent', competitionId: '52d432dc-d6b8-4045-8a4c-e5e5bdfc8b1e', data: { name: 'Final' }, time: '2026-11-22T18:00:00Z' })
+  t.equal(b.status, 202)
+  t.ok(BigInt(b.body.id) > BigInt(a.body.id))
+  const [msg] = await s.app.store.read({ kind: 'room', room: 'developers' }, 0, 10)
+  t.same(msg.data, { text: 'was geht ab in buxtehude?' })
+  t.equal(msg.type, 'message')
+  const [comp] = await s.app.store.read({ kind: 'competition', competitionId: '52d432dc-d6b8-4045-8a4c-e5e5bdfc8b1e' }, 0, 10)
+  t.equal(comp.time, '2026-11-22T18:00:00.000Z', 'time normalised to ISO-8601 UTC')
+})
+
+/** Each bad request, the status it gets and what its message must say. */
+const BAD: { name: string; body: unknown; headers?: Record<string, string>; status: number; message: RegExp }[] = [
+  { name: 'malformed JSON', body: '{"text": "hi", ', status: 400, message: /not valid JSON/ },
+  { name: 'JSON that is not an object', body: '[1,2]', status: 400, message: /JSON object/ },
+  { name: 'JSON null', body: 'null', status: 400, message: /JSON object/ },
+  { name: 'a bare string', body: '"hello"', status: 400, message: /JSON object/ },
+  { name: 'text of the wrong type', body: { text: 42, room: 'r' }, status: 400, message: /text must be string/ },
+  { name: 'room of the wrong type', body: { text: 'x', room: ['r'] }, status: 400, message: /room must be string/ },
+  { name: 'room missing', body: { text: 'x' }, status: 400, message: /missing field "room"/ },
+  { name: 'empty text', body: { text: '', room: 'r' }, status: 400, message: /text must NOT have fewer than 1 characters/ },
+  { name: 'room with a space', body: { text: 'x', room: 'a b' }, status: 400, message: /room must match pattern/ },
+  { name: 'unknown field in a room message', body: { text: 'x', room: 'r', admin: true }, status: 400, message: /unknown field "admin"/ },
+  { name: 'type missing', body: { competitionId: 'c', data: {} }, status: 400, message: /missing field "type"/ },
+  { name: 'data missing', body: { type: 'T' }, status: 400, message: /missing field "data"/ },
+  { name: 'data not an object', body: { type: 'T', data: 'x' }, status: 400, message: /data must be object/ },
+  { name: 'competitionId of the wrong type', body: { type: 'T', competitionId: 7, data: {} }, status: 400, message: /competitionId must be string/ },
+  { name: 'unknown field in an event', body: { type: 'T', data: {}, id: '99' }, status: 400, message: /unknown field "id"/ },
+  { name: 'a reserved control type', body: { type: 'reset', data: {} }, status: 400, message: /reserved/ },
+  { name: 'a type with spaces', body: { type: 'Drop table', data: {} }, status: 400, message: /type must match pattern/ },
+  { name: 'a time that is not a date', body: { type: 'T', data: {}, time: 'yesterday at noon' }, status: 400, message: /ISO-8601/ },
+  { name: '__proto__ key', body: '{"text":"x","room":"r","__proto__":{"polluted":1}}', status: 400, message: /forbidden prototype property/ },
+  { name: 'constructor.prototype key', body: '{"type":"T","data":{"constructor":{"prototype":{"polluted":1}}}}', status: 400, message: /forbidden prototype property/ },
+  { name: 'invalid UTF-8', body: Buffer.from([0x7b, 0x22, 0x74, 0x65, 0x78, 0x74, 0x22, 0x3a, 0x22, 0xc3, 0x28, 0x22, 0x7d]), status: 400, message: /not valid UTF-8/ },
+  { name: 'an empty body', body: '', status: 400, message: /JSON/ },
+  { name: 'a body of 1 MB', body: JSON.stringify({ text: 'x'.repeat(1_000_000), room: 'r' }), status: 413, message: /body/i },
+  { name: 'an unsupported content type', body: '<event/>', headers: { 'content-type': 'application/xml' }, status: 415, message: /Unsupported Media Type/ },
+]
+
+t.test('bad input: each gets its status and a JSON message; the store is unchanged; the server stays up', async (t) => {
+  const s = await startServer()
+  t.teardown(() => s.close())
+  const good = await s.post({ text: 'before', room: 'r' })
+  t.equal(good.status, 202)
+  for (const bad of BAD) {
+    const r = await s.post(bad.body, bad.headers)
+    t.equal(r.status, bad.status, `${bad.name}: status`)
+    t.match(r.body, { statusCode: bad.status, message: bad.message }, `${bad.name}: JSON message`)
+  }
+  t.same(({} as Record<string, unknown>).polluted, undefined, 'no prototype was polluted')
+  const all = await s.app.store.read({ kind: 'room', room: null }, 0, 100)
+  t.same(all.map((e) => String(e.id)), [good.body.id], 'only the good event was stored')
+  t.equal((await fetch(`${s.url}/health`)).status, 200, 'still up')
+})
+
+t.test('unknown paths and methods answer JSON errors', async (t) => {
+  const s = await startServer()
+  t.teardown(() => s.close())
+  for (const [method, path, status] of [
+    ['GET', '/nope', 404],
+    ['GET', '/v1/competitions/a/b', 404],
+    ['GET', '/v1/competitions/%E0%A4%A', 400],
+    ['GET', '/v1/competitions/' + 'x'.repeat(200), 400],
+    ['GET', '/messages?room=a%20b', 400],
+    ['GET', '/messages?room=a&room=b', 400],
+    ['DELETE', '/messages', 404],
+    ['PUT', '/v1/competitions', 404],
+  ] as const) {
+    const r = await fetch(s.url + path, { method })
+    t.equal(r.status, status, `${method} ${path}`)
+    t.match(await r.json(), { statusCode: status, message: String }, `${method} ${path}: JSON`)
+  }
+})
+
+t.test('a bearer token protects POST /messages when configured', async (t) => {
+  const s = await startServer({ post: { token: 's3cret-token' } })
+  t.teardown(() => s.close())
+  const none = await s.post({ text: 'x', room: 'r' })
+  t.equal(none.status, 401)
+  t.match(none.body, { message: /Bearer/ })
+  const wrong = await s.post({ text: 'x', room: 'r' }, { authorization: 'Bearer nope' })
+  t.equal(wrong.status, 403)
+  t.notMatch(JSON.stringify(wrong.body), /s3cret/, 'the token never appears in a reply')
+  const right = await s.post({ text: 'x', room: 'r' }, { authorization: 'Bearer s3cret-token' })
+  t.equal(right.status, 202)
+})
+
+t.test('posting can be disabled', async (t) => {
+  const s = await startServer({ post: { enabled: false } })
+  t.teardown(() => s.close())
+  const r = await s.post({ text: 'x', room: 'r' })
+  t.equal(r.status, 403)
+  t.match(r.body, { message: /disabled/ })
+  t.same(await s.app.store.read({ kind: 'room', room: null }, 0, 10), [])
+})

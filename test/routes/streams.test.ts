@@ -1,0 +1,240 @@
+import http from 'node:http'
+import t from 'tap'
+import { dataEvents, isLive, openSse, openStream, openWs, type Received } from '../helpers/clients.js'
+import { startServer, type TestServer } from '../helpers/server.js'
+
+type Transport = 'sse' | 'ws'
+const TRANSPORTS: Transport[] = ['sse', 'ws']
+
+const competitionEvent = (competitionId: string, data: Record<string, unknown> = {}, type = 'LapCompleted') => ({
+  type,
+  competitionId,
+  data,
+})
+
+/** Posts and returns the assigned id. */
+async function post(s: TestServer, body: unknown): Promise<string> {
+  const r = await s.post(body)
+  if (r.status !== 202) throw new Error(`POST answered ${r.status}: ${JSON.stringify(r.body)}`)
+  return r.body.id as string
+}
+
+const ids = (events: Received[]) => dataEvents(events).map((e) => e.id)
+
+/** Each stream path, what to post into it, and what must stay out of it. */
+const STREAMS = [
+  {
+    name: '/v1/competitions',
+    path: '/v1/competitions',
+    inside: (i: number) => competitionEvent(`comp-${i}`, { name: `Race ${i}` }, 'CompetitionActivatedEvent'),
+    outside: (i: number) => competitionEvent(`comp-${i}`, { lap: i }),
+  },
+  {
+    name: '/v1/competitions/:id',
+    path: '/v1/competitions/c-42',
+    inside: (i: number) => competitionEvent('c-42', { lap: i }),
+    outside: (i: number) => competitionEvent('c-43', { lap: i }),
+  },
+  {
+    name: '/messages?room=',
+    path: '/messages?room=developers',
+    inside: (i: number) => ({ text: `hello ${i}`, room: 'developers' }),
+    outside: (i: number) => ({ text: `other ${i}`, room: 'ops' }),
+  },
+]
+
+for (const stream of STREAMS) {
+  for (const transport of TRANSPORTS) {
+    t.test(`${stream.name} over ${transport}`, async (t) => {
+      const s = await startServer()
+      t.teardown(() => s.close())
+      const stored: string[] = []
+      for (let i = 0; i < 5; i++) {
+        stored.push(await post(s, stream.inside(i)))
+        await post(s, stream.outside(i))
+      }
+
+      t.test('replay, then one live, then real-time events', async (t) => {
+        const c = openStream(transport, s, stream.path)
+        t.teardown(() => c.close())
+        await c.waitFor(isLive, 5000, 'live')
+        const liveAt = c.events.findIndex((e) => e.type === 'live')
+        t.same(ids(c.events.slice(0, liveAt)), stored, 'the live state: this stream only, oldest first')
+        t.equal(c.events.filter((e) => e.type === 'live').length, 1, 'one live event')
+        const live = c.events[liveAt]
+        t.ok(BigInt(live.id) >= BigInt(stored[stored.length - 1]), 'live carries the stream position')
+        const fresh = await post(s, stream.inside(99))
+        await post(s, stream.outside(99))
+        await c.waitFor((es) => es.some((e) => e.id === fresh), 2000, 'the new event')
+        t.same(ids(c.events), [...stored, fresh])
+        const e = c.events[c.events.length - 1]
+        t.match(e, { id: fresh, time: String })
+        t.type(e.data, 'object')
+        if (transport === 'sse') {
+          t.equal(e.sseId, fresh, 'SSE id: field is the event id')
+          t.equal(e.sseEvent, e.type, 'SSE event: field is the type')
+          t.equal(live.sseEvent, 'live')
+        }
+        stored.push(fresh)
+      })
+
+      t.test('resume from an id in the store: only what follows, then live', async (t) => {
+        const c = openStream(transport, s, stream.path, stored[1])
+        t.teardown(() => c.close())
+        await c.waitFor(isLive, 5000, 'live')
+        t.same(ids(c.events), stored.slice(2))
+        t.notOk(c.events.some((e) => e.type === 'reset'), 'no reset')
+      })
+
+      t.test('resume from the newest id: nothing to replay, then live', async (t) => {
+        const c = openStream(transport, s, stream.path, stored[stored.length - 1])
+        t.teardown(() => c.close())
+        await c.waitFor(isLive, 5000, 'live')
+        t.same(c.events.map((e) => e.type), ['live'])
+      })
+
+      t.test('resume from an id newer than the newest: reset, full state, live', async (t) => {
+        const newer = String(BigInt(stored[stored.length - 1]) + 1_000_000n)
+        const c = openStream(transport, s, stream.path, newer)
+        t.teardown(() => c.close())
+        await c.waitFor(isLive, 5000, 'live')
+        t.equal(c.events[0].type, 'reset')
+        t.equal(c.events[0].data.lastEventId, newer)
+        t.same(ids(c.events), stored, 'the full live state after reset')
+        if (transport === 'sse') t.equal(c.events[0].sseId, undefined, 'reset does not move EventSource lastEventId')
+      })
+
+      for (const bad of ['abc', '-1', '1e3', '1'.repeat(40), '12.5', '+7', '0x1F']) {
+        t.test(`malformed resume id ${JSON.stringify(bad).slice(0, 20)}: 400 JSON before any stream`, async (t) => {
+          const c = transport === 'sse' ? openSse(`${s.url}${stream.path}`, { 'last-event-id': bad }) : openWs(`${s.wsUrl}${stream.path}${stream.path.includes('?') ? '&' : '?'}lastEventId=${encodeURIComponent(bad)}`)
+          t.equal(await c.status, 400)
+          t.match(await c.errorBody, { statusCode: 400, error: 'Bad Request', message: /lastEventId/ })
+          await c.ended
+          t.same(c.events, [])
+        })
+      }
+    })
+  }
+}
+
+t.test('resume older than the oldest stored event (the ring wrapped): reset, full state, live', async (t) => {
+  const s = await startServer({ store: { capacity: 5 } })
+  t.teardown(() => s.close())
+  const first = await post(s, { text: 'first', room: 'r' })
+  const rest: string[] = []
+  for (let i = 0; i < 7; i++) rest.push(await post(s, { text: `m${i}`, room: 'r' }))
+  for (const transport of TRANSPORTS) {
+    const c = openStream(transport, s, '/messages?room=r', first)
+    await c.waitFor(isLive, 5000, 'live')
+    c.close()
+    t.equal(c.events[0].type, 'reset', `${transport}: reset first`)
+    t.match(c.events[0].data, { lastEventId: first, reason: /older than the oldest/ })
+    t.same(ids(c.events), rest.slice(2), `${transport}: the whole ring after reset`)
+  }
+})
+
+t.test('an empty store and a resume id (store replaced, e.g. after a restart): reset, then live', async (t) => {
+  const s = await startServer()
+  t.teardown(() => s.close())
+  for (const transport of TRANSPORTS) {
+    const c = openStream(transport, s, '/v1/competitions', '1795000000000000')
+    await c.waitFor(isLive, 5000, 'live')
+    c.close()
+    t.same(c.events.map((e) => e.type), ['reset', 'live'], transport)
+  }
+})
+
+t.test('SSE: Last-Event-ID header wins over the lastEventId query; the query alone works', async (t) => {
+  const s = await startServer()
+  t.teardown(() => s.close())
+  const a = await post(s, { text: 'a', room: 'q' })
+  const b = await post(s, { text: 'b', room: 'q' })
+  const c1 = openSse(`${s.url}/messages?room=q&lastEventId=${a}`)
+  await c1.waitFor(isLive)
+  c1.close()
+  t.same(ids(c1.events), [b], 'query parameter (EventSource polyfills)')
+  const c2 = openSse(`${s.url}/messages?room=q&lastEventId=${a}`, { 'last-event-id': b })
+  await c2.waitFor(isLive)
+  c2.close()
+  t.same(ids(c2.events), [], 'the header (sent on reconnect) wins over the stale URL')
+  const c3 = openSse(`${s.url}/messages?room=q`, { 'last-event-id': '0' })
+  await c3.waitFor(isLive)
+  c3.close()
+  t.same(ids(c3.events), [a, b], '0 means from the start, without reset')
+})
+
+t.test('SSE wire details: headers, retry, heartbeat comments', async (t) => {
+  const s = await startServer({ streams: { heartbeatSeconds: 0.05, retryMs: 1234 } })
+  t.teardown(() => s.close())
+  const raw = await new Promise<{ headers: http.IncomingHttpHeaders; text: string }>((resolve, reject) => {
+    const req = http.get(`${s.url}/v1/competitions`, { headers: { origin: 'http://example.test' } }, (res) => {
+      let text = ''
+      res.setEncoding('utf8')
+      res.on('data', (d: string) => {
+        text += d
+        if ((text.match(/: ping/g) ?? []).length >= 2) {
+          req.destroy()
+          resolve({ headers: res.headers, text })
+        }
+      })
+    })
+    req.on('error', reject)
+  })
+  t.match(raw.headers['content-type'], /^text\/event-stream/)
+  t.equal(raw.headers['cache-control'], 'no-cache')
+  t.equal(raw.headers['x-accel-buffering'], 'no')
+  t.equal(raw.headers['access-control-allow-origin'], '*', 'CORS applies to streams')
+  t.ok(raw.text.startsWith('retry: 1234\n\n'), 'retry: first')
+  t.match(raw.text, /event: live\n/)
+})
+
+t.test('WebSocket: protocol pings keep the connection; frames sent by clients are ignored', async (t) => {
+  const s = await startServer({ streams: { heartbeatSeconds: 0.05 } })
+  t.teardown(() => s.close())
+  const c = openWs(`${s.wsUrl}/messages?room=w`)
+  t.teardown(() => c.close())
+  await c.waitFor(isLive)
+  let pings = 0
+  c.socket.on('ping', () => pings++)
+  c.socket.send('hello server')
+  await new Promise((r) => setTimeout(r, 300))
+  t.ok(pings >= 2, `pinged ${pings} times`)
+  const id = await post(s, { text: 'still here', room: 'w' })
+  await c.waitFor((es) => es.some((e) => e.id === id))
+  t.equal(c.socket.readyState, c.socket.OPEN)
+})
+
+t.test('/v1/competitions replays only activations inside the window', async (t) => {
+  const s = await startServer({ streams: { competitionsWindowHours: 24 } })
+  t.teardown(() => s.close())
+  const old = new Date(Date.now() - 25 * 3600_000).toISOString()
+  await post(s, { type: 'CompetitionActivatedEvent', competitionId: 'old', time: old, data: {} })
+  const recent = await post(s, { type: 'CompetitionActivatedEvent', competitionId: 'new', data: {} })
+  const c = openSse(`${s.url}/v1/competitions`)
+  await c.waitFor(isLive)
+  c.close()
+  t.same(ids(c.events), [recent])
+})
+
+t.test('/messages without a room follows every room', async (t) => {
+  const s = await startServer()
+  t.teardown(() => s.close())
+  const a = await post(s, { text: 'a', room: 'r1' })
+  await post(s, competitionEvent('c1'))
+  const b = await post(s, { text: 'b', room: 'r2' })
+  const c = openSse(`${s.url}/messages`)
+  await c.waitFor(isLive)
+  c.close()
+  t.same(ids(c.events), [a, b])
+})
+
+t.test('shutdown tells every client to reconnect: WebSocket 1012, SSE stream ends', async (t) => {
+  const s = await startServer()
+  const ws = openWs(`${s.wsUrl}/v1/competitions`)
+  const sse = openSse(`${s.url}/v1/competitions`)
+  await ws.waitFor(isLive)
+  await sse.waitFor(isLive)
+  await s.close()
+  t.equal(await ws.ended, 1012)
+  t.equal(await sse.ended, null)
+})
