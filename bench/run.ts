@@ -63,13 +63,13 @@ function args(): { quick: boolean; clients: number[]; rate: number | null; secon
   return {
     quick,
     clients: list(get('--clients')) ?? (quick ? [1000] : [1000, 10000]),
-    idle: list(get('--idle')) ?? (quick ? [] : [1000, 10000, 50000]),
+    idle: list(get('--idle')) ?? (quick ? [] : [1000, 10000, 19500]),
     rate: get('--rate') === undefined ? null : Number(get('--rate')),
     seconds: get('--seconds') === undefined ? null : Number(get('--seconds')),
     phases: get('--phases')?.split(',') ?? ['idle', 'load'],
     cpuProf: a.includes('--cpu-prof'),
     filter: get('--filter'),
-    peak: get('--peak') === undefined ? 4 : Number(get('--peak')),
+    peak: get('--peak') === undefined ? (quick ? 1 : 4) : Number(get('--peak')),
   }
 }
 
@@ -186,7 +186,7 @@ async function inject(port: number, rate: number, seconds: number): Promise<{ se
     }
     await sleep(2)
   }
-  await Promise.race([Promise.all(inflight), sleep(10_000)])
+  await Promise.race([Promise.all(inflight), sleep(3000)])
   agent.destroy()
   return { sent, failed }
 }
@@ -284,7 +284,7 @@ function plan(o: ReturnType<typeof args>): Phase[] {
     for (const n of o.clients) {
       // 500,000 deliveries/s is the target: the rate that asks for it at this many clients.
       const rate = o.rate ?? Math.round(500_000 / n)
-      const seconds = o.seconds ?? (o.quick ? 8 : 15)
+      const seconds = o.seconds ?? (o.quick ? 6 : 12)
       phases.push({ name: `load ${n} tailcast sse+ws`, target: 'tailcast', sse: n / 2, ws: n / 2, rate, seconds })
       phases.push({ name: `load ${n} tailcast sse`, target: 'tailcast', sse: n, ws: 0, rate, seconds })
       phases.push({ name: `load ${n} baseline sse`, target: 'baseline', sse: n, ws: 0, rate, seconds })
