@@ -9,9 +9,11 @@ export interface HubOptions extends SubscriberOptions {
   heartbeatMs: number
   frameCacheSize: number
   /**
-   * Events are handed to clients at most once per this many milliseconds (default 5): under load
-   * each client gets one write per batch instead of one per event. Quiet streams pay nothing:
-   * a flush after a quiet period runs on the next turn of the event loop.
+   * 0 (the default): each batch the tail hands over (the memory store groups the appends of one
+   * turn) goes out at once. Above 0: events are handed to clients at most once per this many
+   * milliseconds, so each client gets one write per batch instead of one per event. Off by default:
+   * bigger writes let the kernel absorb more for a client that stopped reading before its buffer
+   * limit trips (measured by test/hub/slow-client.test.ts).
    */
   batchMs?: number
   log?: { warn(obj: unknown, msg?: string): void }
@@ -133,7 +135,9 @@ export class Hub implements SubscriberHost {
       this.queue.push(e)
     }
     if (this.queue.length === 0 || this.flushTimer !== undefined || this.closing) return
-    const wait = (this.opts.batchMs ?? 5) - (performance.now() - this.lastFlush)
+    const batchMs = this.opts.batchMs ?? 0
+    if (batchMs === 0) return this.flush()
+    const wait = batchMs - (performance.now() - this.lastFlush)
     this.flushTimer = wait <= 0 ? setImmediate(this.flushNow) : setTimeout(this.flushNow, wait)
   }
 

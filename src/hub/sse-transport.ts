@@ -1,5 +1,4 @@
 import type { ServerResponse } from 'node:http'
-import type { Socket } from 'node:net'
 import type { Frame } from '../event.js'
 import type { Batch } from './frames.js'
 import type { CloseReason, Transport } from './transport.js'
@@ -34,19 +33,12 @@ export class SseTransport implements Transport {
   }
 
   /**
-   * The hot path. Once the headers are out and nothing else is queued on the response, the batch's
-   * prebuilt bytes (already framed as an HTTP chunk when the body is chunked) go straight to the
-   * socket: one write, no per-client chunk framing, cork or nextTick. Otherwise through the response.
+   * The batch's SSE bytes are joined once and shared by every client. They go through the response
+   * (which frames them as an HTTP chunk): writing a prebuilt chunk straight to the socket was
+   * measured to let a client that stopped reading escape the buffer limit (test/hub/slow-client).
    */
   send(batch: Batch): void {
-    if (this.closed) return
-    const res = this.res as ServerResponse & { outputSize: number; chunkedEncoding: boolean }
-    const socket = res.socket as (Socket & { _httpMessage?: unknown }) | null
-    if (socket !== null && res.headersSent && res.outputSize === 0 && socket._httpMessage === res && socket.writable) {
-      socket.write(res.chunkedEncoding ? batch.sseChunk : batch.sse)
-    } else {
-      res.write(batch.sse)
-    }
+    if (!this.closed) this.res.write(batch.sse)
   }
 
   sendControl(frame: Frame): void {
