@@ -1,4 +1,15 @@
+import * as wsModule from 'ws'
 import { frameOf, type Frame, type StoredEvent } from '../event.js'
+
+/** ws's own framer (not in its type definitions): a server frame is never masked, so its bytes are the same for every client. */
+const wsFrame = (wsModule as unknown as { Sender: { frame(data: Buffer, o: object): Buffer[] } }).Sender.frame
+
+/** One unmasked, uncompressed WebSocket text frame holding `payload`. */
+export function wsTextFrame(payload: Buffer): Buffer {
+  const parts = wsFrame(payload, { fin: true, opcode: 1, mask: false, readOnly: true, rsv1: false })
+  return parts.length === 1 ? parts[0] : Buffer.concat(parts)
+}
+
 
 /**
  * Serialise each event once per process: live dispatch and every replay of the same event share
@@ -20,9 +31,14 @@ export class FrameCache {
   }
 }
 
-/** Frames bound for one stream in one dispatch; the SSE bytes are joined once and shared. */
+/**
+ * Frames bound for one stream in one dispatch. The bytes each transport writes are built once per
+ * batch and the same buffer goes to every client: SSE records and WebSocket
+ * frames.
+ */
 export class Batch {
   private joined: Buffer | undefined
+  private wsBytes: Buffer | undefined
 
   constructor(readonly frames: Frame[]) {}
 
@@ -35,6 +51,14 @@ export class Batch {
       this.joined = this.frames.length === 1 ? this.frames[0].sse : Buffer.concat(this.frames.map((f) => f.sse))
     }
     return this.joined
+  }
+
+  /** One WebSocket text frame per event, back to back. */
+  get ws(): Buffer {
+    if (this.wsBytes === undefined) {
+      this.wsBytes = this.frames.length === 1 ? wsTextFrame(this.frames[0].json) : Buffer.concat(this.frames.map((f) => wsTextFrame(f.json)))
+    }
+    return this.wsBytes
   }
 
   /** The frames after `id`, as a batch (the whole batch when none is at or before it). */

@@ -32,6 +32,11 @@ export class SseTransport implements Transport {
     this.res.write(`retry: ${retryMs}\n\n`)
   }
 
+  /**
+   * The batch's SSE bytes are joined once and shared by every client. They go through the response
+   * (which frames them as an HTTP chunk): writing a prebuilt chunk straight to the socket was
+   * measured to let a client that stopped reading escape the buffer limit (test/hub/slow-client).
+   */
   send(batch: Batch): void {
     if (!this.closed) this.res.write(batch.sse)
   }

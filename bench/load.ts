@@ -1,0 +1,175 @@
+/**
+ * One load process: opens SSE and WebSocket clients to one stream URL, from several loopback source
+ * addresses, and counts what they receive. Each event carries `"sentAt":<ms>` (performance clock of
+ * the injector, comparable across processes on one machine); the latency is receive time minus that.
+ * Clients are lean on purpose: no JSON parse per event, just a scan for the marker.
+ * Driven by its parent over IPC: {cmd:'open'|'reset'|'report'|'close'}.
+ */
+import http from 'node:http'
+import WebSocket from 'ws'
+import { Histogram } from './histogram.js'
+
+interface OpenCmd {
+  cmd: 'open'
+  url: string
+  sse: number
+  ws: number
+  localAddresses: string[]
+  concurrency: number
+}
+
+const MARK = Buffer.from('"sentAt":')
+const SEP = Buffer.from('\n\n')
+const hist = new Histogram()
+let deliveries = 0
+let open = 0
+let errors = 0
+let disconnects = 0
+let closing = false
+const errorSamples: string[] = []
+const sockets: { close(): void }[] = []
+
+function now(): number {
+  return performance.timeOrigin + performance.now()
+}
+
+function noteError(what: string): void {
+  errors++
+  if (errorSamples.length < 5) errorSamples.push(what)
+}
+
+/** Count the events in `buf` (complete records only) and record their latencies. */
+function scan(buf: Buffer, end: number, at: number): void {
+  let pos = buf.indexOf(MARK, 0)
+  while (pos !== -1 && pos < end) {
+    let i = pos + MARK.length
+    const start = i
+    while (i < end) {
+      const c = buf[i]
+      if ((c >= 48 && c <= 57) || c === 46) i++
+      else break
+    }
+    const sent = Number(buf.toString('latin1', start, i))
+    if (sent > 0) {
+      hist.record(at - sent)
+      deliveries++
+    }
+    pos = buf.indexOf(MARK, i)
+  }
+}
+
+function openSse(url: URL, localAddress: string): Promise<void> {
+  return new Promise((resolve) => {
+    let carry: Buffer | null = null
+    let opened = false
+    const req = http.get(
+      { host: url.hostname, port: url.port, path: url.pathname + url.search, localAddress, agent: false, headers: { accept: 'text/event-stream' } },
+      (res) => {
+        if (res.statusCode !== 200) {
+          noteError(`SSE status ${res.statusCode}`)
+          res.resume()
+          resolve()
+          return
+        }
+        opened = true
+        open++
+        resolve()
+        res.on('data', (chunk: Buffer) => {
+          const buf: Buffer = carry === null ? chunk : Buffer.concat([carry, chunk])
+          const last = buf.lastIndexOf(SEP)
+          if (last === -1) {
+            carry = buf
+            return
+          }
+          scan(buf, last, now())
+          carry = last + 2 < buf.length ? Buffer.from(buf.subarray(last + 2)) : null
+        })
+        res.on('close', () => {
+          open--
+          if (!closing) disconnects++
+        })
+      },
+    )
+    req.on('error', (err) => {
+      if (!opened) {
+        noteError(`SSE connect: ${err.message}`)
+        resolve()
+      } else if (!closing) noteError(`SSE: ${err.message}`)
+    })
+    sockets.push({ close: () => req.destroy() })
+  })
+}
+
+function openWs(url: string, localAddress: string): Promise<void> {
+  return new Promise((resolve) => {
+    const ws = new WebSocket(url, { localAddress, perMessageDeflate: false })
+    let opened = false
+    ws.on('open', () => {
+      opened = true
+      open++
+      resolve()
+    })
+    ws.on('message', (data: Buffer) => scan(data, data.length, now()))
+    ws.on('error', (err) => {
+      if (!opened) {
+        noteError(`WS connect: ${err.message}`)
+        resolve()
+      } else if (!closing) noteError(`WS: ${err.message}`)
+    })
+    ws.on('close', () => {
+      if (!opened) return
+      open--
+      if (!closing) disconnects++
+    })
+    sockets.push({ close: () => ws.terminate() })
+  })
+}
+
+async function openAll(c: OpenCmd): Promise<void> {
+  const url = new URL(c.url)
+  const wsUrl = c.url.replace(/^http/, 'ws')
+  const jobs: (() => Promise<void>)[] = []
+  // Interleave the two transports so that both are spread over all source addresses.
+  for (let i = 0; i < Math.max(c.sse, c.ws); i++) {
+    if (i < c.sse) {
+      const from = c.localAddresses[jobs.length % c.localAddresses.length]
+      jobs.push(() => openSse(url, from))
+    }
+    if (i < c.ws) {
+      const from = c.localAddresses[jobs.length % c.localAddresses.length]
+      jobs.push(() => openWs(wsUrl, from))
+    }
+  }
+  let next = 0
+  const worker = async (): Promise<void> => {
+    while (next < jobs.length) await jobs[next++]()
+  }
+  await Promise.all(Array.from({ length: Math.min(c.concurrency, jobs.length) }, worker))
+}
+
+function send(msg: unknown): void {
+  process.send?.(msg)
+}
+
+process.on('message', (m: { cmd: string }) => {
+  switch (m.cmd) {
+    case 'open':
+      void openAll(m as unknown as OpenCmd).then(() => send({ type: 'opened', open, errors, errorSamples }))
+      break
+    case 'reset':
+      hist.reset()
+      deliveries = 0
+      send({ type: 'reset' })
+      break
+    case 'report':
+      send({ type: 'report', open, errors, disconnects, deliveries, errorSamples, total: hist.total, max: hist.max, hist: hist.sparse() })
+      break
+    case 'close':
+      closing = true
+      for (const s of sockets) s.close()
+      setTimeout(() => process.exit(0), 200)
+      break
+  }
+})
+process.on('disconnect', () => process.exit(0))
+send({ type: 'ready' })

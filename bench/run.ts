@@ -1,0 +1,365 @@
+/**
+ * npm run bench [-- --quick] [-- --phases idle,load] [-- --clients 1000,10000] [-- --rate 50]
+ *
+ * For each phase: start the server (tailcast from dist/, embedded store; or the raw node:http
+ * baseline) as a child process with the highest fd limit the shell allows, open the clients from
+ * separate load processes on loopback (several 127.0.0.x source addresses), measure RSS idle, inject
+ * events at a set rate for a set time with POST /messages, then collect deliveries/s, latency,
+ * CPU and errors. Prints a table and the tailcast/baseline ratio, and writes bench/results/*.json.
+ */
+import { fork, spawn, type ChildProcess } from 'node:child_process'
+import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs'
+import http from 'node:http'
+import os from 'node:os'
+import { dirname, join, resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { Histogram } from './histogram.js'
+
+const here = dirname(fileURLToPath(import.meta.url))
+const repo = resolve(here, '..') // dist-bench -> repo root
+const CLK_TCK = 100
+const MAX_INFLIGHT = 64
+/** Connections per load process: each process has the same fd hard limit (20000 here). */
+const PER_LOAD_PROCESS = 9000
+
+type Target = 'tailcast' | 'baseline'
+interface Phase {
+  name: string
+  target: Target
+  sse: number
+  ws: number
+  /** Events per second injected during the load window (0: idle only). */
+  rate: number
+  seconds: number
+}
+
+interface PhaseResult extends Phase {
+  eventsSent: number
+  connections: number
+  connectSeconds: number
+  deliveries: number
+  expectedDeliveries: number
+  deliveriesPerSec: number
+  latencyMs: { p50: number; p99: number; max: number }
+  rssBeforeMB: number
+  rssIdleMB: number
+  rssEndMB: number
+  rssPerConnectionKB: number
+  cpuSeconds: number
+  cpuSecondsPerMillionDeliveries: number
+  errors: number
+  disconnects: number
+  errorSamples: string[]
+}
+
+function args(): { quick: boolean; clients: number[]; rate: number | null; seconds: number | null; phases: string[]; idle: number[]; cpuProf: boolean; peak: number; filter: string | undefined } {
+  const a = process.argv.slice(2)
+  const get = (name: string): string | undefined => {
+    const i = a.indexOf(name)
+    return i === -1 ? undefined : a[i + 1]
+  }
+  const list = (s: string | undefined): number[] | undefined => s?.split(',').map(Number)
+  const quick = a.includes('--quick')
+  return {
+    quick,
+    clients: list(get('--clients')) ?? (quick ? [1000] : [1000, 10000]),
+    idle: list(get('--idle')) ?? (quick ? [] : [1000, 10000, 19500]),
+    rate: get('--rate') === undefined ? null : Number(get('--rate')),
+    seconds: get('--seconds') === undefined ? null : Number(get('--seconds')),
+    phases: get('--phases')?.split(',') ?? ['idle', 'load'],
+    cpuProf: a.includes('--cpu-prof'),
+    filter: get('--filter'),
+    peak: get('--peak') === undefined ? (quick ? 1 : 4) : Number(get('--peak')),
+  }
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
+
+function procStat(pid: number): { cpu: number; rssMB: number } {
+  if (!existsSync(`/proc/${pid}/stat`)) throw new Error(`server process ${pid} is gone: ${exitNote.get(pid) ?? 'no exit seen yet'}`)
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  const cpu = (Number(f[11]) + Number(f[12])) / CLK_TCK // utime, stime (fields 14, 15)
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
+  return { cpu, rssMB: m ? Number(m[1]) / 1024 : NaN }
+}
+
+async function waitHealthy(port: number, child: ChildProcess): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    if (child.exitCode !== null) throw new Error(`server exited with code ${child.exitCode}`)
+    const ok = await new Promise<boolean>((r) => {
+      http.get({ host: '127.0.0.1', port, path: '/health', agent: false }, (res) => {
+        res.resume()
+        r(res.statusCode === 200)
+      }).on('error', () => r(false))
+    })
+    if (ok) return
+    await sleep(100)
+  }
+  throw new Error('server did not answer /health within 20 s')
+}
+
+let portSeq = 0
+function startServer(target: Target, profDir: string | null): { child: ChildProcess; port: number } {
+  const port = 18000 + (process.pid % 1000) * 10 + (portSeq++ % 10)
+  const prof = profDir === null ? '' : `--cpu-prof --cpu-prof-dir=${profDir} `
+  const script = target === 'tailcast' ? join(repo, 'dist', 'cli.js') + ' serve' : join(here, 'baseline.js')
+  // The soft fd limit goes up to the hard one; the hard one needs CAP_SYS_RESOURCE to go further.
+  const child = spawn('bash', ['-c', `ulimit -n $(ulimit -Hn); exec node ${prof}${script}`], {
+    env: {
+      ...process.env,
+      PORT: String(port),
+      HOST: '127.0.0.1',
+      LOG_LEVEL: 'warn',
+      TAILCAST_STORE: 'memory',
+      TAILCAST_POST_TOKEN: '',
+      TAILCAST_POST_ENABLED: 'true',
+    },
+    stdio: ['ignore', 'inherit', 'inherit'],
+  })
+  child.on('exit', (code, signal) => exitNote.set(child.pid!, `exit code ${code}, signal ${signal}`))
+  return { child, port }
+}
+const exitNote = new Map<number, string>()
+
+class LoadProcess {
+  readonly child: ChildProcess
+  private waiting = new Map<string, (m: any) => void>()
+  constructor() {
+    this.child = fork(join(here, 'load.js'), [], { execArgv: [], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+    this.child.on('message', (m: any) => {
+      const w = this.waiting.get(m.type)
+      if (w) {
+        this.waiting.delete(m.type)
+        w(m)
+      }
+    })
+  }
+  request(cmd: Record<string, unknown>, reply: string): Promise<any> {
+    return new Promise((r) => {
+      this.waiting.set(reply, r)
+      this.child.send(cmd)
+    })
+  }
+  ready(): Promise<any> {
+    return new Promise((r) => this.waiting.set('ready', r))
+  }
+}
+
+/** POST events at `rate`/s for `seconds` over a few keep-alive sockets; each carries its send time. */
+async function inject(port: number, rate: number, seconds: number): Promise<{ sent: number; failed: number }> {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 8 })
+  const pad = 'x'.repeat(120)
+  let sent = 0
+  let failed = 0
+  const inflight = new Set<Promise<void>>()
+  const post = (seq: number): Promise<void> =>
+    new Promise((r) => {
+      const body = `{"type":"bench","room":"bench","data":{"seq":${seq},"pad":"${pad}","sentAt":${(performance.timeOrigin + performance.now()).toFixed(3)}}}`
+      const req = http.request({ host: '127.0.0.1', port, path: '/messages', method: 'POST', agent, headers: { 'content-type': 'application/json' } }, (res) => {
+        if (res.statusCode !== 202 && res.statusCode !== 201) failed++
+        res.resume()
+        res.on('end', r)
+      })
+      req.on('error', () => {
+        failed++
+        r()
+      })
+      req.end(body)
+    })
+  const t0 = performance.now()
+  const total = Math.round(rate * seconds)
+  const deadline = t0 + seconds * 1000
+  let lastLog = t0
+  // Bounded: at most MAX_INFLIGHT posts outstanding and never past the window; a server that cannot
+  // take the rate simply gets fewer events (the table shows the events actually sent).
+  while (sent < total && performance.now() < deadline) {
+    if (process.env.BENCH_DEBUG && performance.now() - lastLog > 1000) {
+      lastLog = performance.now()
+      process.stderr.write(`    inject: sent ${sent} inflight ${inflight.size} failed ${failed}\n`)
+    }
+    const due = Math.min(total, Math.floor(((performance.now() - t0) / 1000) * rate) + 1)
+    while (sent < due && inflight.size < MAX_INFLIGHT) {
+      const p = post(sent++)
+      inflight.add(p)
+      void p.then(() => inflight.delete(p))
+    }
+    await sleep(2)
+  }
+  await Promise.race([Promise.all(inflight), sleep(3000)])
+  agent.destroy()
+  return { sent, failed }
+}
+
+function localAddresses(n: number): string[] {
+  // ~28k ephemeral ports per (source, destination) pair: one source address per 20k connections, at least 2.
+  const count = Math.max(2, Math.ceil(n / 20000))
+  return Array.from({ length: count }, (_, i) => `127.0.0.${i + 2}`)
+}
+
+async function runPhase(p: Phase, profDir: string | null): Promise<PhaseResult> {
+  const { child, port } = startServer(p.target, profDir)
+  const loads: LoadProcess[] = []
+  try {
+    await waitHealthy(port, child)
+    await sleep(300)
+    const before = procStat(child.pid!)
+    const total = p.sse + p.ws
+    const nLoad = Math.max(1, Math.ceil(total / PER_LOAD_PROCESS))
+    for (let i = 0; i < nLoad; i++) loads.push(new LoadProcess())
+    await Promise.all(loads.map((l) => l.ready()))
+    const addrs = localAddresses(total)
+    const share = (n: number, i: number): number => Math.floor(n / nLoad) + (i < n % nLoad ? 1 : 0)
+    const t0 = performance.now()
+    const url = `http://127.0.0.1:${port}/messages?room=bench`
+    const opened = await Promise.all(
+      loads.map((l, i) => l.request({ cmd: 'open', url, sse: share(p.sse, i), ws: share(p.ws, i), localAddresses: addrs, concurrency: 200 }, 'opened')),
+    )
+    const connectSeconds = (performance.now() - t0) / 1000
+    const connections = opened.reduce((s, m) => s + m.open, 0)
+    process.stderr.write(`  ${p.name}: ${connections}/${total} connected in ${connectSeconds.toFixed(1)} s\n`)
+    await sleep(2000)
+    const idle = procStat(child.pid!)
+    await Promise.all(loads.map((l) => l.request({ cmd: 'reset' }, 'reset')))
+    const cpu0 = procStat(child.pid!).cpu
+    const w0 = performance.now()
+    const inj = p.rate > 0 ? await inject(port, p.rate, p.seconds) : (await sleep(p.seconds * 1000), { sent: 0, failed: 0 })
+    process.stderr.write(`  ${p.name}: injected ${inj.sent} events (${inj.failed} failed) in ${((performance.now() - w0) / 1000).toFixed(1)} s\n`)
+    // Let the last events arrive: wait until deliveries stop growing (bounded).
+    let last = -1
+    let reports: any[] = []
+    for (let i = 0; i < 50; i++) {
+      reports = await Promise.all(loads.map((l) => l.request({ cmd: 'report' }, 'report')))
+      const d = reports.reduce((s, r) => s + r.deliveries, 0)
+      if (d === last || d >= inj.sent * connections) break
+      last = d
+      await sleep(200)
+    }
+    const windowS = (performance.now() - w0) / 1000
+    const end = procStat(child.pid!)
+    const hist = new Histogram()
+    for (const r of reports) hist.add(r.hist, r.total, r.max)
+    const deliveries = reports.reduce((s, r) => s + r.deliveries, 0)
+    const cpuSeconds = end.cpu - cpu0
+    return {
+      ...p,
+      eventsSent: inj.sent,
+      connections,
+      connectSeconds: round(connectSeconds, 1),
+      deliveries,
+      expectedDeliveries: inj.sent * connections,
+      deliveriesPerSec: Math.round(deliveries / Math.max(p.seconds, windowS - 0.2)),
+      latencyMs: { p50: round(hist.percentile(50), 1), p99: round(hist.percentile(99), 1), max: round(hist.max, 1) },
+      rssBeforeMB: round(before.rssMB, 1),
+      rssIdleMB: round(idle.rssMB, 1),
+      rssEndMB: round(end.rssMB, 1),
+      rssPerConnectionKB: connections > 0 ? round(((idle.rssMB - before.rssMB) * 1024) / connections, 2) : NaN,
+      cpuSeconds: round(cpuSeconds, 2),
+      cpuSecondsPerMillionDeliveries: deliveries > 0 ? round(cpuSeconds / (deliveries / 1e6), 2) : NaN,
+      errors: reports.reduce((s, r) => s + r.errors, 0) + inj.failed,
+      disconnects: reports.reduce((s, r) => s + r.disconnects, 0),
+      errorSamples: reports.flatMap((r) => r.errorSamples).slice(0, 5),
+    }
+  } finally {
+    for (const l of loads) l.child.send({ cmd: 'close' })
+    await Promise.all(loads.map((l) => new Promise((r) => (l.child.exitCode !== null ? r(null) : l.child.once('exit', r)))))
+    child.kill('SIGTERM')
+    await new Promise((r) => (child.exitCode !== null ? r(null) : child.once('exit', r)))
+  }
+}
+
+function round(n: number, d: number): number {
+  const f = 10 ** d
+  return Math.round(n * f) / f
+}
+
+function plan(o: ReturnType<typeof args>): Phase[] {
+  const phases: Phase[] = []
+  if (o.phases.includes('idle')) {
+    for (const n of o.idle) {
+      phases.push({ name: `idle ${n} tailcast`, target: 'tailcast', sse: Math.ceil(n / 2), ws: Math.floor(n / 2), rate: 1, seconds: 5 })
+    }
+  }
+  if (o.phases.includes('load')) {
+    for (const n of o.clients) {
+      // 500,000 deliveries/s is the target: the rate that asks for it at this many clients.
+      const rate = o.rate ?? Math.round(500_000 / n)
+      const seconds = o.seconds ?? (o.quick ? 6 : 12)
+      phases.push({ name: `load ${n} tailcast sse+ws`, target: 'tailcast', sse: n / 2, ws: n / 2, rate, seconds })
+      phases.push({ name: `load ${n} tailcast sse`, target: 'tailcast', sse: n, ws: 0, rate, seconds })
+      phases.push({ name: `load ${n} baseline sse`, target: 'baseline', sse: n, ws: 0, rate, seconds })
+      if (o.peak > 1) {
+        // Asking for more than either server can deliver: what each achieves is its capacity.
+        const peak = Math.round(rate * o.peak)
+        phases.push({ name: `peak ${n} tailcast sse`, target: 'tailcast', sse: n, ws: 0, rate: peak, seconds })
+        phases.push({ name: `peak ${n} baseline sse`, target: 'baseline', sse: n, ws: 0, rate: peak, seconds })
+      }
+    }
+  }
+  return o.filter === undefined ? phases : phases.filter((p) => p.name.includes(o.filter as string))
+}
+
+function table(results: PhaseResult[]): string {
+  const head = ['phase', 'conns', 'ev/s asked', 'ev sent', 'deliv/s', 'deliv/expected', 'p50 ms', 'p99 ms', 'max ms', 'RSS idle MB', 'KB/conn', 'RSS end MB', 'CPU s/M deliv', 'errors', 'disconn']
+  const rows = results.map((r) => [
+    r.name,
+    String(r.connections),
+    String(r.rate),
+    String(r.eventsSent),
+    r.deliveriesPerSec.toLocaleString('en-US'),
+    r.expectedDeliveries > 0 ? `${((100 * r.deliveries) / r.expectedDeliveries).toFixed(1)}%` : '-',
+    String(r.latencyMs.p50),
+    String(r.latencyMs.p99),
+    String(r.latencyMs.max),
+    String(r.rssIdleMB),
+    String(r.rssPerConnectionKB),
+    String(r.rssEndMB),
+    String(r.cpuSecondsPerMillionDeliveries),
+    String(r.errors),
+    String(r.disconnects),
+  ])
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)))
+  const line = (cells: string[]): string => '| ' + cells.map((c, i) => c.padEnd(widths[i])).join(' | ') + ' |'
+  return [line(head), '|' + widths.map((w) => '-'.repeat(w + 2)).join('|') + '|', ...rows.map(line)].join('\n')
+}
+
+async function main(): Promise<void> {
+  const o = args()
+  const machine = {
+    cpus: os.cpus().length,
+    cpuModel: os.cpus()[0]?.model,
+    memoryGB: round(os.totalmem() / 2 ** 30, 1),
+    node: process.version,
+    loadavg: os.loadavg().map((n) => round(n, 2)),
+  }
+  const profDir = o.cpuProf ? join(repo, 'bench', 'profiles') : null
+  if (profDir) mkdirSync(profDir, { recursive: true })
+  process.stderr.write(`tailcast bench (${o.quick ? 'quick' : 'full'}): ${machine.cpus} cores, ${machine.memoryGB} GB, node ${machine.node}, load avg ${machine.loadavg.join(' ')}\n`)
+  const results: PhaseResult[] = []
+  for (const p of plan(o)) {
+    process.stderr.write(`phase ${p.name}: ${p.sse} SSE + ${p.ws} WS, ${p.rate} events/s for ${p.seconds} s\n`)
+    results.push(await runPhase(p, p.target === 'tailcast' ? profDir : null))
+  }
+  const ratios: { phase: string; clients: number; deliveriesPerSec: number; p99: number }[] = []
+  for (const n of o.clients) {
+    for (const kind of ['load', 'peak']) {
+      const t = results.find((r) => r.name === `${kind} ${n} tailcast sse`)
+      const b = results.find((r) => r.name === `${kind} ${n} baseline sse`)
+      if (t && b) ratios.push({ phase: kind, clients: n, deliveriesPerSec: round(t.deliveriesPerSec / b.deliveriesPerSec, 3), p99: round(t.latencyMs.p99 / b.latencyMs.p99, 2) })
+    }
+  }
+  console.log(table(results))
+  for (const r of ratios) {
+    console.log(`ratio tailcast/baseline, ${r.phase} at ${r.clients} SSE clients: deliveries/s ${r.deliveriesPerSec}, p99 ${r.p99}`)
+  }
+  const dir = join(repo, 'bench', 'results')
+  mkdirSync(dir, { recursive: true })
+  const file = join(dir, `${new Date().toISOString().replace(/[:.]/g, '-')}-${o.quick ? 'quick' : 'full'}.json`)
+  writeFileSync(file, JSON.stringify({ date: new Date().toISOString(), command: `npm run bench -- ${process.argv.slice(2).join(' ')}`.trim(), machine, loadavgAfter: os.loadavg().map((n) => round(n, 2)), results, ratios }, null, 2) + '\n')
+  console.log(`results: ${file}`)
+}
+
+main().catch((err: unknown) => {
+  console.error(err)
+  process.exit(1)
+})
