@@ -182,13 +182,28 @@ run() {
   return "$status"
 }
 
+# Chromium for the browser tests (test/routes/web.test.ts), from Debian's packages.
+install_chromium() {
+  command -v chromium >/dev/null 2>&1 && return 0
+  [ "$(id -u)" = 0 ] || die "chromium is missing: run 'apt-get install -y chromium' as root"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null ||
+    die "could not install chromium: run 'apt-get install -y chromium'"
+}
+
+install_all() {
+  install_ferretdb
+  install_nats
+  install_chromium
+}
+
 case "${1:-}" in
   install)
-    install_ferretdb
-    install_nats
+    install_all
     ;;
   run)
     shift
+    # Idempotent: on a fresh machine `npm test` alone installs what the tests need.
+    install_all
     run "$@"
     ;;
   *)
