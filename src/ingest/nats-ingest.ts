@@ -154,12 +154,14 @@ export class NatsIngest {
     this.stopConsuming()
     // Let an in-flight batch finish so that its acks go out before the connection closes.
     for (let i = 0; i < 50 && (this.draining || this.resetting); i++) await new Promise((r) => setTimeout(r, 20))
+    // Each step is bounded: after a NATS restart a request or a drain can wait on a server that
+    // no longer knows it, and a shutdown must end within its deadline.
     if (this.st.writer) {
       this.st.writer = false
       // Hand the lease over now rather than after it expires.
-      await this.kv.delete(LEASE_KEY, { previousSeq: this.leaseRevision }).catch(() => {})
+      await bounded(this.kv.delete(LEASE_KEY, { previousSeq: this.leaseRevision }), 1000)
     }
-    await this.nc?.drain().catch(() => {})
+    if (this.nc !== undefined && !(await bounded(this.nc.drain(), 2000))) await this.nc.close().catch(() => {})
     this.st.connected = false
   }
 
@@ -381,5 +383,16 @@ export class NatsIngest {
     h.set(DEAD_LETTER_HEADERS.stream, this.cfg.stream)
     await this.js.publish(this.cfg.deadLetterSubject, m.data, { headers: h, msgID: `${this.cfg.stream}:${m.seq}`, timeout: 5000 })
     this.log.warn({ subject: m.subject, sequence: m.seq, reason }, 'invalid NATS payload sent to the dead-letter subject')
+  }
+}
+
+/** Whether `p` settled within `ms` (its rejection counts as settled: errors are not wanted here). */
+async function bounded(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), ms)))
+  try {
+    return await Promise.race([p.then(() => true, () => true), timeout])
+  } finally {
+    clearTimeout(timer)
   }
 }

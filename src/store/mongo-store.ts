@@ -230,7 +230,8 @@ export class MongoEventStore implements EventStore {
     if (this.closed) return
     this.closed = true
     await Promise.all([...this.tails].map((t) => t.close()))
-    await this.client.close()
+    // Forced: a tail's awaitData getMore may still wait out its maxTimeMS on the server.
+    await this.client.close(true)
   }
 
   /** For the tail's check that it has not silently lost its place. */

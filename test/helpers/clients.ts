@@ -1,3 +1,4 @@
+import type { ChildProcess } from 'node:child_process'
 import http from 'node:http'
 import WebSocket from 'ws'
 
@@ -230,3 +231,59 @@ export async function postTo(url: string, body: unknown, headers: Record<string,
     return { status: res.status, body: text }
   }
 }
+
+/**
+ * A client that follows a stream across instances: when its connection ends it reconnects to the
+ * next live instance, resuming from the last id it saw (as EventSource does with Last-Event-ID).
+ */
+export class Follower {
+  readonly events: Received[] = []
+  resets = 0
+  reconnects = 0
+  private lastId: string | undefined
+  private stopped = false
+  private current: { close(): void } | undefined
+
+  constructor(private readonly transport: 'sse' | 'ws', private readonly instances: { url: string; wsUrl: string; child: ChildProcess }[], private at: number, private readonly path: string) {}
+
+  start(): Promise<void> {
+    return new Promise((resolveLive) => {
+      const connect = (): void => {
+        if (this.stopped) return
+        const inst = this.instances[this.at % this.instances.length]
+        if (inst.child.exitCode !== null || inst.child.signalCode !== null) {
+          this.at++
+          setTimeout(connect, 10)
+          return
+        }
+        const c = openStream(this.transport, inst, this.path, this.lastId)
+        this.current = c
+        let seen = 0
+        const take = (): void => {
+          for (; seen < c.events.length; seen++) {
+            const e = c.events[seen]
+            if (e.type === 'reset') this.resets++
+            if (e.type === 'live') resolveLive()
+            else if (e.type !== 'reset') this.events.push(e)
+            if (e.type !== 'reset') this.lastId = e.id
+          }
+        }
+        void c.waitFor(() => (take(), false), 3_600_000).catch(() => {})
+        void c.ended.then(() => {
+          take()
+          if (this.stopped) return
+          this.reconnects++
+          this.at++
+          setTimeout(connect, 100)
+        })
+      }
+      connect()
+    })
+  }
+
+  stop(): void {
+    this.stopped = true
+    this.current?.close()
+  }
+}
+

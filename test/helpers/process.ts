@@ -15,6 +15,8 @@ export interface ServerProcess {
   /** Resident set size in bytes, from /proc. */
   rss(): number
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
+  /** GET /ready: status and body. */
+  ready(): Promise<{ status: number; body: any }>
   kill(signal?: NodeJS.Signals): Promise<{ code: number | null; signal: NodeJS.Signals | null }>
 }
 
@@ -39,12 +41,12 @@ export async function spawnServer(env: Record<string, string> = {}, args: string
   child.stderr?.on('data', onData)
   let gone = false
   void exited.then(() => (gone = true))
-  const deadline = Date.now() + 20_000
+  const deadline = Date.now() + 30_000
   for (;;) {
     if (gone) throw new Error(`server exited before answering:\n${out}`)
-    if (Date.now() > deadline) throw new Error(`server did not answer /health in 20 s:\n${out}`)
+    if (Date.now() > deadline) throw new Error(`server was not ready in 30 s:\n${out}`)
     try {
-      if ((await fetch(`http://127.0.0.1:${port}/health`)).ok) break
+      if ((await fetch(`http://127.0.0.1:${port}/ready`)).ok) break
     } catch {}
     await new Promise((r) => setTimeout(r, 50))
   }
@@ -59,6 +61,10 @@ export async function spawnServer(env: Record<string, string> = {}, args: string
       return m ? Number(m[1]) * 1024 : 0
     },
     exited,
+    async ready() {
+      const res = await fetch(`http://127.0.0.1:${port}/ready`)
+      return { status: res.status, body: await res.json() }
+    },
     async kill(signal: NodeJS.Signals = 'SIGTERM') {
       if (child.exitCode === null && child.signalCode === null) child.kill(signal)
       return exited

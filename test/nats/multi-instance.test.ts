@@ -1,10 +1,14 @@
 import t from 'tap'
 import { randomBytes } from 'node:crypto'
 import type { JetStreamClient } from 'nats'
-import { dataEvents, openStream, type Received } from '../helpers/clients.js'
+import { dataEvents, Follower, type Received } from '../helpers/clients.js'
 import { MongoEventStore } from '../../src/store/mongo-store.js'
-import { buildDist, startInstance, type Instance } from '../helpers/instances.js'
+import { spawnServer, type ServerProcess } from '../helpers/process.js'
 import { natsClient, natsUrl, removeNatsStreams } from '../helpers/nats.js'
+
+/** A server process with a name for messages; `npm test` builds dist/ first. */
+type Instance = ServerProcess & { name: string }
+const startInstance = async (name: string, env: Record<string, string>): Promise<Instance> => ({ ...(await spawnServer(env)), name })
 
 const N = 10_000
 const CLIENTS = 30
@@ -30,65 +34,9 @@ async function publishSure(js: JetStreamClient, subject: string, payload: Uint8A
   }
 }
 
-/**
- * A client that follows a stream across instances: when its connection ends it reconnects to the
- * next live instance, resuming from the last id it saw (as EventSource does with Last-Event-ID).
- */
-class Follower {
-  readonly events: Received[] = []
-  resets = 0
-  reconnects = 0
-  private lastId: string | undefined
-  private stopped = false
-  private current: { close(): void } | undefined
-
-  constructor(private readonly transport: 'sse' | 'ws', private readonly instances: Instance[], private at: number, private readonly path: string) {}
-
-  start(): Promise<void> {
-    return new Promise((resolveLive) => {
-      const connect = (): void => {
-        if (this.stopped) return
-        const inst = this.instances[this.at % this.instances.length]
-        if (inst.child.exitCode !== null || inst.child.signalCode !== null) {
-          this.at++
-          setTimeout(connect, 10)
-          return
-        }
-        const c = openStream(this.transport, inst, this.path, this.lastId)
-        this.current = c
-        let seen = 0
-        const take = (): void => {
-          for (; seen < c.events.length; seen++) {
-            const e = c.events[seen]
-            if (e.type === 'reset') this.resets++
-            if (e.type === 'live') resolveLive()
-            else if (e.type !== 'reset') this.events.push(e)
-            if (e.type !== 'reset') this.lastId = e.id
-          }
-        }
-        void c.waitFor(() => (take(), false), 3_600_000).catch(() => {})
-        void c.ended.then(() => {
-          take()
-          if (this.stopped) return
-          this.reconnects++
-          this.at++
-          setTimeout(connect, 100)
-        })
-      }
-      connect()
-    })
-  }
-
-  stop(): void {
-    this.stopped = true
-    this.current?.close()
-  }
-}
-
 t.test(`${N} events published while 3 instances run and ${CLIENTS} clients follow; the writer is killed -9 mid-run`, async (t) => {
   const nats = natsUrl()
   const mongo = mongoUrl()
-  buildDist()
   const tag = randomBytes(4).toString('hex')
   const env = {
     NATS_URL: nats,
