@@ -1,0 +1,49 @@
+import t from 'tap'
+import { dataEvents, isLive, openStream, postTo } from './helpers/clients.js'
+import { freshCollection, mongoUrl, TEST_DATABASE } from './helpers/mongo.js'
+import { spawnServer } from './helpers/process.js'
+
+t.test('several worker processes on one port share the store; a client resumes on any of them', async (t) => {
+  const server = await spawnServer({
+    TAILCAST_WORKERS: '2',
+    TAILCAST_STORE: 'mongodb',
+    MONGODB_URL: mongoUrl(),
+    TAILCAST_MONGODB_DATABASE: TEST_DATABASE,
+    TAILCAST_MONGODB_COLLECTION: freshCollection('cluster'),
+  })
+  t.teardown(() => server.kill('SIGKILL'))
+
+  // Fresh connections are spread over the workers.
+  const pids = new Set<number>()
+  for (let i = 0; i < 30 && pids.size < 2; i++) {
+    const r = await fetch(`${server.url}/health`, { headers: { connection: 'close' } })
+    pids.add(((await r.json()) as { pid: number }).pid)
+  }
+  t.equal(pids.size, 2, 'two worker processes answer on the one port')
+
+  const path = '/messages?room=workers'
+  const clients = Array.from({ length: 10 }, (_, i) => openStream(i % 2 === 0 ? 'sse' : 'ws', server, path))
+  await Promise.all(clients.map((c) => c.waitFor(isLive, 20_000, 'live')))
+  const ids: string[] = []
+  for (let i = 0; i < 40; i++) {
+    const r = await postTo(server.url, { text: `w${i}`, room: 'workers' }, { connection: 'close' })
+    t.equal(r.status, 202) || t.bailout('post failed')
+    ids.push(r.body.id)
+    if (i === 19) {
+      // Half-way, every client drops and resumes on whichever worker takes the new connection.
+      for (const [k, c] of clients.entries()) {
+        await c.waitFor((es) => es.some((e) => e.id === ids[19]), 20_000, 'event 20')
+        c.close()
+        const got = dataEvents(c.events)
+        clients[k] = Object.assign(openStream(k % 2 === 0 ? 'sse' : 'ws', server, path, got[got.length - 1].id), { before: got })
+      }
+    }
+  }
+  for (const c of clients) {
+    await c.waitFor((es) => es.some((e) => e.id === ids[ids.length - 1]), 20_000, 'the last event')
+    const all = [...((c as unknown as { before: { id: string }[] }).before ?? []), ...dataEvents(c.events)].map((e) => e.id)
+    t.same(all, ids, 'every event once, in order, across the resume')
+    c.close()
+  }
+  t.same(await server.kill('SIGTERM'), { code: 0, signal: null }, 'SIGTERM stops the workers and the primary exits 0')
+})
