@@ -76,34 +76,46 @@ function waiter(events: Received[], ended: Promise<unknown>) {
   }
 }
 
+/** A promise and its resolve function. */
+function deferred<T>(): [Promise<T>, (v: T) => void] {
+  let resolve!: (v: T) => void
+  const promise = new Promise<T>((r) => (resolve = r))
+  return [promise, resolve]
+}
+
+/** The body of a refused request, as JSON when it parses. */
+function readBody(res: http.IncomingMessage, done: (body: unknown) => void): void {
+  let body = ''
+  res.setEncoding('utf8')
+  res.on('data', (d: string) => (body += d))
+  res.on('end', () => {
+    try {
+      done(JSON.parse(body))
+    } catch {
+      done(body)
+    }
+  })
+}
+
 /** A minimal SSE client over node:http that parses the stream as the EventSource spec does. */
 export function openSse(url: string, headers: Record<string, string> = {}): StreamClient {
   const events: Received[] = []
-  let resolveStatus!: (n: number) => void
-  let resolveBody!: (b: unknown) => void
-  let resolveEnded!: (v: null) => void
-  const status = new Promise<number>((r) => (resolveStatus = r))
-  const errorBody = new Promise<unknown>((r) => (resolveBody = r))
-  const ended = new Promise<number | null>((r) => (resolveEnded = r))
+  const [status, resolveStatus] = deferred<number>()
+  const [errorBody, resolveBody] = deferred<unknown>()
+  const [ended, resolveEnded] = deferred<number | null>()
   const w = waiter(events, ended)
   let response: http.IncomingMessage | undefined
   const req = http.get(url, { headers: { accept: 'text/event-stream', ...headers } }, (res) => {
     resolveStatus(res.statusCode ?? 0)
     response = res
-    res.setEncoding('utf8')
     if (res.statusCode !== 200) {
-      let body = ''
-      res.on('data', (d: string) => (body += d))
-      res.on('end', () => {
-        try {
-          resolveBody(JSON.parse(body))
-        } catch {
-          resolveBody(body)
-        }
+      readBody(res, (body) => {
+        resolveBody(body)
         resolveEnded(null)
       })
       return
     }
+    res.setEncoding('utf8')
     resolveBody(undefined)
     let buf = ''
     let id: string | undefined
@@ -160,27 +172,17 @@ export function openSse(url: string, headers: Record<string, string> = {}): Stre
 /** A WebSocket client (the `ws` package) collecting one JSON event per text frame. */
 export function openWs(url: string): StreamClient & { socket: WebSocket } {
   const events: Received[] = []
-  let resolveStatus!: (n: number) => void
-  let resolveBody!: (b: unknown) => void
-  let resolveEnded!: (v: number | null) => void
-  const status = new Promise<number>((r) => (resolveStatus = r))
-  const errorBody = new Promise<unknown>((r) => (resolveBody = r))
-  const ended = new Promise<number | null>((r) => (resolveEnded = r))
+  const [status, resolveStatus] = deferred<number>()
+  const [errorBody, resolveBody] = deferred<unknown>()
+  const [ended, resolveEnded] = deferred<number | null>()
   const w = waiter(events, ended)
   const socket = new WebSocket(url)
   socket.on('upgrade', (res) => resolveStatus(res.statusCode ?? 101))
   socket.on('open', () => resolveBody(undefined))
   socket.on('unexpected-response', (_req, res) => {
     resolveStatus(res.statusCode ?? 0)
-    let body = ''
-    res.setEncoding('utf8')
-    res.on('data', (d: string) => (body += d))
-    res.on('end', () => {
-      try {
-        resolveBody(JSON.parse(body))
-      } catch {
-        resolveBody(body)
-      }
+    readBody(res, (body) => {
+      resolveBody(body)
       resolveEnded(null)
     })
   })
