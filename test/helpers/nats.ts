@@ -1,4 +1,3 @@
-import { freePort } from './server.js'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync, mkdtempSync, rmSync } from 'node:fs'
 import net from 'node:net'
@@ -6,6 +5,9 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { connect, type NatsConnection } from 'nats'
+import type { Test } from 'tap'
+import type { EventStore } from '../../src/store/event-store.js'
+import { freePort, startServer, type TestServer } from './server.js'
 
 export const NATS_SERVER_BIN = process.env.NATS_SERVER_BIN ?? '/usr/sbin/nats-server'
 
@@ -106,4 +108,20 @@ export async function ownNatsServer(): Promise<OwnNats> {
 export async function removeNatsStreams(nc: NatsConnection, stream: string): Promise<void> {
   const jsm = await nc.jetstreamManager()
   for (const name of [stream, `${stream}_DEADLETTER`, `KV_${stream}_LEASE`]) await jsm.streams.delete(name).catch(() => {})
+}
+
+/**
+ * A server with NATS on its own stream and subjects, a NATS client for the test, and a teardown that
+ * closes both and removes the streams.
+ */
+export async function natsTestServer(t: Test, extra: Record<string, unknown> = {}, opts: { store?: EventStore } = {}): Promise<{ server: TestServer; nc: NatsConnection }> {
+  const url = natsUrl()
+  const server = await startServer(natsOverrides(url, extra), opts)
+  const nc = await natsClient(url)
+  t.teardown(async () => {
+    await server.close()
+    await removeNatsStreams(nc, server.config.nats.stream)
+    await nc.close()
+  })
+  return { server, nc }
 }

@@ -3,21 +3,13 @@ import type { NewEvent } from '../../src/event.js'
 import type { EventStore } from '../../src/store/event-store.js'
 import { MemoryEventStore } from '../../src/store/memory-store.js'
 import { dataEvents, isLive, openSse, openWs } from '../helpers/clients.js'
-import { natsClient, natsOverrides, natsUrl, removeNatsStreams } from '../helpers/nats.js'
-import { startServer } from '../helpers/server.js'
+import { natsTestServer } from '../helpers/nats.js'
 
 const enc = (v: unknown): Uint8Array => new TextEncoder().encode(JSON.stringify(v))
 
 t.test('events published with a NATS client and POSTed events show up in SSE and WebSocket streams', async (t) => {
-  const url = natsUrl()
-  const server = await startServer(natsOverrides(url))
-  const nc = await natsClient(url)
+  const { server, nc } = await natsTestServer(t)
   const cfg = server.config.nats
-  t.teardown(async () => {
-    await server.close()
-    await removeNatsStreams(nc, cfg.stream)
-    await nc.close()
-  })
   const sse = openSse(`${server.url}/v1/competitions/c1`)
   const ws = openWs(`${server.wsUrl}/v1/competitions/c1`)
   t.teardown(() => (sse.close(), ws.close()))
@@ -68,16 +60,9 @@ function slowFirstWrite(inner: EventStore, delayMs: number): EventStore & { appe
 }
 
 t.test('a message redelivered after its ack wait elapsed is not stored twice', async (t) => {
-  const url = natsUrl()
   const store = slowFirstWrite(new MemoryEventStore(1000), 2500)
-  const server = await startServer(natsOverrides(url, { ackWaitSeconds: 1 }), { store })
-  const nc = await natsClient(url)
+  const { server, nc } = await natsTestServer(t, { ackWaitSeconds: 1 }, { store })
   const cfg = server.config.nats
-  t.teardown(async () => {
-    await server.close()
-    await removeNatsStreams(nc, cfg.stream)
-    await nc.close()
-  })
   const sse = openSse(`${server.url}/messages?room=r`)
   t.teardown(() => sse.close())
   await sse.waitFor(isLive, 5000, 'live')
