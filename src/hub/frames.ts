@@ -10,6 +10,7 @@ export function wsTextFrame(payload: Buffer): Buffer {
   return parts.length === 1 ? parts[0] : Buffer.concat(parts)
 }
 
+const CRLF = Buffer.from('\r\n')
 
 /**
  * Serialise each event once per process: live dispatch and every replay of the same event share
@@ -38,6 +39,7 @@ export class FrameCache {
  */
 export class Batch {
   private joined: Buffer | undefined
+  private chunk: Buffer | undefined
   private wsBytes: Buffer | undefined
 
   constructor(readonly frames: Frame[]) {}
@@ -51,6 +53,15 @@ export class Batch {
       this.joined = this.frames.length === 1 ? this.frames[0].sse : Buffer.concat(this.frames.map((f) => f.sse))
     }
     return this.joined
+  }
+
+  /** The SSE bytes framed as one chunk of a chunked HTTP/1.1 body. */
+  get sseChunk(): Buffer {
+    if (this.chunk === undefined) {
+      const body = this.sse
+      this.chunk = Buffer.concat([Buffer.from(`${body.length.toString(16)}\r\n`), body, CRLF])
+    }
+    return this.chunk
   }
 
   /** One WebSocket text frame per event, back to back. */

@@ -8,14 +8,6 @@ import type { Transport, TransportKind } from './transport.js'
 export interface HubOptions extends SubscriberOptions {
   heartbeatMs: number
   frameCacheSize: number
-  /**
-   * 0 (the default): each batch the tail hands over (the memory store groups the appends of one
-   * turn) goes out at once. Above 0: events are handed to clients at most once per this many
-   * milliseconds, so each client gets one write per batch instead of one per event. Off by default:
-   * bigger writes let the kernel absorb more for a client that stopped reading before its buffer
-   * limit trips (measured by test/hub/slow-client.test.ts).
-   */
-  batchMs?: number
   log?: { warn(obj: unknown, msg?: string): void }
 }
 
@@ -46,12 +38,6 @@ export class Hub implements SubscriberHost {
   private timer: NodeJS.Timeout | undefined
   private pos = 0
   private closing = false
-  /** Events taken from the tail and not yet handed to subscribers, and the id of the last of them. */
-  private queue: StoredEvent[] = []
-  private queuedPos = 0
-  private flushTimer: NodeJS.Timeout | NodeJS.Immediate | undefined
-  private lastFlush = 0
-  private readonly flushNow = (): void => this.flush()
 
   constructor(private readonly store: EventStore, private readonly opts: HubOptions) {
     this.frames = new FrameCache(opts.frameCacheSize)
@@ -65,7 +51,6 @@ export class Hub implements SubscriberHost {
   async start(): Promise<void> {
     const { newest } = await this.store.bounds()
     this.pos = newest ?? 0
-    this.queuedPos = this.pos
     this.tail = this.store.tail(this.pos, {
       onEvents: (events) => this.dispatch(events),
       onError: (err) => this.opts.log?.warn({ err }, 'store tail re-opened'),
@@ -126,30 +111,16 @@ export class Hub implements SubscriberHost {
     return n
   }
 
-  /** Take events from the tail; they reach the subscribers at the next flush. */
-  dispatch(events: StoredEvent[]): void {
-    for (const e of events) {
-      // A re-opened tail may hand over what was already dispatched; ids only ever go up.
-      if (e.id <= this.queuedPos) continue
-      this.queuedPos = e.id
-      this.queue.push(e)
-    }
-    if (this.queue.length === 0 || this.flushTimer !== undefined || this.closing) return
-    const batchMs = this.opts.batchMs ?? 0
-    if (batchMs === 0) return this.flush()
-    const wait = batchMs - (performance.now() - this.lastFlush)
-    this.flushTimer = wait <= 0 ? setImmediate(this.flushNow) : setTimeout(this.flushNow, wait)
-  }
-
   /**
-   * Serialise each queued event once, group by the streams it belongs to, and hand each group as
-   * one Batch (whose bytes are built once) to every subscriber of that stream.
+   * Take the events the tail hands over (the memory store groups the appends of one turn), serialise
+   * each once, group by the streams it belongs to, and hand each group as one Batch (whose bytes are
+   * built once) to every subscriber of that stream, at once.
    */
-  private flush(): void {
-    this.flushTimer = undefined
-    this.lastFlush = performance.now()
-    const events = this.queue
-    this.queue = []
+  dispatch(handed: StoredEvent[]): void {
+    if (this.closing) return
+    // A re-opened tail may hand over what was already dispatched; ids only ever go up.
+    const events = handed.filter((e) => e.id > this.pos)
+    if (events.length === 0) return
     const now = Date.now()
     const groups = new Map<Topic, StoredEvent[]>()
     for (const e of events) {
@@ -175,11 +146,6 @@ export class Hub implements SubscriberHost {
   async close(): Promise<void> {
     this.closing = true
     if (this.timer !== undefined) clearInterval(this.timer)
-    if (this.flushTimer !== undefined) {
-      clearTimeout(this.flushTimer as NodeJS.Timeout)
-      clearImmediate(this.flushTimer as NodeJS.Immediate)
-      this.flushTimer = undefined
-    }
     for (const s of [...this.all]) s.close('shutdown')
     await this.tail?.close()
   }

@@ -1,4 +1,5 @@
 import type { ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
 import type { Frame } from '../event.js'
 import type { Batch } from './frames.js'
 import type { CloseReason, Transport } from './transport.js'
@@ -33,12 +34,22 @@ export class SseTransport implements Transport {
   }
 
   /**
-   * The batch's SSE bytes are joined once and shared by every client. They go through the response
-   * (which frames them as an HTTP chunk): writing a prebuilt chunk straight to the socket was
-   * measured to let a client that stopped reading escape the buffer limit (test/hub/slow-client).
+   * The hot path. Once the headers are out and nothing else is queued on the response, the batch's
+   * prebuilt bytes (already framed as one HTTP chunk when the body is chunked, built once per batch)
+   * go straight to the socket: one write, no per-client chunk framing, cork or nextTick. Otherwise
+   * through the response. Order is kept either way: both end in the same socket queue, and the
+   * response is only bypassed while it holds nothing of its own. `buffered()` sees these bytes
+   * (`res.writableLength` = the response's own queue + the socket's).
    */
   send(batch: Batch): void {
-    if (!this.closed) this.res.write(batch.sse)
+    if (this.closed) return
+    const res = this.res as ServerResponse & { outputSize: number; chunkedEncoding: boolean }
+    const socket = res.socket as (Socket & { _httpMessage?: unknown }) | null
+    if (socket !== null && res.headersSent && res.outputSize === 0 && socket._httpMessage === res && socket.writable) {
+      socket.write(res.chunkedEncoding ? batch.sseChunk : batch.sse)
+    } else {
+      res.write(batch.sse)
+    }
   }
 
   sendControl(frame: Frame): void {
@@ -49,15 +60,20 @@ export class SseTransport implements Transport {
     return this.res.writableLength
   }
 
+  /**
+   * Waits on the socket: bytes written straight to it never set the response's `writableNeedDrain`
+   * nor make the response emit `drain` (http only forwards a drain it asked for).
+   */
   drained(): Promise<void> {
-    if (this.closed || !this.res.writableNeedDrain) return Promise.resolve()
+    const socket = this.res.socket
+    if (this.closed || socket === null || socket.destroyed || !(socket.writableNeedDrain || this.res.writableNeedDrain)) return Promise.resolve()
     return new Promise((resolve) => {
       const done = (): void => {
-        this.res.off('drain', done)
+        socket.off('drain', done)
         this.res.off('close', done)
         resolve()
       }
-      this.res.on('drain', done)
+      socket.on('drain', done)
       this.res.on('close', done)
     })
   }

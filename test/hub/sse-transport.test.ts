@@ -1,0 +1,68 @@
+import http from 'node:http'
+import type { AddressInfo } from 'node:net'
+import t from 'tap'
+import { frameOf } from '../../src/event.js'
+import { Batch } from '../../src/hub/frames.js'
+import { SseTransport } from '../../src/hub/sse-transport.js'
+
+// The prebuilt SSE chunk goes straight to the socket, around the response: backpressure must still
+// be seen (buffered(), drained()) and the body must stay valid chunked HTTP to its end.
+t.test('direct socket writes: a reader that stops is seen, drained() waits for it, the stream ends cleanly', async (t) => {
+  let transport!: SseTransport
+  let serverRes!: http.ServerResponse
+  const opened = new Promise<void>((resolve) => {
+    const server = http.createServer((_req, res) => {
+      serverRes = res
+      transport = new SseTransport(res)
+      transport.open({}, 1000)
+      resolve()
+    })
+    server.listen(0, '127.0.0.1', () => {
+      const req = http.get({ host: '127.0.0.1', port: (server.address() as AddressInfo).port, path: '/' }, (res) => {
+        res.pause()
+        clientRes = res
+      })
+      req.on('error', () => {})
+    })
+    t.teardown(() => server.close())
+  })
+  let clientRes: http.IncomingMessage | undefined
+  await opened
+  for (let waited = 0; clientRes === undefined && waited < 5000; waited += 10) await new Promise((r) => setTimeout(r, 10))
+  t.ok(clientRes, 'the client got the response head')
+
+  const pad = 'x'.repeat(60_000)
+  let id = 0
+  const send = (): void => {
+    id++
+    transport.send(new Batch([frameOf({ id, type: 'message', room: 'r', time: new Date().toISOString(), data: { pad } })]))
+  }
+  while (!serverRes.socket!.writableNeedDrain && id < 5000) send()
+  t.ok(serverRes.socket!.writableNeedDrain, `the socket filled up after ${id} events of 60 KB`)
+  t.equal((serverRes as unknown as { outputSize: number }).outputSize, 0, 'the bytes went around the response (direct path)')
+  t.ok(transport.buffered() > 0, `buffered() sees the socket's queue (${transport.buffered()} bytes)`)
+  t.notOk(serverRes.writableNeedDrain, "the response's own drain flag is not set by direct writes")
+
+  let drained = false
+  const wait = transport.drained().then(() => {
+    drained = true
+  })
+  await new Promise((r) => setTimeout(r, 300))
+  t.notOk(drained, 'drained() waits while the reader is stopped')
+
+  let body = ''
+  const ended = new Promise<void>((resolve, reject) => {
+    clientRes!.setEncoding('utf8')
+    clientRes!.on('data', (d: string) => (body += d))
+    clientRes!.on('end', resolve)
+    clientRes!.on('error', reject)
+  })
+  clientRes!.resume()
+  await wait
+  t.ok(drained, 'drained() resolves once the reader reads again')
+  send()
+  transport.close('shutdown')
+  await ended
+  const ids = [...body.matchAll(/^id: ?(\d+)$/gm)].map((m) => Number(m[1]))
+  t.same(ids, Array.from({ length: id }, (_, i) => i + 1), 'every event arrived once, in order, and the chunked body ended cleanly')
+})
