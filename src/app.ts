@@ -43,10 +43,13 @@ export async function buildApp(config: Config, opts: AppOptions = {}): Promise<F
   })
   await app.register(websocket, {
     options: { maxPayload: 64 * 1024, perMessageDeflate: false },
-    // The plugin's own preClose closes sockets without a code; clients must see 1012 (reconnect).
+    // The plugin's own preClose closes sockets without a code (clients must see 1012, reconnect)
+    // and waits until no client is left, which clients that reconnect at once can keep from ever
+    // happening. Here: 1012 to every client, no new upgrades (503), and no waiting.
     preClose(this: FastifyInstance, done: () => void) {
       for (const client of this.websocketServer.clients) client.close(WS_CLOSE.shutdown.code, WS_CLOSE.shutdown.reason)
-      this.websocketServer.close(() => done())
+      this.websocketServer.close()
+      done()
     },
   })
 

@@ -5,6 +5,7 @@ export interface Config {
   host: string
   port: number
   workers: number
+  shutdownTimeoutSeconds: number
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
   bodyLimit: number
   store: {
@@ -47,11 +48,12 @@ const positiveInt = { type: 'integer', minimum: 1 }
 const schema = {
   type: 'object',
   additionalProperties: false,
-  required: ['host', 'port', 'workers', 'logLevel', 'bodyLimit', 'store', 'streams', 'post', 'cors', 'upstream', 'nats'],
+  required: ['host', 'port', 'workers', 'shutdownTimeoutSeconds', 'logLevel', 'bodyLimit', 'store', 'streams', 'post', 'cors', 'upstream', 'nats'],
   properties: {
     host: { type: 'string', minLength: 1 },
     port: { type: 'integer', minimum: 0, maximum: 65535 },
     workers: { type: 'integer', minimum: 1, maximum: 64 },
+    shutdownTimeoutSeconds: { type: 'number', minimum: 1, maximum: 600 },
     logLevel: { enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] },
     bodyLimit: { type: 'integer', minimum: 256, maximum: 16777216 },
     store: {
@@ -142,6 +144,7 @@ export const ENV_KEYS: Record<string, string> = {
   PORT: 'port',
   HOST: 'host',
   TAILCAST_WORKERS: 'workers',
+  TAILCAST_SHUTDOWN_TIMEOUT_SECONDS: 'shutdownTimeoutSeconds',
   LOG_LEVEL: 'logLevel',
   MONGODB_URL: 'store.mongodb.url',
   TAILCAST_BODY_LIMIT: 'bodyLimit',

@@ -1,13 +1,17 @@
+import type { Socket } from 'node:net'
 import type { FastifyInstance } from 'fastify'
 import { buildApp } from './app.js'
 import type { Config } from './config.js'
 
-/** How long a graceful shutdown may take before the process exits anyway. */
-const SHUTDOWN_DEADLINE_MS = 10_000
-
 /** Build, listen, and shut down gracefully on SIGTERM / SIGINT. */
 export async function serve(config: Config): Promise<FastifyInstance> {
   const app = await buildApp(config)
+  // Every socket, upgraded WebSockets included (the HTTP server stops tracking those).
+  const sockets = new Set<Socket>()
+  app.server.on('connection', (socket: Socket) => {
+    sockets.add(socket)
+    socket.once('close', () => sockets.delete(socket))
+  })
   await app.listen({ port: config.port, host: config.host })
   let stopping = false
   const stop = (signal: string): void => {
@@ -17,7 +21,12 @@ export async function serve(config: Config): Promise<FastifyInstance> {
     setTimeout(() => {
       app.log.error('shutdown deadline passed; exiting')
       process.exit(1)
-    }, SHUTDOWN_DEADLINE_MS).unref()
+    }, config.shutdownTimeoutSeconds * 1000).unref()
+    // Clients were told to reconnect at once; a connection still open after a few seconds (a
+    // client that ignores the close, a request stuck on an unreachable NATS) must not hold the exit.
+    setTimeout(() => {
+      for (const socket of sockets) socket.destroy()
+    }, 3000).unref()
     app.close().then(
       () => process.exit(0),
       (err: unknown) => {

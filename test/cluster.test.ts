@@ -15,9 +15,11 @@ t.test('several worker processes on one port share the store; a client resumes o
 
   // Fresh connections are spread over the workers.
   const pids = new Set<number>()
-  for (let i = 0; i < 30 && pids.size < 2; i++) {
+  // The second worker may still be starting when the first answers: ask for up to 15 s.
+  for (let i = 0; i < 150 && pids.size < 2; i++) {
     const r = await fetch(`${server.url}/health`, { headers: { connection: 'close' } })
     pids.add(((await r.json()) as { pid: number }).pid)
+    if (pids.size < 2) await new Promise((r) => setTimeout(r, 100))
   }
   t.equal(pids.size, 2, 'two worker processes answer on the one port')
 

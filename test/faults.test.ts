@@ -24,6 +24,7 @@ t.test('kill -9, store restart, NATS restart and SIGTERM under load: every clien
     TAILCAST_MONGODB_COLLECTION: collection,
     NATS_URL: nats.url,
     TAILCAST_NATS_LEASE_SECONDS: '2',
+    LOG_LEVEL: 'info',
   }
   const servers: ServerProcess[] = []
   const followers: Follower[] = []

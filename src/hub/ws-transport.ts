@@ -10,8 +10,11 @@ export const WS_CLOSE = {
   error: { code: 1011, reason: 'server error: reconnect with lastEventId' },
 } as const
 
-/** A client that does not finish the closing handshake in this time is cut off. */
-const CLOSE_GRACE_MS = 5000
+/**
+ * A client that does not finish the closing handshake in this time is cut off. A slow reader gets
+ * longer, so that it can read up to the close frame and see 1013; on shutdown the process waits.
+ */
+const CLOSE_GRACE_MS = { shutdown: 2000, error: 2000, slow: 5000 } as const
 
 export class WsTransport implements Transport {
   readonly kind = 'ws'
@@ -81,7 +84,7 @@ export class WsTransport implements Transport {
     this.ws.close(code, text)
     // No more frames are queued once closing, so a client that never reads holds at most its
     // buffer limit until the grace period ends.
-    setTimeout(() => this.ws.terminate(), CLOSE_GRACE_MS).unref()
+    setTimeout(() => this.ws.terminate(), CLOSE_GRACE_MS[reason]).unref()
   }
 
   onClose(listener: () => void): void {

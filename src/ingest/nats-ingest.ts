@@ -1,3 +1,4 @@
+import { bounded } from '../bounded.js'
 import { randomUUID } from 'node:crypto'
 import { hostname } from 'node:os'
 import {
@@ -383,16 +384,5 @@ export class NatsIngest {
     h.set(DEAD_LETTER_HEADERS.stream, this.cfg.stream)
     await this.js.publish(this.cfg.deadLetterSubject, m.data, { headers: h, msgID: `${this.cfg.stream}:${m.seq}`, timeout: 5000 })
     this.log.warn({ subject: m.subject, sequence: m.seq, reason }, 'invalid NATS payload sent to the dead-letter subject')
-  }
-}
-
-/** Whether `p` settled within `ms` (its rejection counts as settled: errors are not wanted here). */
-async function bounded(p: Promise<unknown>, ms: number): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined
-  const timeout = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), ms)))
-  try {
-    return await Promise.race([p.then(() => true, () => true), timeout])
-  } finally {
-    clearTimeout(timer)
   }
 }

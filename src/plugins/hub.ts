@@ -1,4 +1,5 @@
 import fp from 'fastify-plugin'
+import { bounded } from '../bounded.js'
 import { Hub } from '../hub/hub.js'
 
 declare module 'fastify' {
@@ -22,7 +23,10 @@ export default fp(
     await hub.start()
     app.decorate('hub', hub)
     // preClose: streams must end before the HTTP server waits for its connections to close.
-    app.addHook('preClose', async () => hub.close())
+    app.addHook('preClose', async () => {
+      if (await bounded(hub.close(), 5000)) app.log.info('shutdown: clients told to reconnect, tail closed')
+      else app.log.warn('shutdown: gave up waiting: clients told to reconnect')
+    })
   },
   { name: 'hub', dependencies: ['store'] },
 )

@@ -1,4 +1,5 @@
 import fp from 'fastify-plugin'
+import { bounded } from '../bounded.js'
 import { NatsIngest } from '../ingest/nats-ingest.js'
 
 declare module 'fastify' {
@@ -19,7 +20,10 @@ export default fp(
     await nats.start()
     app.decorate('nats', nats)
     // preClose: stop writing and hand the lease over before the store closes.
-    app.addHook('preClose', async () => nats.close())
+    app.addHook('preClose', async () => {
+      if (await bounded(nats.close(), 5000)) app.log.info('shutdown: NATS closed')
+      else app.log.warn('shutdown: gave up waiting: NATS closed')
+    })
   },
   { name: 'nats', dependencies: ['store'] },
 )

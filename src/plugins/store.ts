@@ -1,4 +1,5 @@
 import fp from 'fastify-plugin'
+import { bounded } from '../bounded.js'
 import type { EventStore } from '../store/event-store.js'
 import { createStore } from '../store/index.js'
 
@@ -18,7 +19,10 @@ export default fp<{ store?: EventStore }>(
     const store = await createStore(app.config)
     await store.open()
     app.decorate('store', store)
-    app.addHook('onClose', async () => store.close())
+    app.addHook('onClose', async () => {
+      if (await bounded(store.close(), 5000)) app.log.info('shutdown: store closed')
+      else app.log.warn('shutdown: gave up waiting: store closed')
+    })
   },
   { name: 'store', dependencies: ['config'] },
 )
