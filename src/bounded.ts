@@ -12,3 +12,9 @@ export async function bounded(p: Promise<unknown>, ms: number): Promise<boolean>
     clearTimeout(timer)
   }
 }
+
+/** One step of a shutdown: waited for at most `ms`, and logged either way. */
+export async function closeStep(log: { info(msg: string): void; warn(msg: string): void }, what: string, close: () => Promise<unknown>, ms = 5000): Promise<void> {
+  if (await bounded(close(), ms)) log.info(`shutdown: ${what} closed`)
+  else log.warn(`shutdown: gave up waiting for ${what} to close after ${ms} ms`)
+}

@@ -1,5 +1,5 @@
 import fp from 'fastify-plugin'
-import { bounded } from '../bounded.js'
+import { closeStep } from '../bounded.js'
 import { Hub } from '../hub/hub.js'
 
 declare module 'fastify' {
@@ -23,10 +23,7 @@ export default fp(
     await hub.start()
     app.decorate('hub', hub)
     // preClose: streams must end before the HTTP server waits for its connections to close.
-    app.addHook('preClose', async () => {
-      if (await bounded(hub.close(), 5000)) app.log.info('shutdown: clients told to reconnect, tail closed')
-      else app.log.warn('shutdown: gave up waiting: clients told to reconnect')
-    })
+    app.addHook('preClose', () => closeStep(app.log, 'the hub (clients told to reconnect, tail)', () => hub.close()))
   },
   { name: 'hub', dependencies: ['store'] },
 )

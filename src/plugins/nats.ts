@@ -1,5 +1,5 @@
 import fp from 'fastify-plugin'
-import { bounded } from '../bounded.js'
+import { closeStep } from '../bounded.js'
 import { NatsIngest } from '../ingest/nats-ingest.js'
 
 declare module 'fastify' {
@@ -20,10 +20,7 @@ export default fp(
     await nats.start()
     app.decorate('nats', nats)
     // preClose: stop writing and hand the lease over before the store closes.
-    app.addHook('preClose', async () => {
-      if (await bounded(nats.close(), 5000)) app.log.info('shutdown: NATS closed')
-      else app.log.warn('shutdown: gave up waiting: NATS closed')
-    })
+    app.addHook('preClose', () => closeStep(app.log, 'NATS', () => nats.close()))
   },
   { name: 'nats', dependencies: ['store'] },
 )

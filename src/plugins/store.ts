@@ -1,5 +1,5 @@
 import fp from 'fastify-plugin'
-import { bounded } from '../bounded.js'
+import { closeStep } from '../bounded.js'
 import type { EventStore } from '../store/event-store.js'
 import { createStore } from '../store/index.js'
 
@@ -19,10 +19,7 @@ export default fp<{ store?: EventStore }>(
     const store = await createStore(app.config)
     await store.open()
     app.decorate('store', store)
-    app.addHook('onClose', async () => {
-      if (await bounded(store.close(), 5000)) app.log.info('shutdown: store closed')
-      else app.log.warn('shutdown: gave up waiting: store closed')
-    })
+    app.addHook('onClose', () => closeStep(app.log, 'the store', () => store.close()))
   },
   { name: 'store', dependencies: ['config'] },
 )
