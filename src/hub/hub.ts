@@ -3,7 +3,7 @@ import type { EventStore, Tail } from '../store/event-store.js'
 import { eventKeys, matches, type StreamFilter } from '../stream.js'
 import { Batch, FrameCache } from './frames.js'
 import { Subscriber, type SubscriberHost, type SubscriberOptions } from './subscriber.js'
-import type { Transport, TransportKind } from './transport.js'
+import type { Transport } from './transport.js'
 
 export interface HubOptions extends SubscriberOptions {
   heartbeatMs: number
@@ -105,11 +105,6 @@ export class Hub implements SubscriberHost {
     return counts
   }
 
-  connectionsByTransport(kind: TransportKind): number {
-    let n = 0
-    for (const s of this.all) if (s.transport.kind === kind) n++
-    return n
-  }
 
   /**
    * Take the events the tail hands over (the memory store groups the appends of one turn), serialise
