@@ -2,11 +2,12 @@
  * One load process: opens SSE and WebSocket clients to one stream URL, from several loopback source
  * addresses, and counts what they receive. Each event carries `"sentAt":<ms>` (performance clock of
  * the injector, comparable across processes on one machine); the latency is receive time minus that.
- * Clients are lean on purpose: no JSON parse per event, just a scan for the marker.
+ * Clients are lean on purpose (raw sockets, no HTTP or WebSocket library, no JSON parse per event,
+ * just a scan for the marker): the load processes share the two cores with the server.
  * Driven by its parent over IPC: {cmd:'open'|'reset'|'report'|'close'}.
  */
 import net from 'node:net'
-import WebSocket from 'ws'
+import { randomBytes } from 'node:crypto'
 import { Histogram } from './histogram.js'
 
 interface OpenCmd {
@@ -22,6 +23,7 @@ const MARK = Buffer.from('"sentAt":')
 const SEP = Buffer.from('\n\n')
 const HEAD_END = Buffer.from('\r\n\r\n')
 const OK = Buffer.from('HTTP/1.1 200')
+const SWITCHING = Buffer.from('HTTP/1.1 101')
 const hist = new Histogram()
 let deliveries = 0
 let open = 0
@@ -115,34 +117,90 @@ function openSse(url: URL, localAddress: string): Promise<void> {
   })
 }
 
-function openWs(url: string, localAddress: string): Promise<void> {
+/**
+ * A raw-socket WebSocket client, lean for the same reason as `openSse`: the upgrade by hand, then the
+ * server's frames (never masked) walked header by header; text payloads are scanned for the marker,
+ * pings answered with a masked pong (the server cuts off a client that does not answer), close counted.
+ */
+function openWs(url: URL, localAddress: string): Promise<void> {
   return new Promise((resolve) => {
-    const ws = new WebSocket(url, { localAddress, perMessageDeflate: false })
+    let carry: Buffer | null = null
     let opened = false
-    ws.on('open', () => {
-      opened = true
-      open++
-      resolve()
+    const socket = net.connect({ host: url.hostname, port: Number(url.port), localAddress })
+    socket.setNoDelay(true)
+    socket.on('connect', () => {
+      const key = randomBytes(16).toString('base64')
+      socket.write(
+        `GET ${url.pathname}${url.search} HTTP/1.1\r\nhost: ${url.host}\r\nupgrade: websocket\r\nconnection: Upgrade\r\n` +
+          `sec-websocket-key: ${key}\r\nsec-websocket-version: 13\r\n\r\n`,
+      )
     })
-    ws.on('message', (data: Buffer) => scan(data, data.length, now()))
-    ws.on('error', (err) => {
+    socket.on('data', (chunk: Buffer) => {
+      let buf: Buffer = carry === null ? chunk : Buffer.concat([carry, chunk])
+      carry = null
+      if (!opened) {
+        const head = buf.indexOf(HEAD_END)
+        if (head === -1) {
+          carry = buf
+          return
+        }
+        if (!buf.subarray(0, 12).equals(SWITCHING)) {
+          noteError(`WS status ${buf.toString('latin1', 9, 12)}`)
+          socket.destroy()
+          resolve()
+          return
+        }
+        opened = true
+        open++
+        resolve()
+        buf = buf.subarray(head + 4)
+      }
+      const at = now()
+      let pos = 0
+      while (buf.length - pos >= 2) {
+        const opcode = buf[pos] & 0x0f
+        let len = buf[pos + 1] & 0x7f
+        let header = 2
+        if (len === 126) {
+          if (buf.length - pos < 4) break
+          len = buf.readUInt16BE(pos + 2)
+          header = 4
+        } else if (len === 127) {
+          if (buf.length - pos < 10) break
+          len = Number(buf.readBigUInt64BE(pos + 2))
+          header = 10
+        }
+        if (buf.length - pos < header + len) break
+        const payload = buf.subarray(pos + header, pos + header + len)
+        if (opcode === 1) scan(payload, payload.length, at)
+        else if (opcode === 9) socket.write(pong(payload))
+        else if (opcode === 8) socket.end()
+        pos += header + len
+      }
+      if (pos < buf.length) carry = Buffer.from(buf.subarray(pos))
+    })
+    socket.on('error', (err) => {
       if (!opened) {
         noteError(`WS connect: ${err.message}`)
         resolve()
       } else if (!closing) noteError(`WS: ${err.message}`)
     })
-    ws.on('close', () => {
-      if (!opened) return
+    socket.on('close', () => {
+      if (!opened) return resolve()
       open--
       if (!closing) disconnects++
     })
-    sockets.push({ close: () => ws.terminate() })
+    sockets.push({ close: () => socket.destroy() })
   })
+}
+
+/** A client's pong: masked, as every client frame must be (a zero mask leaves the payload as is). */
+function pong(payload: Buffer): Buffer {
+  return Buffer.concat([Buffer.from([0x8a, 0x80 | payload.length, 0, 0, 0, 0]), payload])
 }
 
 async function openAll(c: OpenCmd): Promise<void> {
   const url = new URL(c.url)
-  const wsUrl = c.url.replace(/^http/, 'ws')
   const jobs: (() => Promise<void>)[] = []
   // Interleave the two transports so that both are spread over all source addresses.
   for (let i = 0; i < Math.max(c.sse, c.ws); i++) {
@@ -152,7 +210,7 @@ async function openAll(c: OpenCmd): Promise<void> {
     }
     if (i < c.ws) {
       const from = c.localAddresses[jobs.length % c.localAddresses.length]
-      jobs.push(() => openWs(wsUrl, from))
+      jobs.push(() => openWs(url, from))
     }
   }
   let next = 0

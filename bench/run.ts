@@ -8,12 +8,13 @@
  * CPU and errors. Prints a table and the tailcast/baseline ratio, and writes bench/results/*.json.
  */
 import { fork, spawn, type ChildProcess } from 'node:child_process'
-import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs'
+import { existsSync, readFileSync, readdirSync, writeFileSync, mkdirSync } from 'node:fs'
 import http from 'node:http'
 import os from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Histogram } from './histogram.js'
+import { formatSelfTimes } from './profile.js'
 
 const here = dirname(fileURLToPath(import.meta.url))
 const repo = resolve(here, '..') // dist-bench -> repo root
@@ -332,13 +333,20 @@ async function main(): Promise<void> {
     node: process.version,
     loadavg: os.loadavg().map((n) => round(n, 2)),
   }
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-')
   const profDir = o.cpuProf ? join(repo, 'bench', 'profiles') : null
   if (profDir) mkdirSync(profDir, { recursive: true })
   process.stderr.write(`tailcast bench (${o.quick ? 'quick' : 'full'}): ${machine.cpus} cores, ${machine.memoryGB} GB, node ${machine.node}, load avg ${machine.loadavg.join(' ')}\n`)
   const results: PhaseResult[] = []
+  const profiles: string[] = []
   for (const p of plan(o)) {
     process.stderr.write(`phase ${p.name}: ${p.sse} SSE + ${p.ws} WS, ${p.rate} events/s for ${p.seconds} s\n`)
-    results.push(await runPhase(p, p.target === 'tailcast' ? profDir : null))
+    const phaseProfDir = profDir === null || p.target !== 'tailcast' ? null : join(profDir, `${stamp}-${p.name.replace(/[^a-z0-9]+/gi, '-')}`)
+    if (phaseProfDir !== null) mkdirSync(phaseProfDir, { recursive: true })
+    results.push(await runPhase(p, phaseProfDir))
+    if (phaseProfDir !== null) {
+      for (const f of readdirSync(phaseProfDir).filter((f) => f.endsWith('.cpuprofile'))) profiles.push(formatSelfTimes(join(phaseProfDir, f), 15))
+    }
   }
   const ratios: { phase: string; clients: number; deliveriesPerSec: number; p99: number }[] = []
   for (const n of o.clients) {
@@ -349,12 +357,13 @@ async function main(): Promise<void> {
     }
   }
   console.log(table(results))
+  for (const p of profiles) console.log(p)
   for (const r of ratios) {
     console.log(`ratio tailcast/baseline, ${r.phase} at ${r.clients} SSE clients: deliveries/s ${r.deliveriesPerSec}, p99 ${r.p99}`)
   }
   const dir = join(repo, 'bench', 'results')
   mkdirSync(dir, { recursive: true })
-  const file = join(dir, `${new Date().toISOString().replace(/[:.]/g, '-')}-${o.quick ? 'quick' : 'full'}.json`)
+  const file = join(dir, `${stamp}-${o.quick ? 'quick' : 'full'}.json`)
   writeFileSync(file, JSON.stringify({ date: new Date().toISOString(), command: `npm run bench -- ${process.argv.slice(2).join(' ')}`.trim(), machine, loadavgAfter: os.loadavg().map((n) => round(n, 2)), results, ratios }, null, 2) + '\n')
   console.log(`results: ${file}`)
 }
