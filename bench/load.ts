@@ -26,6 +26,8 @@ const OK = Buffer.from('HTTP/1.1 200')
 const SWITCHING = Buffer.from('HTTP/1.1 101')
 const hist = new Histogram()
 let deliveries = 0
+/** When the last event arrived (same clock as `sentAt`). */
+let lastAt = 0
 let open = 0
 let errors = 0
 let disconnects = 0
@@ -57,6 +59,7 @@ function scan(buf: Buffer, end: number, at: number): void {
     if (sent > 0) {
       hist.record(at - sent)
       deliveries++
+      lastAt = at
     }
     pos = buf.indexOf(MARK, i)
   }
@@ -235,7 +238,7 @@ process.on('message', (m: { cmd: string }) => {
       send({ type: 'reset' })
       break
     case 'report':
-      send({ type: 'report', open, errors, disconnects, deliveries, errorSamples, total: hist.total, max: hist.max, hist: hist.sparse() })
+      send({ type: 'report', open, errors, disconnects, deliveries, lastAt, errorSamples, total: hist.total, max: hist.max, hist: hist.sparse() })
       break
     case 'close':
       closing = true

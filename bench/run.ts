@@ -24,7 +24,15 @@ const MAX_INFLIGHT = 64
 const PER_LOAD_PROCESS = 9000
 
 type Target = 'tailcast' | 'baseline'
-interface Phase {
+interface Setup {
+  /** tailcast's store: the embedded one, or MongoDB at MONGODB_URL. */
+  store: 'memory' | 'mongodb'
+  /** POST /messages goes through NATS JetStream at NATS_URL. */
+  nats: boolean
+  /** Server processes on the port (TAILCAST_WORKERS); more than 1 needs the MongoDB store. */
+  workers: number
+}
+interface Phase extends Setup {
   name: string
   target: Target
   sse: number
@@ -53,7 +61,7 @@ interface PhaseResult extends Phase {
   errorSamples: string[]
 }
 
-function args(): { quick: boolean; clients: number[]; rate: number | null; seconds: number | null; phases: string[]; idle: number[]; cpuProf: boolean; peak: number; filter: string | undefined } {
+function args(): { quick: boolean; clients: number[]; rate: number | null; seconds: number | null; phases: string[]; idle: number[]; cpuProf: boolean; peak: number; filter: string | undefined; setup: Setup } {
   const a = process.argv.slice(2)
   const get = (name: string): string | undefined => {
     const i = a.indexOf(name)
@@ -71,18 +79,45 @@ function args(): { quick: boolean; clients: number[]; rate: number | null; secon
     cpuProf: a.includes('--cpu-prof'),
     filter: get('--filter'),
     peak: get('--peak') === undefined ? (quick ? 1 : 4) : Number(get('--peak')),
+    setup: {
+      store: get('--store') === 'mongodb' ? 'mongodb' : 'memory',
+      nats: a.includes('--nats'),
+      workers: get('--workers') === undefined ? 1 : Number(get('--workers')),
+    },
   }
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
 
+/** CPU seconds and RSS of the server: its process and, with workers, every process under it. */
 function procStat(pid: number): { cpu: number; rssMB: number } {
   if (!existsSync(`/proc/${pid}/stat`)) throw new Error(`server process ${pid} is gone: ${exitNote.get(pid) ?? 'no exit seen yet'}`)
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  const cpu = (Number(f[11]) + Number(f[12])) / CLK_TCK // utime, stime (fields 14, 15)
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
-  return { cpu, rssMB: m ? Number(m[1]) / 1024 : NaN }
+  let cpu = 0
+  let rssMB = 0
+  for (const p of processTree(pid)) {
+    try {
+      const stat = readFileSync(`/proc/${p}/stat`, 'utf8')
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+      cpu += (Number(f[11]) + Number(f[12])) / CLK_TCK // utime, stime (fields 14, 15)
+      const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${p}/status`, 'utf8'))
+      rssMB += m ? Number(m[1]) / 1024 : NaN
+    } catch {
+      // a worker that exited in between: its time is gone with it
+    }
+  }
+  return { cpu, rssMB }
+}
+
+function processTree(pid: number): number[] {
+  const out = [pid]
+  for (let i = 0; i < out.length; i++) {
+    try {
+      for (const c of readFileSync(`/proc/${out[i]}/task/${out[i]}/children`, 'utf8').trim().split(' ')) if (c !== '') out.push(Number(c))
+    } catch {
+      // gone
+    }
+  }
+  return out
 }
 
 async function waitHealthy(port: number, child: ChildProcess): Promise<void> {
@@ -101,27 +136,56 @@ async function waitHealthy(port: number, child: ChildProcess): Promise<void> {
 }
 
 let portSeq = 0
-function startServer(target: Target, profDir: string | null): { child: ChildProcess; port: number } {
+function startServer(p: Phase, profDir: string | null): { child: ChildProcess; port: number } {
+  const target = p.target
   const port = 18000 + (process.pid % 1000) * 10 + (portSeq++ % 10)
   const prof = profDir === null ? '' : `--cpu-prof --cpu-prof-dir=${profDir} `
   const script = target === 'tailcast' ? join(repo, 'dist', 'cli.js') + ' serve' : join(here, 'baseline.js')
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    PORT: String(port),
+    HOST: '127.0.0.1',
+    LOG_LEVEL: 'warn',
+    TAILCAST_POST_TOKEN: '',
+    TAILCAST_POST_ENABLED: 'true',
+    ...setupEnv(p),
+  }
+  // Only what the phase asks for: the URLs test-services exports must not switch on NATS or MongoDB.
+  if (!p.nats) delete env.NATS_URL
+  if (p.store !== 'mongodb') delete env.MONGODB_URL
   // The soft fd limit goes up to the hard one; the hard one needs CAP_SYS_RESOURCE to go further.
   const child = spawn('bash', ['-c', `ulimit -n $(ulimit -Hn); exec node ${prof}${script}`], {
-    env: {
-      ...process.env,
-      PORT: String(port),
-      HOST: '127.0.0.1',
-      LOG_LEVEL: 'warn',
-      TAILCAST_STORE: 'memory',
-      TAILCAST_POST_TOKEN: '',
-      TAILCAST_POST_ENABLED: 'true',
-    },
+    env,
     stdio: ['ignore', 'inherit', 'inherit'],
   })
   child.on('exit', (code, signal) => exitNote.set(child.pid!, `exit code ${code}, signal ${signal}`))
   return { child, port }
 }
 const exitNote = new Map<number, string>()
+
+let setupSeq = 0
+/** The environment for a phase's store, NATS and workers; each phase gets a fresh collection and stream. */
+function setupEnv(p: Phase): Record<string, string> {
+  const env: Record<string, string> = { TAILCAST_STORE: p.store, TAILCAST_WORKERS: String(p.workers) }
+  const tag = `bench_${process.pid}_${setupSeq++}`
+  if (p.store === 'mongodb') {
+    env.TAILCAST_MONGODB_DATABASE = 'tailcast_bench'
+    env.TAILCAST_MONGODB_COLLECTION = tag
+  }
+  if (p.nats) {
+    env.TAILCAST_NATS_STREAM = tag
+    env.TAILCAST_NATS_SUBJECT = `${tag}.events`
+    env.TAILCAST_NATS_DURABLE = tag
+    env.TAILCAST_NATS_DEAD_LETTER_SUBJECT = `${tag}.dead`
+  }
+  return env
+}
+
+/** What the phase name says about the set-up, when it is not the default one. */
+function setupLabel(s: Setup): string {
+  const parts = [s.store === 'mongodb' ? 'mongodb' : '', s.nats ? 'nats' : '', s.workers > 1 ? `${s.workers} procs` : ''].filter((x) => x !== '')
+  return parts.length === 0 ? '' : ` [${parts.join(', ')}]`
+}
 
 class LoadProcess {
   readonly child: ChildProcess
@@ -199,7 +263,7 @@ function localAddresses(n: number): string[] {
 }
 
 async function runPhase(p: Phase, profDir: string | null): Promise<PhaseResult> {
-  const { child, port } = startServer(p.target, profDir)
+  const { child, port } = startServer(p, profDir)
   const loads: LoadProcess[] = []
   try {
     await waitHealthy(port, child)
@@ -226,17 +290,22 @@ async function runPhase(p: Phase, profDir: string | null): Promise<PhaseResult> 
     const w0 = performance.now()
     const inj = p.rate > 0 ? await inject(port, p.rate, p.seconds) : (await sleep(p.seconds * 1000), { sent: 0, failed: 0 })
     process.stderr.write(`  ${p.name}: injected ${inj.sent} events (${inj.failed} failed) in ${((performance.now() - w0) / 1000).toFixed(1)} s\n`)
-    // Let the last events arrive: wait until deliveries stop growing (bounded).
+    // Let the last events arrive: until all have, or none has for 2 s (a store tail may pause), at most 15 s.
     let last = -1
+    let still = 0
     let reports: any[] = []
-    for (let i = 0; i < 50; i++) {
+    for (let i = 0; i < 75; i++) {
       reports = await Promise.all(loads.map((l) => l.request({ cmd: 'report' }, 'report')))
       const d = reports.reduce((s, r) => s + r.deliveries, 0)
-      if (d === last || d >= inj.sent * connections) break
+      if (d >= inj.sent * connections) break
+      still = d === last ? still + 1 : 0
+      if (still >= 10) break
       last = d
       await sleep(200)
     }
-    const windowS = (performance.now() - w0) / 1000
+    // The window ends when the last event arrived, not when the wait above gave up.
+    const lastAt = Math.max(...reports.map((r) => r.lastAt as number))
+    const windowS = lastAt > 0 ? (lastAt - (performance.timeOrigin + w0)) / 1000 : (performance.now() - w0) / 1000
     const end = procStat(child.pid!)
     const hist = new Histogram()
     for (const r of reports) hist.add(r.hist, r.total, r.max)
@@ -249,7 +318,7 @@ async function runPhase(p: Phase, profDir: string | null): Promise<PhaseResult> 
       connectSeconds: round(connectSeconds, 1),
       deliveries,
       expectedDeliveries: inj.sent * connections,
-      deliveriesPerSec: Math.round(deliveries / Math.max(p.seconds, windowS - 0.2)),
+      deliveriesPerSec: Math.round(deliveries / Math.max(p.seconds, windowS)),
       latencyMs: { p50: round(hist.percentile(50), 1), p99: round(hist.percentile(99), 1), max: round(hist.max, 1) },
       rssBeforeMB: round(before.rssMB, 1),
       rssIdleMB: round(idle.rssMB, 1),
@@ -276,24 +345,39 @@ function round(n: number, d: number): number {
 
 function plan(o: ReturnType<typeof args>): Phase[] {
   const phases: Phase[] = []
+  const t = o.setup
+  const label = setupLabel(t)
+  const base: Setup = { store: 'memory', nats: false, workers: 1 }
   if (o.phases.includes('idle')) {
     for (const n of o.idle) {
-      phases.push({ name: `idle ${n} tailcast`, target: 'tailcast', sse: Math.ceil(n / 2), ws: Math.floor(n / 2), rate: 1, seconds: 5 })
+      phases.push({ name: `idle ${n} tailcast${label}`, target: 'tailcast', ...t, sse: Math.ceil(n / 2), ws: Math.floor(n / 2), rate: 1, seconds: 5 })
     }
   }
+  // 500,000 deliveries/s is the target: the rate that asks for it at this many clients.
+  const rateFor = (n: number): number => o.rate ?? Math.round(500_000 / n)
+  const seconds = o.seconds ?? (o.quick ? 6 : 12)
   if (o.phases.includes('load')) {
     for (const n of o.clients) {
-      // 500,000 deliveries/s is the target: the rate that asks for it at this many clients.
-      const rate = o.rate ?? Math.round(500_000 / n)
-      const seconds = o.seconds ?? (o.quick ? 6 : 12)
-      phases.push({ name: `load ${n} tailcast sse+ws`, target: 'tailcast', sse: n / 2, ws: n / 2, rate, seconds })
-      phases.push({ name: `load ${n} tailcast sse`, target: 'tailcast', sse: n, ws: 0, rate, seconds })
-      phases.push({ name: `load ${n} baseline sse`, target: 'baseline', sse: n, ws: 0, rate, seconds })
+      const rate = rateFor(n)
+      phases.push({ name: `load ${n} tailcast sse+ws${label}`, target: 'tailcast', ...t, sse: n / 2, ws: n / 2, rate, seconds })
+      phases.push({ name: `load ${n} tailcast sse${label}`, target: 'tailcast', ...t, sse: n, ws: 0, rate, seconds })
+      phases.push({ name: `load ${n} baseline sse`, target: 'baseline', ...base, sse: n, ws: 0, rate, seconds })
       if (o.peak > 1) {
         // Asking for more than either server can deliver: what each achieves is its capacity.
         const peak = Math.round(rate * o.peak)
-        phases.push({ name: `peak ${n} tailcast sse`, target: 'tailcast', sse: n, ws: 0, rate: peak, seconds })
-        phases.push({ name: `peak ${n} baseline sse`, target: 'baseline', sse: n, ws: 0, rate: peak, seconds })
+        phases.push({ name: `peak ${n} tailcast sse${label}`, target: 'tailcast', ...t, sse: n, ws: 0, rate: peak, seconds })
+        phases.push({ name: `peak ${n} baseline sse`, target: 'baseline', ...base, sse: n, ws: 0, rate: peak, seconds })
+      }
+    }
+  }
+  if (o.phases.includes('multi')) {
+    // One server process, then one per core, behind the same MongoDB store, events coming in
+    // through NATS (one writer holds the lease; every process tails the store): the same load.
+    const procs = Math.max(2, os.cpus().length)
+    for (const n of o.clients) {
+      for (const workers of [1, procs]) {
+        const s: Setup = { store: 'mongodb', nats: true, workers }
+        phases.push({ name: `multi ${n} tailcast sse+ws${setupLabel(s)}`, target: 'tailcast', ...s, sse: n / 2, ws: n / 2, rate: rateFor(n), seconds })
       }
     }
   }
@@ -337,9 +421,20 @@ async function main(): Promise<void> {
   const profDir = o.cpuProf ? join(repo, 'bench', 'profiles') : null
   if (profDir) mkdirSync(profDir, { recursive: true })
   process.stderr.write(`tailcast bench (${o.quick ? 'quick' : 'full'}): ${machine.cpus} cores, ${machine.memoryGB} GB, node ${machine.node}, load avg ${machine.loadavg.join(' ')}\n`)
+  const phases = plan(o)
+  const bad = phases.find((p) => p.workers > 1 && p.store === 'memory')
+  if (bad) throw new Error(`${bad.name}: --workers needs --store mongodb (the embedded store lives inside one process)`)
+  const needs = { MONGODB_URL: phases.some((p) => p.store === 'mongodb'), NATS_URL: phases.some((p) => p.nats) }
+  if ((needs.MONGODB_URL && !process.env.MONGODB_URL) || (needs.NATS_URL && !process.env.NATS_URL)) {
+    // No server given: run the whole bench again under the test services (FerretDB and NATS on free ports).
+    process.stderr.write('no MONGODB_URL / NATS_URL: starting FerretDB and NATS with scripts/test-services.sh\n')
+    const again = spawn('bash', [join(repo, 'scripts', 'test-services.sh'), 'run', '--', process.execPath, fileURLToPath(import.meta.url), ...process.argv.slice(2)], { stdio: 'inherit' })
+    const code = await new Promise<number>((r) => again.on('exit', (c) => r(c ?? 1)))
+    process.exit(code)
+  }
   const results: PhaseResult[] = []
   const profiles: string[] = []
-  for (const p of plan(o)) {
+  for (const p of phases) {
     process.stderr.write(`phase ${p.name}: ${p.sse} SSE + ${p.ws} WS, ${p.rate} events/s for ${p.seconds} s\n`)
     const phaseProfDir = profDir === null || p.target !== 'tailcast' ? null : join(profDir, `${stamp}-${p.name.replace(/[^a-z0-9]+/gi, '-')}`)
     if (phaseProfDir !== null) mkdirSync(phaseProfDir, { recursive: true })
@@ -351,7 +446,7 @@ async function main(): Promise<void> {
   const ratios: { phase: string; clients: number; deliveriesPerSec: number; p99: number }[] = []
   for (const n of o.clients) {
     for (const kind of ['load', 'peak']) {
-      const t = results.find((r) => r.name === `${kind} ${n} tailcast sse`)
+      const t = results.find((r) => r.name === `${kind} ${n} tailcast sse${setupLabel(o.setup)}`)
       const b = results.find((r) => r.name === `${kind} ${n} baseline sse`)
       if (t && b) ratios.push({ phase: kind, clients: n, deliveriesPerSec: round(t.deliveriesPerSec / b.deliveriesPerSec, 3), p99: round(t.latencyMs.p99 / b.latencyMs.p99, 2) })
     }

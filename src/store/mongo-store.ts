@@ -99,6 +99,13 @@ export interface MongoTailStats {
  * and retry the rest. An id k+1 is only ever inserted once id k exists, so natural (insertion) order
  * is id order even with several processes appending to one collection.
  */
+interface QueuedAppend {
+  events: NewEvent[]
+  ids: number[] | undefined
+  resolve(stored: StoredEvent[]): void
+  reject(err: unknown): void
+}
+
 export class MongoEventStore implements EventStore {
   readonly kind = 'mongodb'
   readonly client: MongoClient
@@ -109,6 +116,8 @@ export class MongoEventStore implements EventStore {
   private readonly tails = new Set<MongoTail>()
   /** The newest id this process wrote, and when: a recent one spares a read before the next append. */
   private lastWritten: { id: number; at: number } | null = null
+  private readonly appendQueue: QueuedAppend[] = []
+  private appending = false
   /**
    * Replays read in id order. MongoDB walks the {field, _id} indexes for that; FerretDB sorts only
    * by natural order in its database and would read and sort the whole collection for each page,
@@ -154,9 +163,47 @@ export class MongoEventStore implements EventStore {
     if (missing.length > 0) await this.coll.createIndexes(missing)
   }
 
-  async append(events: NewEvent[], ids?: number[]): Promise<StoredEvent[]> {
-    if (ids !== undefined && ids.length !== events.length) throw new Error('append: one id per event')
-    if (events.length === 0) return []
+  /**
+   * Appends are written one insert at a time per process: those that arrive while an insert is in
+   * flight wait and then go together in the next one (group commit). Concurrent appends would
+   * otherwise all guess the same next id and retry against each other, one round trip each.
+   */
+  append(events: NewEvent[], ids?: number[]): Promise<StoredEvent[]> {
+    if (ids !== undefined && ids.length !== events.length) return Promise.reject(new Error('append: one id per event'))
+    if (events.length === 0) return Promise.resolve([])
+    return new Promise((resolve, reject) => {
+      this.appendQueue.push({ events, ids, resolve, reject })
+      if (!this.appending) void this.writeQueued()
+    })
+  }
+
+  private async writeQueued(): Promise<void> {
+    this.appending = true
+    while (this.appendQueue.length > 0) {
+      // Appends with ids of their own keep them and go alone; the others share one insert.
+      const first = this.appendQueue[0]
+      const withIds = this.appendQueue.findIndex((j) => j.ids !== undefined)
+      const group = first.ids !== undefined ? [first] : this.appendQueue.slice(0, withIds === -1 ? undefined : withIds)
+      this.appendQueue.splice(0, group.length)
+      try {
+        const stored = await this.insert(group.flatMap((j) => j.events), first.ids)
+        if (first.ids !== undefined) first.resolve(stored)
+        else {
+          // Without given ids every event is stored, in order: each caller gets its own slice.
+          let from = 0
+          for (const j of group) {
+            j.resolve(stored.slice(from, from + j.events.length))
+            from += j.events.length
+          }
+        }
+      } catch (err) {
+        for (const j of group) j.reject(err)
+      }
+    }
+    this.appending = false
+  }
+
+  private async insert(events: NewEvent[], ids: number[] | undefined): Promise<StoredEvent[]> {
     const at = new Date()
     const stored: StoredEvent[] = []
     let rest = events.map((e, i) => ({ e, id: ids?.[i] }))

@@ -63,6 +63,27 @@ t.test('several stores appending to one collection at once: ids unique, natural 
   t.same(natural, all, 'natural (insertion) order equals id order')
 })
 
+t.test('concurrent appends in one process share inserts: each caller gets its own events, ids follow call order', async (t) => {
+  const store = new MongoEventStore(mongoConfig(), { clientOptions: { monitorCommands: true } })
+  t.teardown(() => store.close())
+  await store.open()
+  let inserts = 0
+  store.client.on('commandStarted', (e) => {
+    if (e.commandName === 'insert') inserts++
+  })
+  const calls = Array.from({ length: 200 }, (_, i) => [{ type: 'T', room: 'c', time: new Date().toISOString(), data: { i } }])
+  const given = store.append([{ type: 'T', room: 'c', time: new Date().toISOString(), data: { given: true } }], [1])
+  const results = await Promise.all([given, ...calls.map((batch) => store.append(batch))])
+  const ids = results.slice(1).map((stored, i) => {
+    t.same(stored.map((e) => e.data), calls[i].map((e) => e.data), `call ${i} got its own event back`)
+    return stored[0].id
+  })
+  t.ok(ids.every((id, i) => i === 0 || id === ids[i - 1] + 1), 'ids are consecutive in call order')
+  t.equal(results[0][0]?.id, 1, 'an append with its own id keeps it')
+  t.ok(inserts <= 10, `201 appends took ${inserts} inserts (one per round trip, not one per caller)`)
+  t.same((await store.read({ kind: 'room', room: 'c' }, 0, 1000)).map((e) => e.id), [1, ...ids], 'the store holds each event once, in id order')
+})
+
 t.test('the tail re-anchors on the last seen id and still hands over each event once, in order', async (t) => {
   const store = await openMongoStore({}, { reanchorAfter: 7 })
   t.teardown(() => store.close())
