@@ -3,7 +3,7 @@
  *
  * For each phase: start the server (tailcast from dist/, embedded store; or the raw node:http
  * baseline) as a child process with the highest fd limit the shell allows, open the clients from
- * separate load processes on loopback (several 127.0.0.x source addresses), measure RSS idle, inject
+ * separate load processes on loopback (source addresses across 127.0.0.0/8), measure RSS idle, inject
  * events at a set rate for a set time with POST /messages, then collect deliveries/s, latency,
  * CPU and errors. Prints a table and the tailcast/baseline ratio, and writes bench/results/*.json.
  */
@@ -256,10 +256,17 @@ async function inject(port: number, rate: number, seconds: number): Promise<{ se
   return { sent, failed }
 }
 
+let addressBlock = process.pid % 250 // another run a minute ago most likely used other blocks
+/**
+ * Source addresses for n connections: one per 5,000, each phase in a block of 127.0.0.0/8 of its own.
+ * A client bound to an address takes an ephemeral port for that address whatever it connects to,
+ * and the ports the previous phases closed stay in TIME_WAIT for a minute: reusing their addresses
+ * makes every bind search a nearly full port range (seen: 10,000 connections taking 30 s of system
+ * CPU instead of 5 s).
+ */
 function localAddresses(n: number): string[] {
-  // ~28k ephemeral ports per (source, destination) pair: one source address per 20k connections, at least 2.
-  const count = Math.max(2, Math.ceil(n / 20000))
-  return Array.from({ length: count }, (_, i) => `127.0.0.${i + 2}`)
+  const block = 1 + (addressBlock++ % 250)
+  return Array.from({ length: Math.max(2, Math.ceil(n / 5000)) }, (_, i) => `127.${block}.${Math.floor(i / 250)}.${1 + (i % 250)}`)
 }
 
 async function runPhase(p: Phase, profDir: string | null): Promise<PhaseResult> {

@@ -347,16 +347,15 @@ const sendForm = {
     return null
   },
 
-  /**
-   * Ask whether posting is allowed before the user types: an empty object is refused by the
-   * authorisation check (401/403) before it is read, or else rejected as invalid (400): nothing is stored.
-   */
+  /** Ask whether posting is allowed before the user types (GET /posting has no side effect). */
   async probe() {
     this.enable()
     try {
-      const res = await fetch('/messages', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' })
-      const why = this.refusal(res.status)
-      if (why) this.disable(why)
+      const res = await fetch('/posting')
+      if (!res.ok) return
+      const posting = await res.json()
+      if (!posting.enabled) this.disable(`${posting.reason.charAt(0).toUpperCase()}${posting.reason.slice(1)}; this page can only read.`)
+      else if (posting.tokenRequired) this.disable(this.refusal(401))
     } catch {
       // Offline: the send itself will say so.
     }

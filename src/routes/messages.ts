@@ -6,7 +6,7 @@ function digest(s: string): Buffer {
   return createHash('sha256').update(s).digest()
 }
 
-/** POST /messages: inject one event (a room message or a full event). GET /messages is a stream. */
+/** POST /messages: inject one event (a room message or a full event). GET /messages is a stream. GET /posting: may one post here. */
 export default async function messages(app: FastifyInstance): Promise<void> {
   const { enabled, token } = app.config.post
   const expected = token === '' ? null : digest(token)
@@ -30,6 +30,13 @@ export default async function messages(app: FastifyInstance): Promise<void> {
       return reply.code(403).send({ statusCode: 403, error: 'Forbidden', message: 'the bearer token is not valid' })
     }
   }
+
+  // What a page needs to know before offering a send box: no side effect, nothing logged as refused.
+  app.get('/posting', async () => {
+    if (app.upstream) return { enabled: false, tokenRequired: false, reason: `this server is a read-only relay of ${app.upstream.url}: post events to the upstream` }
+    if (!enabled) return { enabled: false, tokenRequired: false, reason: 'posting is disabled on this server' }
+    return { enabled: true, tokenRequired: expected !== null }
+  })
 
   app.post('/messages', { onRequest: authorize }, async (req, reply) => {
     if (!Buffer.isBuffer(req.body)) {

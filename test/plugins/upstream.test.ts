@@ -72,6 +72,8 @@ t.test('producer -> relay (WS) -> relay (SSE) -> consumer: the middle relay rest
   const post = await relay2.post({ text: 'x', room: 'chain' })
   t.equal(post.status, 409, 'a relay is read-only')
   t.match(post.body.message, /read-only relay/)
+  const posting = await (await fetch(`${relay2.url}/posting`)).json()
+  t.match(posting, { enabled: false, reason: /read-only relay/ }, 'GET /posting tells a page not to offer sending')
   t.equal(relay2.app.upstream?.position, Number(posted[299]), 'relay status knows its position')
   const ready = await fetch(`${relay2.url}/ready`)
   t.same(await ready.json(), { status: 'ready', store: 'ok', upstream: 'connected' })

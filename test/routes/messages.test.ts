@@ -101,3 +101,20 @@ t.test('posting can be disabled', async (t) => {
   t.match(r.body, { message: /disabled/ })
   t.same(await s.app.store.read({ kind: 'room', room: null }, 0, 10), [])
 })
+
+t.test('GET /posting says whether POST /messages is open, needs a token or is off, and changes nothing', async (t) => {
+  const cases = [
+    { post: {}, want: { enabled: true, tokenRequired: false } },
+    { post: { token: 's3cret-token' }, want: { enabled: true, tokenRequired: true } },
+    { post: { enabled: false, token: 's3cret-token' }, want: { enabled: false, tokenRequired: false, reason: 'posting is disabled on this server' } },
+  ]
+  for (const c of cases) {
+    const s = await startServer({ post: c.post })
+    const res = await s.app.inject({ method: 'GET', url: '/posting' })
+    t.equal(res.statusCode, 200)
+    t.same(res.json(), c.want, JSON.stringify(c.post))
+    t.notMatch(res.body, /s3cret/, 'the token itself is never told')
+    t.same(await s.app.store.read({ kind: 'room', room: null }, 0, 10), [], 'nothing stored')
+    await s.close()
+  }
+})
