@@ -112,8 +112,14 @@ export class Subscriber {
     // hands over later that this client already got from the replay is dropped here.
     const rest = batch.after(this.lastId)
     if (rest === null) return
+    // Slow is what a client left unread of earlier batches, not the size of this one: a burst (a busy
+    // turn, a tail catching up) can be bigger than the limit and than what the kernel takes at once.
+    // The batch's bytes are shared by every client, so queueing them costs a client no copy.
+    if (this.transport.buffered() > this.opts.maxBufferedBytes) {
+      this.disconnectSlow()
+      return
+    }
     this.write(rest)
-    if (this.transport.buffered() > this.opts.maxBufferedBytes) this.disconnectSlow()
   }
 
   heartbeat(): void {

@@ -47,3 +47,21 @@ t.test('an HTTP chunked SSE body stays well-formed across many batched writes', 
   t.ok(got.every((e) => typeof e.data.text === 'string' && (e.data.text as string).startsWith('m')), 'payloads intact')
   sse.close()
 })
+
+t.test('one batch bigger than the send buffer limit does not cut off clients that read', async (t) => {
+  // The limit is on what a client leaves unread, not on the size of one hand-over: a burst (a busy
+  // turn, a store tail catching up) goes out as one batch, bigger than what the kernel takes at once.
+  const server = await startServer({ streams: { maxBufferedBytes: 65536 } })
+  t.teardown(() => server.close())
+  const clients = (['sse', 'ws'] as const).map((kind) => ({ kind, c: openStream(kind, server, '/messages?room=big') }))
+  for (const { kind, c } of clients) await c.waitFor(isLive, 5000, `${kind} live`)
+  const pad = 'p'.repeat(4000)
+  const stored = await server.app.ingest.submit(Array.from({ length: 3000 }, (_, i) => ({ type: 'message', room: 'big', time: new Date().toISOString(), data: { i, pad } })))
+  const ids = stored.map((s) => String(s.id))
+  for (const { kind, c } of clients) {
+    await c.waitFor((ev) => dataEvents(ev).length === ids.length, 20_000, `${kind}: all 3,000 events of the one batch`)
+    t.same(dataEvents(c.events).map((e) => e.id), ids, `${kind}: every event once, in order`)
+  }
+  t.equal(server.app.hub.stats.slowDisconnects, 0, 'nobody was cut off as slow')
+  for (const { c } of clients) c.close()
+})
