@@ -66,29 +66,29 @@ function scan(buf: Buffer, end: number, at: number): void {
 }
 
 /**
- * A raw-socket SSE client: one GET, the status line checked, then the bytes scanned for the marker
- * (chunk-size lines never contain it). No HTTP parser or stream machinery per event, so the load
- * processes, which share the cores with the server, spend as little as they can per delivery.
+ * A raw-socket client: the request written by hand, the status line checked, then each chunk of the
+ * body handed to `body`, which returns how far it consumed (the rest waits for the next chunk). No
+ * HTTP or WebSocket library and no stream machinery per event, so the load processes, which share
+ * the cores with the server, spend as little as they can per delivery.
  */
-function openSse(url: URL, localAddress: string): Promise<void> {
+function openRaw(url: URL, localAddress: string, name: string, request: string, status: Buffer, body: (buf: Buffer, socket: net.Socket) => number): Promise<void> {
   return new Promise((resolve) => {
     let carry: Buffer | null = null
     let opened = false
     const socket = net.connect({ host: url.hostname, port: Number(url.port), localAddress })
     socket.setNoDelay(true)
-    socket.on('connect', () => {
-      socket.write(`GET ${url.pathname}${url.search} HTTP/1.1\r\nhost: ${url.host}\r\naccept: text/event-stream\r\n\r\n`)
-    })
+    socket.on('connect', () => socket.write(request))
     socket.on('data', (chunk: Buffer) => {
-      const buf: Buffer = carry === null ? chunk : Buffer.concat([carry, chunk])
+      let buf: Buffer = carry === null ? chunk : Buffer.concat([carry, chunk])
+      carry = null
       if (!opened) {
         const head = buf.indexOf(HEAD_END)
         if (head === -1) {
           carry = buf
           return
         }
-        if (!buf.subarray(0, 12).equals(OK)) {
-          noteError(`SSE status ${buf.toString('latin1', 9, 12)}`)
+        if (!buf.subarray(0, status.length).equals(status)) {
+          noteError(`${name} status ${buf.toString('latin1', 9, 12)}`)
           socket.destroy()
           resolve()
           return
@@ -96,20 +96,16 @@ function openSse(url: URL, localAddress: string): Promise<void> {
         opened = true
         open++
         resolve()
+        buf = buf.subarray(head + HEAD_END.length)
       }
-      const last = buf.lastIndexOf(SEP)
-      if (last === -1) {
-        carry = buf
-        return
-      }
-      scan(buf, last, now())
-      carry = last + 2 < buf.length ? Buffer.from(buf.subarray(last + 2)) : null
+      const used = body(buf, socket)
+      if (used < buf.length) carry = used === 0 ? buf : Buffer.from(buf.subarray(used))
     })
     socket.on('error', (err) => {
       if (!opened) {
-        noteError(`SSE connect: ${err.message}`)
+        noteError(`${name} connect: ${err.message}`)
         resolve()
-      } else if (!closing) noteError(`SSE: ${err.message}`)
+      } else if (!closing) noteError(`${name}: ${err.message}`)
     })
     socket.on('close', () => {
       if (!opened) return resolve()
@@ -120,80 +116,50 @@ function openSse(url: URL, localAddress: string): Promise<void> {
   })
 }
 
+/** SSE: complete records scanned for the marker (chunk-size lines never contain it). */
+function openSse(url: URL, localAddress: string): Promise<void> {
+  const request = `GET ${url.pathname}${url.search} HTTP/1.1\r\nhost: ${url.host}\r\naccept: text/event-stream\r\n\r\n`
+  return openRaw(url, localAddress, 'SSE', request, OK, (buf) => {
+    const last = buf.lastIndexOf(SEP)
+    if (last === -1) return 0
+    scan(buf, last, now())
+    return last + SEP.length
+  })
+}
+
 /**
- * A raw-socket WebSocket client, lean for the same reason as `openSse`: the upgrade by hand, then the
- * server's frames (never masked) walked header by header; text payloads are scanned for the marker,
- * pings answered with a masked pong (the server cuts off a client that does not answer), close counted.
+ * WebSocket: the server's frames (never masked) walked header by header; text payloads are scanned
+ * for the marker, pings answered with a masked pong (the server cuts off a client that does not
+ * answer), a close frame ends the connection.
  */
 function openWs(url: URL, localAddress: string): Promise<void> {
-  return new Promise((resolve) => {
-    let carry: Buffer | null = null
-    let opened = false
-    const socket = net.connect({ host: url.hostname, port: Number(url.port), localAddress })
-    socket.setNoDelay(true)
-    socket.on('connect', () => {
-      const key = randomBytes(16).toString('base64')
-      socket.write(
-        `GET ${url.pathname}${url.search} HTTP/1.1\r\nhost: ${url.host}\r\nupgrade: websocket\r\nconnection: Upgrade\r\n` +
-          `sec-websocket-key: ${key}\r\nsec-websocket-version: 13\r\n\r\n`,
-      )
-    })
-    socket.on('data', (chunk: Buffer) => {
-      let buf: Buffer = carry === null ? chunk : Buffer.concat([carry, chunk])
-      carry = null
-      if (!opened) {
-        const head = buf.indexOf(HEAD_END)
-        if (head === -1) {
-          carry = buf
-          return
-        }
-        if (!buf.subarray(0, 12).equals(SWITCHING)) {
-          noteError(`WS status ${buf.toString('latin1', 9, 12)}`)
-          socket.destroy()
-          resolve()
-          return
-        }
-        opened = true
-        open++
-        resolve()
-        buf = buf.subarray(head + 4)
+  const request =
+    `GET ${url.pathname}${url.search} HTTP/1.1\r\nhost: ${url.host}\r\nupgrade: websocket\r\nconnection: Upgrade\r\n` +
+    `sec-websocket-key: ${randomBytes(16).toString('base64')}\r\nsec-websocket-version: 13\r\n\r\n`
+  return openRaw(url, localAddress, 'WS', request, SWITCHING, (buf, socket) => {
+    const at = now()
+    let pos = 0
+    while (buf.length - pos >= 2) {
+      const opcode = buf[pos] & 0x0f
+      let len = buf[pos + 1] & 0x7f
+      let header = 2
+      if (len === 126) {
+        if (buf.length - pos < 4) break
+        len = buf.readUInt16BE(pos + 2)
+        header = 4
+      } else if (len === 127) {
+        if (buf.length - pos < 10) break
+        len = Number(buf.readBigUInt64BE(pos + 2))
+        header = 10
       }
-      const at = now()
-      let pos = 0
-      while (buf.length - pos >= 2) {
-        const opcode = buf[pos] & 0x0f
-        let len = buf[pos + 1] & 0x7f
-        let header = 2
-        if (len === 126) {
-          if (buf.length - pos < 4) break
-          len = buf.readUInt16BE(pos + 2)
-          header = 4
-        } else if (len === 127) {
-          if (buf.length - pos < 10) break
-          len = Number(buf.readBigUInt64BE(pos + 2))
-          header = 10
-        }
-        if (buf.length - pos < header + len) break
-        const payload = buf.subarray(pos + header, pos + header + len)
-        if (opcode === 1) scan(payload, payload.length, at)
-        else if (opcode === 9) socket.write(pong(payload))
-        else if (opcode === 8) socket.end()
-        pos += header + len
-      }
-      if (pos < buf.length) carry = Buffer.from(buf.subarray(pos))
-    })
-    socket.on('error', (err) => {
-      if (!opened) {
-        noteError(`WS connect: ${err.message}`)
-        resolve()
-      } else if (!closing) noteError(`WS: ${err.message}`)
-    })
-    socket.on('close', () => {
-      if (!opened) return resolve()
-      open--
-      if (!closing) disconnects++
-    })
-    sockets.push({ close: () => socket.destroy() })
+      if (buf.length - pos < header + len) break
+      const payload = buf.subarray(pos + header, pos + header + len)
+      if (opcode === 1) scan(payload, payload.length, at)
+      else if (opcode === 9) socket.write(pong(payload))
+      else if (opcode === 8) socket.end()
+      pos += header + len
+    }
+    return pos
   })
 }
 

@@ -1,11 +1,13 @@
 /**
- * npm run bench [-- --quick] [-- --phases idle,load] [-- --clients 1000,10000] [-- --rate 50]
+ * npm run bench [-- --quick] [-- --phases idle,load,multi] [-- --clients 1000,10000] [-- --rate 50]
+ *                [-- --store mongodb] [-- --nats] [-- --workers N] [-- --cpu-prof] [-- --filter TEXT]
  *
- * For each phase: start the server (tailcast from dist/, embedded store; or the raw node:http
- * baseline) as a child process with the highest fd limit the shell allows, open the clients from
- * separate load processes on loopback (source addresses across 127.0.0.0/8), measure RSS idle, inject
- * events at a set rate for a set time with POST /messages, then collect deliveries/s, latency,
- * CPU and errors. Prints a table and the tailcast/baseline ratio, and writes bench/results/*.json.
+ * For each phase: start the server (tailcast from dist/, on the embedded store unless --store
+ * mongodb, --nats or --workers N; or the raw node:http baseline) as a child process with the highest
+ * fd limit the shell allows, open the clients from separate load processes on loopback (source
+ * addresses across 127.0.0.0/8), measure RSS idle, inject events at a set rate for a set time with
+ * POST /messages, then collect deliveries/s, latency, CPU and errors. Prints a table and the
+ * tailcast/baseline ratio, and writes bench/results/*.json.
  */
 import { fork, spawn, type ChildProcess } from 'node:child_process'
 import { existsSync, readFileSync, readdirSync, writeFileSync, mkdirSync } from 'node:fs'
