@@ -15,6 +15,8 @@ import http from 'node:http'
 import os from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { MongoClient } from 'mongodb'
+import { connect as natsConnect } from 'nats'
 import { Histogram } from './histogram.js'
 import { formatSelfTimes } from './profile.js'
 
@@ -138,11 +140,12 @@ async function waitHealthy(port: number, child: ChildProcess): Promise<void> {
 }
 
 let portSeq = 0
-function startServer(p: Phase, profDir: string | null): { child: ChildProcess; port: number } {
+function startServer(p: Phase, profDir: string | null): { child: ChildProcess; port: number; setup: Record<string, string> } {
   const target = p.target
   const port = 18000 + (process.pid % 1000) * 10 + (portSeq++ % 10)
   const prof = profDir === null ? '' : `--cpu-prof --cpu-prof-dir=${profDir} `
   const script = target === 'tailcast' ? join(repo, 'dist', 'cli.js') + ' serve' : join(here, 'baseline.js')
+  const setup = setupEnv(p)
   const env: NodeJS.ProcessEnv = {
     ...process.env,
     PORT: String(port),
@@ -150,7 +153,7 @@ function startServer(p: Phase, profDir: string | null): { child: ChildProcess; p
     LOG_LEVEL: 'warn',
     TAILCAST_POST_TOKEN: '',
     TAILCAST_POST_ENABLED: 'true',
-    ...setupEnv(p),
+    ...setup,
   }
   // Only what the phase asks for: the URLs test-services exports must not switch on NATS or MongoDB.
   if (!p.nats) delete env.NATS_URL
@@ -161,7 +164,7 @@ function startServer(p: Phase, profDir: string | null): { child: ChildProcess; p
     stdio: ['ignore', 'inherit', 'inherit'],
   })
   child.on('exit', (code, signal) => exitNote.set(child.pid!, `exit code ${code}, signal ${signal}`))
-  return { child, port }
+  return { child, port, setup }
 }
 const exitNote = new Map<number, string>()
 
@@ -272,7 +275,7 @@ function localAddresses(n: number): string[] {
 }
 
 async function runPhase(p: Phase, profDir: string | null): Promise<PhaseResult> {
-  const { child, port } = startServer(p, profDir)
+  const { child, port, setup } = startServer(p, profDir)
   const loads: LoadProcess[] = []
   try {
     await waitHealthy(port, child)
@@ -344,6 +347,33 @@ async function runPhase(p: Phase, profDir: string | null): Promise<PhaseResult> 
     await Promise.all(loads.map((l) => new Promise((r) => (l.child.exitCode !== null ? r(null) : l.child.once('exit', r)))))
     child.kill('SIGTERM')
     await new Promise((r) => (child.exitCode !== null ? r(null) : child.once('exit', r)))
+    await removeSetup(setup)
+  }
+}
+
+/** Drop what a phase made on a MongoDB or NATS server that outlives the bench (one given by URL). */
+async function removeSetup(setup: Record<string, string>): Promise<void> {
+  const collection = setup.TAILCAST_MONGODB_COLLECTION
+  if (collection !== undefined && process.env.MONGODB_URL) {
+    const client = new MongoClient(process.env.MONGODB_URL, { serverSelectionTimeoutMS: 5000 })
+    try {
+      await client.db(setup.TAILCAST_MONGODB_DATABASE).collection(collection).drop()
+    } catch (err) {
+      process.stderr.write(`  could not drop the bench collection ${collection}: ${(err as Error).message}\n`)
+    } finally {
+      await client.close()
+    }
+  }
+  const stream = setup.TAILCAST_NATS_STREAM
+  if (stream !== undefined && process.env.NATS_URL) {
+    const nc = await natsConnect({ servers: process.env.NATS_URL, timeout: 5000 })
+    try {
+      const jsm = await nc.jetstreamManager()
+      // The event stream, its dead letters and the writer lease's KV bucket (see src/ingest/nats-ingest.ts).
+      for (const name of [stream, `${stream}_DEADLETTER`, `KV_${stream}_LEASE`]) await jsm.streams.delete(name).catch(() => false)
+    } finally {
+      await nc.close()
+    }
   }
 }
 
