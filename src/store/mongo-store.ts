@@ -90,6 +90,14 @@ export interface MongoTailStats {
   stalls: number
 }
 
+/** An append waiting for the insert in flight to end (see MongoEventStore.append). */
+interface QueuedAppend {
+  events: NewEvent[]
+  ids: number[] | undefined
+  resolve(stored: StoredEvent[]): void
+  reject(err: unknown): void
+}
+
 /**
  * The product's store: one capped MongoDB collection, ids as `_id`, and one tailable awaitData
  * cursor per process that re-opens from the last seen id after any error.
@@ -99,13 +107,6 @@ export interface MongoTailStats {
  * and retry the rest. An id k+1 is only ever inserted once id k exists, so natural (insertion) order
  * is id order even with several processes appending to one collection.
  */
-interface QueuedAppend {
-  events: NewEvent[]
-  ids: number[] | undefined
-  resolve(stored: StoredEvent[]): void
-  reject(err: unknown): void
-}
-
 export class MongoEventStore implements EventStore {
   readonly kind = 'mongodb'
   readonly client: MongoClient
@@ -183,8 +184,7 @@ export class MongoEventStore implements EventStore {
       // Appends with ids of their own keep them and go alone; the others share one insert.
       const first = this.appendQueue[0]
       const withIds = this.appendQueue.findIndex((j) => j.ids !== undefined)
-      const group = first.ids !== undefined ? [first] : this.appendQueue.slice(0, withIds === -1 ? undefined : withIds)
-      this.appendQueue.splice(0, group.length)
+      const group = this.appendQueue.splice(0, first.ids !== undefined ? 1 : withIds === -1 ? this.appendQueue.length : withIds)
       try {
         const stored = await this.insert(group.flatMap((j) => j.events), first.ids)
         if (first.ids !== undefined) first.resolve(stored)
