@@ -1,6 +1,5 @@
 import { isUtf8 } from 'node:buffer'
 import { Ajv, type ErrorObject } from 'ajv'
-import sjson from 'secure-json-parse'
 
 /** An event as it enters tailcast (POST /messages, NATS, an upstream): no id yet. */
 export interface NewEvent {
@@ -42,7 +41,7 @@ const fullEventSchema = {
     type: { type: 'string', pattern: '^[A-Za-z][A-Za-z0-9_.:-]{0,127}$', not: { enum: [...CONTROL_TYPES] } },
     competitionId: { type: 'string', pattern: NAME },
     room: { type: 'string', pattern: NAME },
-    time: { type: 'string', minLength: 10, maxLength: 40 },
+    time: { type: 'string', maxLength: 40 },
     data: { type: 'object' },
   },
 } as const
@@ -66,47 +65,153 @@ function describe(errors: ErrorObject[] | null | undefined): string {
 }
 
 /**
+ * What every ingest path accepts (POST, NATS, a relay's upstream, a recording): only events that every
+ * supported store can store and that serialise and deliver. Enforced here, in the one decoder, so
+ * nothing that could fail later is ever accepted.
+ */
+export const EVENT_LIMITS = {
+  /** Levels of objects and arrays inside `data` (`data` itself is level 1). MongoDB's limit is 100 for the whole document. */
+  maxDepth: 64,
+  /** The event's JSON envelope (id, type, ... data), in UTF-8 bytes. MongoDB's document limit is 16 MiB. */
+  maxBytes: 1024 * 1024,
+  /** A key name inside `data`, in characters. */
+  maxKeyLength: 256,
+  minYear: 0,
+  maxYear: 9999,
+} as const
+
+/**
+ * Reject what MongoDB (or FerretDB) refuses, what JSON cannot carry back, and what a later
+ * serialisation could choke on: nesting past the limit, arrays directly inside arrays (FerretDB),
+ * key names with NUL, a leading `$` or a `.`, empty or over-long keys, prototype keys, non-finite
+ * numbers, strings that are not well-formed Unicode (a lone surrogate would come back from the
+ * store as U+FFFD).
+ */
+function checkValue(v: unknown, path: string, depth: number): void {
+  if (path.length > 80) path = `${path.slice(0, 40)}…${path.slice(-30)}`
+  switch (typeof v) {
+    case 'string':
+      if (!v.isWellFormed()) throw new InvalidEventError(`${path}: strings must be well-formed Unicode (no lone surrogate halves)`)
+      return
+    case 'number':
+      if (!Number.isFinite(v)) throw new InvalidEventError(`${path}: numbers must be finite (got ${v})`)
+      return
+    case 'boolean':
+      return
+    case 'object':
+      break
+    default:
+      throw new InvalidEventError(`${path}: ${typeof v} is not a JSON value`)
+  }
+  if (v === null) return
+  if (depth > EVENT_LIMITS.maxDepth) throw new InvalidEventError(`${path}: nested deeper than ${EVENT_LIMITS.maxDepth} levels inside data`)
+  if (Array.isArray(v)) {
+    for (let i = 0; i < v.length; i++) {
+      if (Array.isArray(v[i])) throw new InvalidEventError(`${path}[${i}]: an array directly inside an array is not supported (FerretDB refuses it); wrap the inner array in an object`)
+      checkValue(v[i], `${path}[${i}]`, depth + 1)
+    }
+    return
+  }
+  for (const key of Object.keys(v)) {
+    checkKey(key, path)
+    const value = (v as Record<string, unknown>)[key]
+    if (key === 'constructor' && value !== null && typeof value === 'object' && Object.hasOwn(value, 'prototype')) {
+      throw new InvalidEventError(`${path}.constructor: key "prototype" is not allowed here (prototype pollution)`)
+    }
+    checkValue(value, `${path}.${key}`, depth + 1)
+  }
+}
+
+function checkKey(key: string, path: string): void {
+  const where = `${path}: key ${JSON.stringify(key.length > 40 ? key.slice(0, 40) + '…' : key)}`
+  if (key === '') throw new InvalidEventError(`${path}: empty key names are not allowed`)
+  if (key.length > EVENT_LIMITS.maxKeyLength) throw new InvalidEventError(`${where}: key names are at most ${EVENT_LIMITS.maxKeyLength} characters`)
+  if (key === '__proto__') throw new InvalidEventError(`${where}: this key name is not allowed (prototype pollution)`)
+  if (key.startsWith('$')) throw new InvalidEventError(`${where}: key names must not start with "$"`)
+  if (key.includes('.')) throw new InvalidEventError(`${where}: key names must not contain "."`)
+  if (key.includes('\0')) throw new InvalidEventError(`${where}: key names must not contain NUL`)
+  if (!key.isWellFormed()) throw new InvalidEventError(`${where}: key names must be well-formed Unicode`)
+}
+
+const TIME = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?(Z|[+-]\d{2}:\d{2})$/i
+
+/**
+ * A real calendar date-time with a zone (`Z` or `±hh:mm`), as ISO-8601 UTC with milliseconds, so
+ * that string order is time order (the competitions window compares strings). `Date.parse` alone
+ * would roll 2026-02-30 over to March 2, read a zone-less time as server-local, and print years
+ * past 9999 as `+010000`.
+ */
+export function normaliseTime(raw: string): string {
+  const m = TIME.exec(raw)
+  const bad = (why: string): InvalidEventError => new InvalidEventError(`time ${why}, e.g. 2026-11-22T18:00:00.000Z (got ${JSON.stringify(raw.slice(0, 40))})`)
+  if (m === null) throw bad('must be an ISO-8601 date-time with a zone (Z or ±hh:mm)')
+  const [year, month, day, hour, minute, second] = m.slice(1, 7).map((x) => Number(x ?? 0))
+  const daysInMonth = new Date(Date.UTC(2000, month, 0)).getUTCDate() - (month === 2 && !isLeap(year) ? 1 : 0)
+  if (month < 1 || month > 12 || day < 1 || day > daysInMonth) throw bad('must be a real calendar date')
+  if (hour > 23 || minute > 59 || second > 59) throw bad('must be a real time of day')
+  let offsetMin = 0
+  const zone = m[8].toUpperCase()
+  if (zone !== 'Z') {
+    const oh = Number(zone.slice(1, 3))
+    const om = Number(zone.slice(4, 6))
+    if (oh > 23 || om > 59) throw bad('has an offset out of range')
+    offsetMin = (zone[0] === '-' ? -1 : 1) * (oh * 60 + om)
+  }
+  const ms = Number((m[7] ?? '').padEnd(3, '0').slice(0, 3))
+  const d = new Date(0)
+  d.setUTCFullYear(year, month - 1, day)
+  d.setUTCHours(hour, minute - offsetMin, second, ms)
+  const y = d.getUTCFullYear()
+  if (y < EVENT_LIMITS.minYear || y > EVENT_LIMITS.maxYear) throw bad(`must fall in the years ${String(EVENT_LIMITS.minYear).padStart(4, '0')}-${EVENT_LIMITS.maxYear} in UTC`)
+  return d.toISOString()
+}
+
+function isLeap(y: number): boolean {
+  return (y % 4 === 0 && y % 100 !== 0) || y % 400 === 0
+}
+
+/**
  * The one validation of incoming events, shared by every ingest path.
- * Accepts a room message `{text, room}` or a full event; returns the normalised event
- * (time defaulted to now and rewritten as ISO-8601 UTC so that string order is time order).
+ * Accepts a room message `{text, room}` or a full event; returns the normalised event (time
+ * defaulted to now, see normaliseTime). Throws InvalidEventError naming the field and the rule.
  */
 export function parseNewEvent(input: unknown, now = new Date()): NewEvent {
   if (input === null || typeof input !== 'object' || Array.isArray(input)) {
     throw new InvalidEventError('the body must be a JSON object')
   }
+  for (const key of Object.keys(input)) {
+    if (key === '__proto__' || key === 'constructor' || key === 'prototype') throw new InvalidEventError(`key "${key}" is not allowed (prototype pollution)`)
+  }
+  let event: NewEvent
   if ('text' in input && !('type' in input)) {
     if (!validateRoomMessage(input)) throw new InvalidEventError(describe(validateRoomMessage.errors))
     const m = input as { text: string; room: string }
-    return { type: ROOM_MESSAGE, room: m.room, time: now.toISOString(), data: { text: m.text } }
+    checkValue(m.text, 'text', 1)
+    event = { type: ROOM_MESSAGE, room: m.room, time: now.toISOString(), data: { text: m.text } }
+  } else {
+    if (!validateFullEvent(input)) throw new InvalidEventError(describe(validateFullEvent.errors))
+    const e = input as { type: string; competitionId?: string; room?: string; time?: string; data: Record<string, unknown> }
+    checkValue(e.data, 'data', 1)
+    event = { type: e.type, time: e.time === undefined ? now.toISOString() : normaliseTime(e.time), data: e.data }
+    if (e.competitionId !== undefined) event.competitionId = e.competitionId
+    if (e.room !== undefined) event.room = e.room
   }
-  if (!validateFullEvent(input)) throw new InvalidEventError(describe(validateFullEvent.errors))
-  const e = input as { type: string; competitionId?: string; room?: string; time?: string; data: Record<string, unknown> }
-  let time = now.toISOString()
-  if (e.time !== undefined) {
-    const t = Date.parse(e.time)
-    if (!/^\d{4}-\d{2}-\d{2}T/.test(e.time) || Number.isNaN(t)) {
-      throw new InvalidEventError('time must be an ISO-8601 date-time, e.g. 2026-11-22T18:00:00.000Z')
-    }
-    time = new Date(t).toISOString()
-  }
-  const out: NewEvent = { type: e.type, time, data: e.data }
-  if (e.competitionId !== undefined) out.competitionId = e.competitionId
-  if (e.room !== undefined) out.room = e.room
-  return out
+  // The largest id keeps the size check true for the envelope as it will be sent.
+  const bytes = Buffer.byteLength(toJson({ id: Number.MAX_SAFE_INTEGER, ...event }))
+  if (bytes > EVENT_LIMITS.maxBytes) throw new InvalidEventError(`the event is ${bytes} bytes as JSON, over the limit of ${EVENT_LIMITS.maxBytes}`)
+  return event
 }
 
 /**
  * Bytes from any ingest path (an HTTP body, a NATS payload) to a valid event, or an
- * InvalidEventError saying why: invalid UTF-8, invalid JSON, prototype-pollution keys, schema.
+ * InvalidEventError saying why: invalid UTF-8, invalid JSON, or a rule of parseNewEvent.
  */
 export function decodeEvent(bytes: Uint8Array, now = new Date()): NewEvent {
   if (!isUtf8(bytes)) throw new InvalidEventError('the payload is not valid UTF-8')
   let value: unknown
   try {
-    value = sjson.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8'), undefined, {
-      protoAction: 'error',
-      constructorAction: 'error',
-    })
+    // Plain JSON.parse makes `__proto__` an own key (no pollution); parseNewEvent refuses it by name.
+    value = JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8'))
   } catch (err) {
     throw new InvalidEventError(`the payload is not valid JSON: ${(err as Error).message}`)
   }

@@ -47,7 +47,7 @@ t.test('recording files: missing, empty, corrupt line, ids out of order', async 
   writeFileSync(join(dir, 'badevent.jsonl'), ok(1).replace('"data":{"i":0}', '"data":"text"') + '\n')
   t.throws(() => readRecording(join(dir, 'badevent.jsonl')), /badevent\.jsonl:1: event: data must be object/)
   writeFileSync(join(dir, 'proto.jsonl'), ok(1).replace('"type":"message"', '"type":"message","__proto__":{"x":1}') + '\n')
-  t.throws(() => readRecording(join(dir, 'proto.jsonl')), /proto\.jsonl:1: event: unknown field/)
+  t.throws(() => readRecording(join(dir, 'proto.jsonl')), /proto\.jsonl:1: event: key "__proto__" is not allowed/)
   await t.rejects(startReplay({ file: join(dir, 'corrupt.jsonl'), port: 0, logLevel: 'silent', output: sink() }), /corrupt\.jsonl:3/)
   await t.rejects(startReplay({ file: join(dir, 'order.jsonl'), port: 0, speed: 0, logLevel: 'silent', output: sink() }), /--speed must be a positive number/)
   await t.rejects(startRecording({ url: 'ws://127.0.0.1:9/x', file: join(dir, 'corrupt.jsonl'), output: sink() }), /corrupt\.jsonl:3/, 'record does not append to a corrupt file')
