@@ -42,6 +42,11 @@ export interface StreamClientOptions {
   onFatal?(err: Error): void
   /** A handler failed; the client reconnects from the last event handled. */
   onError?(err: Error): void
+  /**
+   * The server sent an event that tailcast's decoder refuses (a hostile or older upstream): it is
+   * skipped, and the stream goes on after it. Without this handler it is skipped silently.
+   */
+  onInvalid?(id: number, reason: string): void
   minBackoffMs?: number
   maxBackoffMs?: number
   /** No byte, frame or ping for this long: the connection is presumed dead and re-opened. */
@@ -50,6 +55,10 @@ export interface StreamClientOptions {
 
 export class StreamProtocolError extends Error {
   override name = 'StreamProtocolError'
+  /** Set when the envelope was sound but the event breaks a rule of the decoder: it can be skipped. */
+  constructor(message: string, readonly eventId?: number) {
+    super(message)
+  }
 }
 
 /**
@@ -71,7 +80,7 @@ export function parseWireMessage(value: unknown): { event: StoredEvent } | { con
     const e = parseNewEvent(rest)
     return { event: { id: Number(id), ...e } }
   } catch (err) {
-    throw new StreamProtocolError((err as Error).message)
+    throw new StreamProtocolError((err as Error).message, Number(id))
   }
 }
 
@@ -186,7 +195,17 @@ export class StreamClient {
     try {
       msg = parseWireMessage(JSON.parse(text))
     } catch (err) {
-      this.ended(gen, `bad message from the server: ${(err as Error).message}`)
+      const id = err instanceof StreamProtocolError ? err.eventId : undefined
+      if (id === undefined) {
+        this.ended(gen, `bad message from the server: ${(err as Error).message}`)
+        return
+      }
+      // One bad event must not stop the stream: reconnecting would only fetch it again.
+      this.chain = this.chain.then(() => {
+        if (gen === this.failedGen || id <= this.pos) return
+        this.opts.onInvalid?.(id, (err as Error).message)
+        this.pos = id
+      })
       return
     }
     // Events received before a connection ends are still handed over, in order; only a failed

@@ -1,7 +1,7 @@
-import { controlFrame } from '../event.js'
+import { controlFrame, type Frame, type StoredEvent } from '../event.js'
 import type { EventStore } from '../store/event-store.js'
 import { streamKey, type StreamFilter } from '../stream.js'
-import { Batch, type FrameCache } from './frames.js'
+import { Batch } from './frames.js'
 import type { Transport } from './transport.js'
 
 export interface SubscriberOptions {
@@ -14,7 +14,8 @@ export interface SubscriberOptions {
 /** What the subscriber needs of the hub (kept narrow so the two stay decoupled). */
 export interface SubscriberHost {
   readonly position: number
-  readonly frames: FrameCache
+  /** The event's shared frame, or null when it cannot be serialised (logged and skipped). */
+  frame(e: StoredEvent): Frame | null
   add(s: Subscriber): void
   remove(s: Subscriber): void
   countDelivered(n: number): void
@@ -54,27 +55,36 @@ export class Subscriber {
 
   /**
    * Replay from `resumeId` (null: the whole live state) and switch to live.
-   * `reset` is sent first when the resume id cannot be honoured exactly.
+   * `reset` is sent first when the resume id cannot be honoured exactly, and whenever the store
+   * drops events this client has not read yet while it pages through its replay.
    */
   async start(resumeId: number | null): Promise<void> {
     let cursor = 0
     if (resumeId !== null) {
-      const { oldest, newest } = await this.store.bounds()
-      if (oldest === null || newest === null || resumeId < oldest || resumeId > newest) {
-        const why = oldest === null || newest === null || resumeId > newest ? 'newer than the newest stored event' : 'older than the oldest stored event'
-        this.transport.sendControl(controlFrame('reset', 0, { lastEventId: String(resumeId), reason: `lastEventId ${why}` }))
-      } else {
-        cursor = resumeId
-      }
+      const { newest } = await this.store.bounds()
+      // On a relay the position is the upstream's, which may be past the newest event stored here.
+      if (resumeId > Math.max(newest ?? 0, this.host.position)) this.reset(resumeId, `lastEventId ${resumeId} is newer than the newest stored event`)
+      else cursor = resumeId
     }
     if (this.closed) return
     this.host.add(this)
+    let wraps = 0
     for (;;) {
       const page = await this.store.read(this.filter, cursor, this.opts.replayPageSize)
+      // Events after the cursor dropped before that read would be skipped without a word: check.
+      if (cursor > 0 && (await this.store.evictedThrough()) > cursor) {
+        if (this.closed) return
+        // A client the store outruns twice in one replay cannot catch up: let it reconnect.
+        if (++wraps > 1) return this.disconnectSlow()
+        this.reset(cursor, resumeId === cursor ? `lastEventId ${cursor} is older than the oldest stored event` : `the store dropped events after ${cursor} while they were being replayed`)
+        cursor = 0
+        continue
+      }
       if (this.closed) return
       if (page.length > 0) {
-        this.write(new Batch(page.map((e) => this.host.frames.get(e))))
-        cursor = this.lastId
+        const frames = page.map((e) => this.host.frame(e)).filter((f) => f !== null)
+        if (frames.length > 0) this.write(new Batch(frames))
+        cursor = page[page.length - 1].id
         if (this.transport.buffered() > this.opts.maxBufferedBytes / 2) await this.transport.drained()
         if (this.closed) return
       }
@@ -91,6 +101,11 @@ export class Subscriber {
     this.pending = []
     this.live = true
     this.transport.sendControl(controlFrame('live', Math.max(this.lastId, this.host.position)))
+  }
+
+  /** The client's events after `position` cannot all be sent: it starts again from the whole live state. */
+  private reset(position: number, reason: string): void {
+    this.transport.sendControl(controlFrame('reset', 0, { lastEventId: String(position), reason }))
   }
 
   /** Called by the hub with the events of this subscriber's stream, in id order. */

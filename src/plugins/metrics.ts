@@ -48,6 +48,7 @@ export default fp(
     }
     fromHub('tailcast_events_ingested_total', 'Events that reached this process from the store (any ingest path, any instance)', () => hub.stats.ingested)
     fromHub('tailcast_events_delivered_total', 'Event deliveries to clients (one event to one client counts one)', () => hub.stats.delivered)
+    fromHub('tailcast_event_errors_total', 'Events that could not be serialised or delivered to a client: each logged with its id, skipped, the rest kept flowing', () => hub.stats.eventErrors)
     fromHub('tailcast_slow_client_disconnects_total', 'Clients disconnected because their send buffer was full', () => hub.stats.slowDisconnects)
     new Gauge({
       name: 'tailcast_tail_lag_seconds',

@@ -84,6 +84,7 @@ export default fp(
           status.position = id
         },
         onLive: (position) => {
+          app.hub.followUpstream(position)
           if (!status.caughtUp) app.log.info({ upstream: shown, position }, 'relay caught up with the upstream')
           status.caughtUp = true
           markCaughtUp()
@@ -111,6 +112,10 @@ export default fp(
           markCaughtUp()
         },
         onError: (err) => app.log.error({ err, upstream: shown }, 'storing an upstream event failed; resuming from the last stored id'),
+        onInvalid: (id, reason) => {
+          app.metrics.dropped.inc({ reason: 'invalid' })
+          app.log.warn({ upstream: shown, eventId: id, reason }, 'upstream sent an event tailcast does not accept; skipped')
+        },
       })
       client.start()
     })
@@ -118,5 +123,5 @@ export default fp(
       await client?.close()
     })
   },
-  { name: 'upstream', dependencies: ['config', 'store', 'ingest'] },
+  { name: 'upstream', dependencies: ['config', 'store', 'hub', 'ingest', 'metrics'] },
 )

@@ -51,8 +51,10 @@ function slowFirstWrite(inner: EventStore, delayMs: number): EventStore & { appe
       if (appends++ === 0) await new Promise((r) => setTimeout(r, delayMs))
       return inner.append(events, ids)
     },
+    findByKey: (k) => inner.findByKey(k),
     read: (f, a, l) => inner.read(f, a, l),
     bounds: () => inner.bounds(),
+    evictedThrough: () => inner.evictedThrough(),
     tail: (a, h) => inner.tail(a, h),
     ping: () => inner.ping(),
     close: () => inner.close(),
