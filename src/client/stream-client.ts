@@ -30,6 +30,8 @@ export interface StreamClientOptions {
   onEvent(e: StoredEvent): void | Promise<void>
   /** The server switched to real time; `position` is the stream position it reported. */
   onLive?(position: number): void
+  /** A heartbeat of a live stream reported the server's position (every event up to it was sent). */
+  onPosition?(position: number): void
   /** The server could not honour the resume id and restarts from its whole live state. */
   onReset?(info: ControlInfo): void
   /**
@@ -152,6 +154,16 @@ export class StreamClient {
       },
       activity: () => gen === this.gen && this.touch(gen),
       message: (text: string) => gen === this.gen && this.receive(gen, text),
+      position: (raw: string) => {
+        if (gen !== this.gen || !/^[1-9][0-9]{0,15}$/.test(raw)) return
+        const position = Number(raw)
+        // In order with the events before it: the position holds once they are handled.
+        this.chain = this.chain.then(() => {
+          if (gen !== this.gen || position <= this.pos) return
+          this.pos = position
+          this.opts.onPosition?.(position)
+        })
+      },
       end: (error: string, status?: number) => gen === this.gen && this.ended(gen, error, status),
     }
     this.conn = this.transport === 'ws' ? this.openWs(handlers) : this.openSse(handlers)
@@ -251,7 +263,10 @@ export class StreamClient {
     else u.searchParams.delete('lastEventId')
     const ws = new WebSocket(u, { perMessageDeflate: false })
     ws.on('open', h.open)
-    ws.on('ping', h.activity)
+    ws.on('ping', (data) => {
+      h.activity()
+      if (data.length > 0) h.position(data.toString())
+    })
     ws.on('message', (data, isBinary) => {
       if (isBinary) return h.end('the server sent a binary frame')
       h.message(data.toString())
@@ -291,8 +306,10 @@ export class StreamClient {
             data = []
           } else if (line.startsWith('data:')) {
             data.push(line.slice(5).replace(/^ /, ''))
+          } else if (line.startsWith(': ping ')) {
+            h.position(line.slice(7))
           }
-          // id:, event:, retry: and comments: the JSON carries the id and type; backoff is ours.
+          // id:, event:, retry: and other comments: the JSON carries the id and type; backoff is ours.
         }
       })
       res.on('close', () => h.end('the server ended the stream'))
@@ -307,6 +324,7 @@ interface Handlers {
   open(): void
   activity(): void
   message(text: string): void
+  position(raw: string): void
   end(error: string, status?: number): void
 }
 

@@ -68,7 +68,8 @@ export class Hub implements SubscriberHost {
       onError: (err) => this.opts.log?.warn({ err }, 'store tail re-opened'),
     })
     this.timer = setInterval(() => {
-      for (const s of this.all) s.heartbeat()
+      const position = this.position
+      for (const s of this.all) s.heartbeat(position)
     }, this.opts.heartbeatMs)
     this.timer.unref()
   }

@@ -35,7 +35,7 @@ export class Subscriber {
   private pending: Batch[] = []
   private pendingCount = 0
   private overflowed = false
-  /** Id of the last event sent to this client (0: none yet). */
+  /** Id of the last event this client has (its resume id, then the last one sent; 0: none yet). */
   private lastId = 0
 
   constructor(
@@ -64,7 +64,11 @@ export class Subscriber {
       const { newest } = await this.store.bounds()
       // On a relay the position is the upstream's, which may be past the newest event stored here.
       if (resumeId > Math.max(newest ?? 0, this.host.position)) this.reset(resumeId, `lastEventId ${resumeId} is newer than the newest stored event`)
-      else cursor = resumeId
+      else {
+        cursor = resumeId
+        // The client has everything up to it: the hub may still hand over such events (its tail can lag the store).
+        this.lastId = resumeId
+      }
     }
     if (this.closed) return
     this.host.add(this)
@@ -137,10 +141,15 @@ export class Subscriber {
     this.write(rest)
   }
 
-  heartbeat(): void {
+  /**
+   * `position`: every event of this stream up to it has been handed to the transport (true once
+   * live: the hub dispatches in order). A relay downstream learns its upstream's position from it
+   * between events of its own stream.
+   */
+  heartbeat(position: number): void {
     if (this.closed) return
     if (this.transport.buffered() > this.opts.maxBufferedBytes) this.disconnectSlow()
-    else this.transport.heartbeat()
+    else this.transport.heartbeat(this.live ? position : null)
   }
 
   close(reason: 'shutdown' | 'error'): void {

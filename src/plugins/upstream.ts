@@ -83,6 +83,7 @@ export default fp(
           await app.ingest.submit([event], [id])
           status.position = id
         },
+        onPosition: (position) => app.hub.followUpstream(position),
         onLive: (position) => {
           app.hub.followUpstream(position)
           if (!status.caughtUp) app.log.info({ upstream: shown, position }, 'relay caught up with the upstream')
