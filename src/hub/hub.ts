@@ -2,12 +2,14 @@ import type { Frame, StoredEvent } from '../event.js'
 import type { EventStore, Tail } from '../store/event-store.js'
 import { eventKeys, matches, type StreamFilter } from '../stream.js'
 import { Batch, FrameCache } from './frames.js'
+import { History, type HistoryOptions } from './history.js'
 import { Subscriber, type SubscriberHost, type SubscriberOptions } from './subscriber.js'
 import type { Transport } from './transport.js'
 
 export interface HubOptions extends SubscriberOptions {
   heartbeatMs: number
   frameCacheSize: number
+  history: HistoryOptions
   log?: { warn(obj: unknown, msg?: string): void; error(obj: unknown, msg?: string): void }
 }
 
@@ -25,6 +27,11 @@ export interface HubStats {
   eventErrors: number
   /** Milliseconds between an event's `time` and its dispatch, for the last dispatched event. */
   tailLagMs: number
+  /** Replays served from the hot history alone, and those that read the store. */
+  replaysFromMemory: number
+  replaysFromStore: number
+  /** How long warming the history from the store took at start. */
+  warmMs: number
 }
 
 /**
@@ -33,7 +40,8 @@ export interface HubStats {
  */
 export class Hub implements SubscriberHost {
   readonly frames: FrameCache
-  readonly stats: HubStats = { ingested: 0, delivered: 0, slowDisconnects: 0, eventErrors: 0, tailLagMs: 0 }
+  readonly stats: HubStats = { ingested: 0, delivered: 0, slowDisconnects: 0, eventErrors: 0, tailLagMs: 0, replaysFromMemory: 0, replaysFromStore: 0, warmMs: 0 }
+  readonly history: History
   private readonly topics = new Map<string, Topic>()
   private readonly all = new Set<Subscriber>()
   private tail: Tail | undefined
@@ -45,6 +53,7 @@ export class Hub implements SubscriberHost {
 
   constructor(private readonly store: EventStore, private readonly opts: HubOptions) {
     this.frames = new FrameCache(opts.frameCacheSize)
+    this.history = new History(opts.history)
   }
 
   /**
@@ -60,9 +69,18 @@ export class Hub implements SubscriberHost {
     if (position > this.upstreamPos) this.upstreamPos = position
   }
 
+  /** Warm the history with the store's newest events (one read), then follow the store from there. */
   async start(): Promise<void> {
-    const { newest } = await this.store.bounds()
-    this.pos = newest ?? 0
+    const started = Date.now()
+    const newest = await this.store.newestEvents(this.opts.history.maxEvents)
+    const complete = newest.length < this.opts.history.maxEvents
+    this.history.warm(
+      newest.map((event) => ({ event, frame: this.frame(event) })),
+      complete,
+      complete ? await this.store.evictedThrough() : 0,
+    )
+    this.pos = newest.at(-1)?.id ?? 0
+    this.stats.warmMs = Date.now() - started
     this.tail = this.store.tail(this.pos, {
       onEvents: (events) => this.dispatch(events),
       onError: (err) => this.opts.log?.warn({ err }, 'store tail re-opened'),
@@ -109,6 +127,11 @@ export class Hub implements SubscriberHost {
     this.stats.slowDisconnects++
   }
 
+  countReplay(fromStore: boolean): void {
+    if (fromStore) this.stats.replaysFromStore++
+    else this.stats.replaysFromMemory++
+  }
+
   /**
    * The one place an event becomes its wire frame, for live dispatch and replays alike. The decoder
    * admits only events that serialise, but a store can hold what it never checked (a document
@@ -150,12 +173,12 @@ export class Hub implements SubscriberHost {
     for (const e of events) {
       this.pos = e.id
       this.stats.ingested++
-      let frame: Frame | null | undefined
+      const frame = this.frame(e)
+      this.history.add(e, frame)
+      if (frame === null) continue
       for (const key of eventKeys(e)) {
         const topic = this.topics.get(key)
         if (topic === undefined || !matches(topic.filter, e, now)) continue
-        if (frame === undefined) frame = this.frame(e)
-        if (frame === null) break
         const list = groups.get(topic)
         if (list === undefined) groups.set(topic, [frame])
         else list.push(frame)

@@ -2,6 +2,7 @@ import { controlFrame, type Frame, type StoredEvent } from '../event.js'
 import type { EventStore } from '../store/event-store.js'
 import { streamKey, type StreamFilter } from '../stream.js'
 import { Batch } from './frames.js'
+import type { History } from './history.js'
 import type { Transport } from './transport.js'
 
 export interface SubscriberOptions {
@@ -16,6 +17,8 @@ export interface SubscriberHost {
   readonly position: number
   /** The event's shared frame, or null when it cannot be serialised (logged and skipped). */
   frame(e: StoredEvent): Frame | null
+  readonly history: History
+  countReplay(fromStore: boolean): void
   add(s: Subscriber): void
   remove(s: Subscriber): void
   countDelivered(n: number): void
@@ -61,9 +64,10 @@ export class Subscriber {
   async start(resumeId: number | null): Promise<void> {
     let cursor = 0
     if (resumeId !== null) {
-      const { newest } = await this.store.bounds()
-      // On a relay the position is the upstream's, which may be past the newest event stored here.
-      if (resumeId > Math.max(newest ?? 0, this.host.position)) this.reset(resumeId, `lastEventId ${resumeId} is newer than the newest stored event`)
+      // Only an id past what this process has seen needs the store (its tail may lag the store);
+      // on a relay the position is the upstream's, which may be past the newest event stored here.
+      const newer = resumeId > this.host.position && resumeId > ((await this.store.bounds()).newest ?? 0)
+      if (newer) this.reset(resumeId, `lastEventId ${resumeId} is newer than the newest stored event`)
       else {
         cursor = resumeId
         // The client has everything up to it: the hub may still hand over such events (its tail can lag the store).
@@ -72,32 +76,50 @@ export class Subscriber {
     }
     if (this.closed) return
     this.host.add(this)
+    const history = this.host.history
+    let full = cursor === 0
+    let fromStore = false
     let wraps = 0
     for (;;) {
-      const page = await this.store.read(this.filter, cursor, this.opts.replayPageSize)
-      // Events after the cursor dropped before that read would be skipped without a word: check.
-      if (cursor > 0 && (await this.store.evictedThrough()) > cursor) {
+      let frames: Frame[]
+      let done: boolean
+      if (history.covers(full ? null : cursor)) {
+        // Served from memory, in the same tick as the check: nothing can fall out in between.
+        frames = history.read(this.filter, cursor, this.opts.replayPageSize)
+        done = frames.length < this.opts.replayPageSize
+        if (frames.length > 0) cursor = frames[frames.length - 1].id
+      } else {
+        fromStore = true
+        const page = await this.store.read(this.filter, cursor, this.opts.replayPageSize)
+        // Events after the cursor dropped before that read would be skipped without a word: check.
+        if (!full && (await this.store.evictedThrough()) > cursor) {
+          if (this.closed) return
+          // A client the store outruns twice in one replay cannot catch up: let it reconnect.
+          if (++wraps > 1) return this.disconnectSlow()
+          this.reset(cursor, resumeId === cursor ? `lastEventId ${cursor} is older than the oldest stored event` : `the store dropped events after ${cursor} while they were being replayed`)
+          cursor = 0
+          full = true
+          continue
+        }
         if (this.closed) return
-        // A client the store outruns twice in one replay cannot catch up: let it reconnect.
-        if (++wraps > 1) return this.disconnectSlow()
-        this.reset(cursor, resumeId === cursor ? `lastEventId ${cursor} is older than the oldest stored event` : `the store dropped events after ${cursor} while they were being replayed`)
-        cursor = 0
-        continue
+        frames = page.map((e) => this.host.frame(e)).filter((f) => f !== null)
+        done = page.length < this.opts.replayPageSize
+        if (page.length > 0) cursor = page[page.length - 1].id
       }
-      if (this.closed) return
-      if (page.length > 0) {
-        const frames = page.map((e) => this.host.frame(e)).filter((f) => f !== null)
-        if (frames.length > 0) this.write(new Batch(frames))
-        cursor = page[page.length - 1].id
+      // From here on the replay continues after an id the history may cover.
+      full = false
+      if (frames.length > 0) {
+        this.write(new Batch(frames))
         if (this.transport.buffered() > this.opts.maxBufferedBytes / 2) await this.transport.drained()
         if (this.closed) return
       }
-      if (page.length < this.opts.replayPageSize) {
+      if (done) {
         if (!this.overflowed) break
         // Live events were dropped from the hold while replaying: they are in the store, read on.
         this.overflowed = false
       }
     }
+    this.host.countReplay(fromStore)
     for (const b of this.pending) {
       const rest = b.after(this.lastId)
       if (rest !== null) this.write(rest)

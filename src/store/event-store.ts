@@ -66,6 +66,8 @@ export interface EventStore {
   /** Stored events of a stream with id > afterId, oldest first, at most `limit`. */
   read(filter: StreamFilter, afterId: number, limit: number): Promise<StoredEvent[]>
   bounds(): Promise<StoreBounds>
+  /** The newest `limit` events of all streams, oldest first (one read: the hub warms its history with it). */
+  newestEvents(limit: number): Promise<StoredEvent[]>
   /**
    * The newest id the store has dropped to make room (0: none known). Every event with a larger id
    * is still stored, so a resume or replay position at or after it is exact. Never above

@@ -24,6 +24,8 @@ export class MemoryEventStore implements EventStore {
     if (!Number.isInteger(capacity) || capacity < 1) throw new Error(`memory store capacity must be a positive integer, got ${capacity}`)
     this.ring = new Array(capacity)
     this.lastId = now * 1000
+    // What came before this store (an earlier run) is unknown: count it as dropped.
+    this.evicted = this.lastId
   }
 
   async open(): Promise<void> {}
@@ -82,6 +84,12 @@ export class MemoryEventStore implements EventStore {
     return { oldest: this.at(0).id, newest: this.at(this.count - 1).id }
   }
 
+  async newestEvents(limit: number): Promise<StoredEvent[]> {
+    const out: StoredEvent[] = []
+    for (let i = Math.max(0, this.count - limit); i < this.count; i++) out.push(this.at(i))
+    return out
+  }
+
   async evictedThrough(): Promise<number> {
     return this.evicted
   }
@@ -107,8 +115,8 @@ export class MemoryEventStore implements EventStore {
   }
 
   private push(e: StoredEvent): void {
-    // What came before this process's first event (an earlier run) is unknown here: count it as dropped.
-    if (this.count === 0 && this.evicted === 0) this.evicted = e.id - 1
+    // Given ids (a relay's, a recording's) may lie below the seed: then what came before the first is unknown.
+    if (this.count === 0 && e.id <= this.evicted) this.evicted = e.id - 1
     if (this.count < this.capacity) {
       this.ring[(this.start + this.count) % this.capacity] = e
       this.count++

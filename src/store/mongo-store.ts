@@ -347,6 +347,12 @@ export class MongoEventStore implements EventStore {
     return d === null ? null : toEvent(d)
   }
 
+  async newestEvents(limit: number): Promise<StoredEvent[]> {
+    if (limit <= 0) return []
+    const docs = await this.coll.find({}, { projection: EVENT_PROJECTION }).sort({ $natural: -1 }).limit(limit).toArray()
+    return docs.reverse().map(toEvent)
+  }
+
   async evictedThrough(): Promise<number> {
     const [d] = await this.coll.find({}, { projection: { _id: 1, prev: 1 } }).sort({ $natural: 1 }).limit(1).toArray()
     if (d === undefined) return 0

@@ -54,6 +54,7 @@ function slowFirstWrite(inner: EventStore, delayMs: number): EventStore & { appe
     findByKey: (k) => inner.findByKey(k),
     read: (f, a, l) => inner.read(f, a, l),
     bounds: () => inner.bounds(),
+    newestEvents: (n) => inner.newestEvents(n),
     evictedThrough: () => inner.evictedThrough(),
     tail: (a, h) => inner.tail(a, h),
     ping: () => inner.ping(),

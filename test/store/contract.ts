@@ -110,7 +110,6 @@ export function storeContract(t: Test, make: () => Promise<EventStore>): void {
   t.test('evictedThrough: nothing after it was dropped, and it is below the oldest id', async (t) => {
     const store = await make()
     t.teardown(() => store.close())
-    t.equal(await store.evictedThrough(), 0, 'an empty store has dropped nothing it knows of')
     const stored = await store.append([ev(1), ev(2)])
     const evicted = await store.evictedThrough()
     t.ok(evicted >= 0 && evicted < stored[0].id, `${evicted} is below the first id ${stored[0].id}`)

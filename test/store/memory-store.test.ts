@@ -14,8 +14,14 @@ t.test('ids are seeded from the clock, so a new store issues ids above an old on
 
 t.test('an id from before this store existed counts as dropped (an earlier run may have held it)', async (t) => {
   const store = new MemoryEventStore(10)
+  const seeded = await store.evictedThrough()
+  t.ok(seeded > 0, 'an empty store counts everything before its clock seed as dropped')
   const [a] = await store.append([{ type: 'T', time: new Date().toISOString(), data: {} }])
-  t.equal(await store.evictedThrough(), a.id - 1)
+  t.equal(await store.evictedThrough(), seeded, 'ids it assigns are above that')
+  t.ok(a.id > seeded)
+  const relay = new MemoryEventStore(10)
+  await relay.append([{ type: 'T', time: new Date().toISOString(), data: {} }], [42])
+  t.equal(await relay.evictedThrough(), 41, 'a given id below the seed: what came before it is unknown')
 })
 
 t.test('a full ring drops its oldest events first', async (t) => {
