@@ -96,7 +96,7 @@ export class History {
 
   /** A new event, in id order (`frame` null: it could not be serialised, and is simply not held). */
   add(event: StoredEvent, frame: Frame | null): void {
-    if (frame === null || this.opts.maxEvents === 0 || this.opts.maxBytes === 0) return
+    if (frame === null || !this.enabled) return
     const entry = { event, frame, bytes: frame.json.length + frame.sse.length + ENTRY_OVERHEAD }
     this.all.push(entry)
     for (const key of eventKeys(event)) {
@@ -110,8 +110,13 @@ export class History {
 
   /** Can a replay after `afterId` (null: the whole live state) be served from here alone? */
   covers(afterId: number | null): boolean {
-    if (this.opts.maxEvents === 0 || this.opts.maxBytes === 0) return false
+    if (!this.enabled) return false
     return afterId === null ? this.whole : afterId >= this.floor
+  }
+
+  /** A zero bound turns the history off: every replay reads the store. */
+  get enabled(): boolean {
+    return this.opts.maxEvents > 0 && this.opts.maxBytes > 0
   }
 
   /** Frames of the stream's events with id > afterId, oldest first, at most `limit`. */

@@ -90,7 +90,9 @@ export class Subscriber {
         if (frames.length > 0) cursor = frames[frames.length - 1].id
       } else {
         fromStore = true
-        const page = await this.store.read(this.filter, cursor, this.opts.replayPageSize)
+        // Only what lies before the history: from there on it is served from memory.
+        const upTo = history.enabled ? history.from : undefined
+        const page = await this.store.read(this.filter, cursor, this.opts.replayPageSize, upTo)
         // Events after the cursor dropped before that read would be skipped without a word: check.
         if (!full && (await this.store.evictedThrough()) > cursor) {
           if (this.closed) return
@@ -103,8 +105,10 @@ export class Subscriber {
         }
         if (this.closed) return
         frames = page.map((e) => this.host.frame(e)).filter((f) => f !== null)
-        done = page.length < this.opts.replayPageSize
         if (page.length > 0) cursor = page[page.length - 1].id
+        done = page.length < this.opts.replayPageSize && upTo === undefined
+        // A short page up to the history's start: every event of the stream up to it was read.
+        if (page.length < this.opts.replayPageSize && upTo !== undefined) cursor = Math.max(cursor, upTo)
       }
       // From here on the replay continues after an id the history may cover.
       full = false

@@ -63,8 +63,8 @@ export interface EventStore {
   append(events: NewEvent[], ids?: number[]): Promise<StoredEvent[]>
   /** The stored event posted with this idempotency key, if the store still holds it. */
   findByKey(key: string): Promise<StoredEvent | null>
-  /** Stored events of a stream with id > afterId, oldest first, at most `limit`. */
-  read(filter: StreamFilter, afterId: number, limit: number): Promise<StoredEvent[]>
+  /** Stored events of a stream with id > afterId (and <= upTo, when given), oldest first, at most `limit`. */
+  read(filter: StreamFilter, afterId: number, limit: number, upTo?: number): Promise<StoredEvent[]>
   bounds(): Promise<StoreBounds>
   /** The newest `limit` events of all streams, oldest first (one read: the hub warms its history with it). */
   newestEvents(limit: number): Promise<StoredEvent[]>

@@ -69,11 +69,12 @@ export class MemoryEventStore implements EventStore {
     return this.byKey.get(key) ?? null
   }
 
-  async read(filter: StreamFilter, afterId: number, limit: number): Promise<StoredEvent[]> {
+  async read(filter: StreamFilter, afterId: number, limit: number, upTo = Infinity): Promise<StoredEvent[]> {
     const out: StoredEvent[] = []
     const now = Date.now()
     for (let i = this.firstAfter(afterId); i < this.count && out.length < limit; i++) {
       const e = this.at(i)
+      if (e.id > upTo) break
       if (matches(filter, e, now)) out.push(e)
     }
     return out

@@ -359,8 +359,8 @@ export class MongoEventStore implements EventStore {
     return typeof d.prev === 'number' ? d.prev : Number(d._id) - 1
   }
 
-  async read(filter: StreamFilter, afterId: number, limit: number): Promise<StoredEvent[]> {
-    const q: Filter<EventDoc> = { _id: { $gt: afterId } }
+  async read(filter: StreamFilter, afterId: number, limit: number, upTo?: number): Promise<StoredEvent[]> {
+    const q: Filter<EventDoc> = { _id: upTo === undefined ? { $gt: afterId } : { $gt: afterId, $lte: upTo } }
     switch (filter.kind) {
       case 'competitions':
         q.type = COMPETITION_ACTIVATED

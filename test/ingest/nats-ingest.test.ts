@@ -52,7 +52,7 @@ function slowFirstWrite(inner: EventStore, delayMs: number): EventStore & { appe
       return inner.append(events, ids)
     },
     findByKey: (k) => inner.findByKey(k),
-    read: (f, a, l) => inner.read(f, a, l),
+    read: (f, a, l, u) => inner.read(f, a, l, u),
     bounds: () => inner.bounds(),
     newestEvents: (n) => inner.newestEvents(n),
     evictedThrough: () => inner.evictedThrough(),
