@@ -246,8 +246,8 @@ export interface IngestPath {
   sendMarker(text: string): Promise<number>
   /** Resolves (with why) when the path cannot get past the row: the harness stops waiting. */
   stalled?(): Promise<string>
-  /** After a stalled row: make the path usable again (drop the row, or start a fresh server). */
-  recover(): Promise<void>
+  /** After a stalled row: make the path usable again (drop the row, or start a fresh server); may say what the server logged. */
+  recover(): Promise<string | void>
   /** Checks of the path's own (a counted drop, no reconnect, ...) after each row. */
   check?(t: Test, row: HostileRow, verdict: Verdict): Promise<void>
 }
@@ -275,8 +275,8 @@ export async function runRows(t: Test, path: IngestPath, rows: HostileRow[] = HO
     const stall = path.stalled ? path.stalled().then((why) => why) : new Promise<never>(() => {})
     const stuck = await Promise.race([through, stall]).catch((err: Error) => err.message)
     if (stuck !== null) {
-      t.fail(`${label}: the event after it did not get through (${stuck})`)
-      await path.recover()
+      const note = await path.recover()
+      t.fail(`${label}: the event after it did not get through (${stuck})${note ? `; the server logged: ${note}` : ''}`)
       followers.close()
       followers = await Followers.open(path.server)
       continue
