@@ -22,6 +22,9 @@ export interface Config {
     maxBufferedBytes: number
     frameCacheSize: number
     maxConnectionsPerAddress: number
+    /** The hot history each process keeps (replays and resumes inside it never read the store). */
+    historyMaxBytes: number
+    historyMaxEvents: number
   }
   post: { enabled: boolean; token: string }
   cors: { origins: string[]; methods: string[]; headers: string[] }
@@ -80,7 +83,7 @@ const schema = {
     streams: {
       type: 'object',
       additionalProperties: false,
-      required: ['competitionsWindowHours', 'heartbeatSeconds', 'retryMs', 'replayPageSize', 'maxPendingEvents', 'maxBufferedBytes', 'frameCacheSize', 'maxConnectionsPerAddress'],
+      required: ['competitionsWindowHours', 'heartbeatSeconds', 'retryMs', 'replayPageSize', 'maxPendingEvents', 'maxBufferedBytes', 'frameCacheSize', 'maxConnectionsPerAddress', 'historyMaxBytes', 'historyMaxEvents'],
       properties: {
         competitionsWindowHours: { type: 'number', exclusiveMinimum: 0 },
         heartbeatSeconds: { type: 'number', minimum: 0.01 },
@@ -90,6 +93,8 @@ const schema = {
         maxBufferedBytes: { type: 'integer', minimum: 1024 },
         frameCacheSize: positiveInt,
         maxConnectionsPerAddress: { type: 'integer', minimum: 0 },
+        historyMaxBytes: { type: 'integer', minimum: 0 },
+        historyMaxEvents: { type: 'integer', minimum: 0 },
       },
     },
     post: {
@@ -159,6 +164,8 @@ export const ENV_KEYS: Record<string, string> = {
   TAILCAST_RETRY_MS: 'streams.retryMs',
   TAILCAST_MAX_BUFFERED_BYTES: 'streams.maxBufferedBytes',
   TAILCAST_MAX_CONNECTIONS_PER_ADDRESS: 'streams.maxConnectionsPerAddress',
+  TAILCAST_HISTORY_MAX_BYTES: 'streams.historyMaxBytes',
+  TAILCAST_HISTORY_MAX_EVENTS: 'streams.historyMaxEvents',
   TAILCAST_POST_ENABLED: 'post.enabled',
   TAILCAST_POST_TOKEN: 'post.token',
   TAILCAST_CORS_ORIGINS: 'cors.origins',

@@ -8,6 +8,11 @@ export interface NewEvent {
   room?: string
   time: string
   data: Record<string, unknown>
+  /**
+   * The `Idempotency-Key` the event was posted with: a store that already holds an event with this
+   * key answers that event instead of storing another. Never part of the wire format.
+   */
+  idempotencyKey?: string
 }
 
 /** An event as stored and delivered. `id` is a positive integer, strictly increasing in store order. */

@@ -30,6 +30,8 @@ export interface StreamClientOptions {
   onEvent(e: StoredEvent): void | Promise<void>
   /** The server switched to real time; `position` is the stream position it reported. */
   onLive?(position: number): void
+  /** A heartbeat of a live stream reported the server's position (every event up to it was sent). */
+  onPosition?(position: number): void
   /** The server could not honour the resume id and restarts from its whole live state. */
   onReset?(info: ControlInfo): void
   /**
@@ -42,6 +44,11 @@ export interface StreamClientOptions {
   onFatal?(err: Error): void
   /** A handler failed; the client reconnects from the last event handled. */
   onError?(err: Error): void
+  /**
+   * The server sent an event that tailcast's decoder refuses (a hostile or older upstream): it is
+   * skipped, and the stream goes on after it. Without this handler it is skipped silently.
+   */
+  onInvalid?(id: number, reason: string): void
   minBackoffMs?: number
   maxBackoffMs?: number
   /** No byte, frame or ping for this long: the connection is presumed dead and re-opened. */
@@ -50,6 +57,10 @@ export interface StreamClientOptions {
 
 export class StreamProtocolError extends Error {
   override name = 'StreamProtocolError'
+  /** Set when the envelope was sound but the event breaks a rule of the decoder: it can be skipped. */
+  constructor(message: string, readonly eventId?: number) {
+    super(message)
+  }
 }
 
 /**
@@ -71,7 +82,7 @@ export function parseWireMessage(value: unknown): { event: StoredEvent } | { con
     const e = parseNewEvent(rest)
     return { event: { id: Number(id), ...e } }
   } catch (err) {
-    throw new StreamProtocolError((err as Error).message)
+    throw new StreamProtocolError((err as Error).message, Number(id))
   }
 }
 
@@ -143,6 +154,16 @@ export class StreamClient {
       },
       activity: () => gen === this.gen && this.touch(gen),
       message: (text: string) => gen === this.gen && this.receive(gen, text),
+      position: (raw: string) => {
+        if (gen !== this.gen || !/^[1-9][0-9]{0,15}$/.test(raw)) return
+        const position = Number(raw)
+        // In order with the events before it: the position holds once they are handled.
+        this.chain = this.chain.then(() => {
+          if (gen !== this.gen || position <= this.pos) return
+          this.pos = position
+          this.opts.onPosition?.(position)
+        })
+      },
       end: (error: string, status?: number) => gen === this.gen && this.ended(gen, error, status),
     }
     this.conn = this.transport === 'ws' ? this.openWs(handlers) : this.openSse(handlers)
@@ -186,7 +207,17 @@ export class StreamClient {
     try {
       msg = parseWireMessage(JSON.parse(text))
     } catch (err) {
-      this.ended(gen, `bad message from the server: ${(err as Error).message}`)
+      const id = err instanceof StreamProtocolError ? err.eventId : undefined
+      if (id === undefined) {
+        this.ended(gen, `bad message from the server: ${(err as Error).message}`)
+        return
+      }
+      // One bad event must not stop the stream: reconnecting would only fetch it again.
+      this.chain = this.chain.then(() => {
+        if (gen === this.failedGen || id <= this.pos) return
+        this.opts.onInvalid?.(id, (err as Error).message)
+        this.pos = id
+      })
       return
     }
     // Events received before a connection ends are still handed over, in order; only a failed
@@ -232,7 +263,10 @@ export class StreamClient {
     else u.searchParams.delete('lastEventId')
     const ws = new WebSocket(u, { perMessageDeflate: false })
     ws.on('open', h.open)
-    ws.on('ping', h.activity)
+    ws.on('ping', (data) => {
+      h.activity()
+      if (data.length > 0) h.position(data.toString())
+    })
     ws.on('message', (data, isBinary) => {
       if (isBinary) return h.end('the server sent a binary frame')
       h.message(data.toString())
@@ -272,8 +306,10 @@ export class StreamClient {
             data = []
           } else if (line.startsWith('data:')) {
             data.push(line.slice(5).replace(/^ /, ''))
+          } else if (line.startsWith(': ping ')) {
+            h.position(line.slice(7))
           }
-          // id:, event:, retry: and comments: the JSON carries the id and type; backoff is ours.
+          // id:, event:, retry: and other comments: the JSON carries the id and type; backoff is ours.
         }
       })
       res.on('close', () => h.end('the server ended the stream'))
@@ -288,6 +324,7 @@ interface Handlers {
   open(): void
   activity(): void
   message(text: string): void
+  position(raw: string): void
   end(error: string, status?: number): void
 }
 

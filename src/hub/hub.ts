@@ -1,14 +1,16 @@
-import type { StoredEvent } from '../event.js'
+import type { Frame, StoredEvent } from '../event.js'
 import type { EventStore, Tail } from '../store/event-store.js'
 import { eventKeys, matches, type StreamFilter } from '../stream.js'
 import { Batch, FrameCache } from './frames.js'
+import { History, type HistoryOptions } from './history.js'
 import { Subscriber, type SubscriberHost, type SubscriberOptions } from './subscriber.js'
 import type { Transport } from './transport.js'
 
 export interface HubOptions extends SubscriberOptions {
   heartbeatMs: number
   frameCacheSize: number
-  log?: { warn(obj: unknown, msg?: string): void }
+  history: HistoryOptions
+  log?: { warn(obj: unknown, msg?: string): void; error(obj: unknown, msg?: string): void }
 }
 
 interface Topic {
@@ -21,8 +23,15 @@ export interface HubStats {
   ingested: number
   delivered: number
   slowDisconnects: number
+  /** Events that could not be serialised, and clients whose delivery threw: logged, skipped, the rest flows. */
+  eventErrors: number
   /** Milliseconds between an event's `time` and its dispatch, for the last dispatched event. */
   tailLagMs: number
+  /** Replays served from the hot history alone, and those that read the store. */
+  replaysFromMemory: number
+  replaysFromStore: number
+  /** How long warming the history from the store took at start. */
+  warmMs: number
 }
 
 /**
@@ -31,32 +40,54 @@ export interface HubStats {
  */
 export class Hub implements SubscriberHost {
   readonly frames: FrameCache
-  readonly stats: HubStats = { ingested: 0, delivered: 0, slowDisconnects: 0, tailLagMs: 0 }
+  readonly stats: HubStats = { ingested: 0, delivered: 0, slowDisconnects: 0, eventErrors: 0, tailLagMs: 0, replaysFromMemory: 0, replaysFromStore: 0, warmMs: 0 }
+  readonly history: History
   private readonly topics = new Map<string, Topic>()
   private readonly all = new Set<Subscriber>()
   private tail: Tail | undefined
   private timer: NodeJS.Timeout | undefined
   private pos = 0
+  /** On a relay: the upstream's stream position, which may be past the newest event stored here. */
+  private upstreamPos = 0
   private closing = false
 
   constructor(private readonly store: EventStore, private readonly opts: HubOptions) {
     this.frames = new FrameCache(opts.frameCacheSize)
+    this.history = new History(opts.history)
   }
 
-  /** Id of the last event dispatched: every stored event up to it has passed through the hub. */
+  /**
+   * The stream position: every event up to it has passed through the hub. On a relay it is the
+   * upstream's, so a client can move between members of a chain without a needless `reset`.
+   */
   get position(): number {
-    return this.pos
+    return Math.max(this.pos, this.upstreamPos)
   }
 
+  /** A relay's upstream reported `live` at `position`: every upstream event up to it is stored here. */
+  followUpstream(position: number): void {
+    if (position > this.upstreamPos) this.upstreamPos = position
+  }
+
+  /** Warm the history with the store's newest events (one read), then follow the store from there. */
   async start(): Promise<void> {
-    const { newest } = await this.store.bounds()
-    this.pos = newest ?? 0
+    const started = Date.now()
+    const newest = await this.store.newestEvents(this.opts.history.maxEvents)
+    const complete = newest.length < this.opts.history.maxEvents
+    this.history.warm(
+      newest.map((event) => ({ event, frame: this.frame(event) })),
+      complete,
+      complete ? await this.store.evictedThrough() : 0,
+    )
+    this.pos = newest.at(-1)?.id ?? 0
+    this.stats.warmMs = Date.now() - started
     this.tail = this.store.tail(this.pos, {
       onEvents: (events) => this.dispatch(events),
       onError: (err) => this.opts.log?.warn({ err }, 'store tail re-opened'),
     })
     this.timer = setInterval(() => {
-      for (const s of this.all) s.heartbeat()
+      const position = this.position
+      for (const s of this.all) s.heartbeat(position)
     }, this.opts.heartbeatMs)
     this.timer.unref()
   }
@@ -96,6 +127,27 @@ export class Hub implements SubscriberHost {
     this.stats.slowDisconnects++
   }
 
+  countReplay(fromStore: boolean): void {
+    if (fromStore) this.stats.replaysFromStore++
+    else this.stats.replaysFromMemory++
+  }
+
+  /**
+   * The one place an event becomes its wire frame, for live dispatch and replays alike. The decoder
+   * admits only events that serialise, but a store can hold what it never checked (a document
+   * written by another tool): such an event is logged with its id, counted and skipped, so it can
+   * stop neither the process nor any stream.
+   */
+  frame(e: StoredEvent): Frame | null {
+    try {
+      return this.frames.get(e)
+    } catch (err) {
+      this.stats.eventErrors++
+      this.opts.log?.error({ err, eventId: e.id, type: e.type }, 'event cannot be serialised; skipped')
+      return null
+    }
+  }
+
   connections(): Map<string, number> {
     const counts = new Map<string, number>()
     for (const s of this.all) {
@@ -117,23 +169,35 @@ export class Hub implements SubscriberHost {
     const events = handed.filter((e) => e.id > this.pos)
     if (events.length === 0) return
     const now = Date.now()
-    const groups = new Map<Topic, StoredEvent[]>()
+    const groups = new Map<Topic, Frame[]>()
     for (const e of events) {
       this.pos = e.id
       this.stats.ingested++
+      const frame = this.frame(e)
+      this.history.add(e, frame)
+      if (frame === null) continue
       for (const key of eventKeys(e)) {
         const topic = this.topics.get(key)
         if (topic === undefined || !matches(topic.filter, e, now)) continue
         const list = groups.get(topic)
-        if (list === undefined) groups.set(topic, [e])
-        else list.push(e)
+        if (list === undefined) groups.set(topic, [frame])
+        else list.push(frame)
       }
     }
     const last = events[events.length - 1]
     if (last !== undefined) this.stats.tailLagMs = Math.max(0, now - Date.parse(last.time))
-    for (const [topic, list] of groups) {
-      const batch = new Batch(list.map((e) => this.frames.get(e)))
-      for (const s of topic.subscribers) s.deliver(batch)
+    for (const [topic, frames] of groups) {
+      const batch = new Batch(frames)
+      for (const s of topic.subscribers) {
+        try {
+          s.deliver(batch)
+        } catch (err) {
+          // One client's failure is that client's: it reconnects and resumes, the others go on.
+          this.stats.eventErrors++
+          this.opts.log?.error({ err, lastEventId: batch.lastId }, 'delivery to a client failed; disconnecting it')
+          s.close('error')
+        }
+      }
     }
   }
 

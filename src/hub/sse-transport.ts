@@ -78,8 +78,8 @@ export class SseTransport implements Transport {
     })
   }
 
-  heartbeat(): void {
-    if (!this.closed) this.res.write(PING)
+  heartbeat(position: number | null): void {
+    if (!this.closed) this.res.write(position === null ? PING : `: ping ${position}\n\n`)
   }
 
   /** SSE has no close code: the stream ends and EventSource reconnects with Last-Event-ID. */

@@ -1,7 +1,8 @@
-import { controlFrame } from '../event.js'
+import { controlFrame, type Frame, type StoredEvent } from '../event.js'
 import type { EventStore } from '../store/event-store.js'
 import { streamKey, type StreamFilter } from '../stream.js'
-import { Batch, type FrameCache } from './frames.js'
+import { Batch } from './frames.js'
+import type { History } from './history.js'
 import type { Transport } from './transport.js'
 
 export interface SubscriberOptions {
@@ -14,7 +15,10 @@ export interface SubscriberOptions {
 /** What the subscriber needs of the hub (kept narrow so the two stay decoupled). */
 export interface SubscriberHost {
   readonly position: number
-  readonly frames: FrameCache
+  /** The event's shared frame, or null when it cannot be serialised (logged and skipped). */
+  frame(e: StoredEvent): Frame | null
+  readonly history: History
+  countReplay(fromStore: boolean): void
   add(s: Subscriber): void
   remove(s: Subscriber): void
   countDelivered(n: number): void
@@ -34,7 +38,7 @@ export class Subscriber {
   private pending: Batch[] = []
   private pendingCount = 0
   private overflowed = false
-  /** Id of the last event sent to this client (0: none yet). */
+  /** Id of the last event this client has (its resume id, then the last one sent; 0: none yet). */
   private lastId = 0
 
   constructor(
@@ -54,36 +58,72 @@ export class Subscriber {
 
   /**
    * Replay from `resumeId` (null: the whole live state) and switch to live.
-   * `reset` is sent first when the resume id cannot be honoured exactly.
+   * `reset` is sent first when the resume id cannot be honoured exactly, and whenever the store
+   * drops events this client has not read yet while it pages through its replay.
    */
   async start(resumeId: number | null): Promise<void> {
     let cursor = 0
     if (resumeId !== null) {
-      const { oldest, newest } = await this.store.bounds()
-      if (oldest === null || newest === null || resumeId < oldest || resumeId > newest) {
-        const why = oldest === null || newest === null || resumeId > newest ? 'newer than the newest stored event' : 'older than the oldest stored event'
-        this.transport.sendControl(controlFrame('reset', 0, { lastEventId: String(resumeId), reason: `lastEventId ${why}` }))
-      } else {
+      // Only an id past what this process has seen needs the store (its tail may lag the store);
+      // on a relay the position is the upstream's, which may be past the newest event stored here.
+      const newer = resumeId > this.host.position && resumeId > ((await this.store.bounds()).newest ?? 0)
+      if (newer) this.reset(resumeId, `lastEventId ${resumeId} is newer than the newest stored event`)
+      else {
         cursor = resumeId
+        // The client has everything up to it: the hub may still hand over such events (its tail can lag the store).
+        this.lastId = resumeId
       }
     }
     if (this.closed) return
     this.host.add(this)
+    const history = this.host.history
+    let full = cursor === 0
+    let fromStore = false
+    let wraps = 0
     for (;;) {
-      const page = await this.store.read(this.filter, cursor, this.opts.replayPageSize)
-      if (this.closed) return
-      if (page.length > 0) {
-        this.write(new Batch(page.map((e) => this.host.frames.get(e))))
-        cursor = this.lastId
+      let frames: Frame[]
+      let done: boolean
+      if (history.covers(full ? null : cursor)) {
+        // Served from memory, in the same tick as the check: nothing can fall out in between.
+        frames = history.read(this.filter, cursor, this.opts.replayPageSize)
+        done = frames.length < this.opts.replayPageSize
+        if (frames.length > 0) cursor = frames[frames.length - 1].id
+      } else {
+        fromStore = true
+        // Only what lies before the history: from there on it is served from memory.
+        const upTo = history.enabled ? history.from : undefined
+        const page = await this.store.read(this.filter, cursor, this.opts.replayPageSize, upTo)
+        // Events after the cursor dropped before that read would be skipped without a word: check.
+        if (!full && (await this.store.evictedThrough()) > cursor) {
+          if (this.closed) return
+          // A client the store outruns twice in one replay cannot catch up: let it reconnect.
+          if (++wraps > 1) return this.disconnectSlow()
+          this.reset(cursor, resumeId === cursor ? `lastEventId ${cursor} is older than the oldest stored event` : `the store dropped events after ${cursor} while they were being replayed`)
+          cursor = 0
+          full = true
+          continue
+        }
+        if (this.closed) return
+        frames = page.map((e) => this.host.frame(e)).filter((f) => f !== null)
+        if (page.length > 0) cursor = page[page.length - 1].id
+        done = page.length < this.opts.replayPageSize && upTo === undefined
+        // A short page up to the history's start: every event of the stream up to it was read.
+        if (page.length < this.opts.replayPageSize && upTo !== undefined) cursor = Math.max(cursor, upTo)
+      }
+      // From here on the replay continues after an id the history may cover.
+      full = false
+      if (frames.length > 0) {
+        this.write(new Batch(frames))
         if (this.transport.buffered() > this.opts.maxBufferedBytes / 2) await this.transport.drained()
         if (this.closed) return
       }
-      if (page.length < this.opts.replayPageSize) {
+      if (done) {
         if (!this.overflowed) break
         // Live events were dropped from the hold while replaying: they are in the store, read on.
         this.overflowed = false
       }
     }
+    this.host.countReplay(fromStore)
     for (const b of this.pending) {
       const rest = b.after(this.lastId)
       if (rest !== null) this.write(rest)
@@ -91,6 +131,11 @@ export class Subscriber {
     this.pending = []
     this.live = true
     this.transport.sendControl(controlFrame('live', Math.max(this.lastId, this.host.position)))
+  }
+
+  /** The client's events after `position` cannot all be sent: it starts again from the whole live state. */
+  private reset(position: number, reason: string): void {
+    this.transport.sendControl(controlFrame('reset', 0, { lastEventId: String(position), reason }))
   }
 
   /** Called by the hub with the events of this subscriber's stream, in id order. */
@@ -122,10 +167,15 @@ export class Subscriber {
     this.write(rest)
   }
 
-  heartbeat(): void {
+  /**
+   * `position`: every event of this stream up to it has been handed to the transport (true once
+   * live: the hub dispatches in order). A relay downstream learns its upstream's position from it
+   * between events of its own stream.
+   */
+  heartbeat(position: number): void {
     if (this.closed) return
     if (this.transport.buffered() > this.opts.maxBufferedBytes) this.disconnectSlow()
-    else this.transport.heartbeat()
+    else this.transport.heartbeat(this.live ? position : null)
   }
 
   close(reason: 'shutdown' | 'error'): void {

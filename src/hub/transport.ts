@@ -14,8 +14,11 @@ export interface Transport {
   buffered(): number
   /** Resolves when the socket has room again (or is closed). */
   drained(): Promise<void>
-  /** Called by the hub's one timer: SSE comment, or WebSocket ping and liveness check. */
-  heartbeat(): void
+  /**
+   * Called by the hub's one timer: SSE comment `: ping <position>`, or a WebSocket ping carrying the
+   * position, and the liveness check. `position` is null while the client is still replaying.
+   */
+  heartbeat(position: number | null): void
   close(reason: CloseReason): void
   onClose(listener: () => void): void
 }

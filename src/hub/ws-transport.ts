@@ -68,14 +68,14 @@ export class WsTransport implements Transport {
     return new Promise((resolve) => this.ws.ping(undefined, undefined, () => resolve()))
   }
 
-  heartbeat(): void {
+  heartbeat(position: number | null): void {
     if (!this.open) return
     if (!this.alive) {
       this.ws.terminate()
       return
     }
     this.alive = false
-    this.ws.ping()
+    this.ws.ping(position === null ? undefined : String(position))
   }
 
   close(reason: CloseReason): void {

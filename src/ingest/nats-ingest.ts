@@ -17,7 +17,7 @@ import {
 } from 'nats'
 import type { Config } from '../config.js'
 import { decodeEvent, InvalidEventError, type NewEvent } from '../event.js'
-import type { EventStore } from '../store/event-store.js'
+import { StoreRejectedError, type EventStore } from '../store/event-store.js'
 
 export type NatsConfig = Config['nats']
 
@@ -39,6 +39,8 @@ export interface NatsState {
   /** Redelivered messages found already stored, acked without a second write. */
   redeliveriesSkipped: number
   lastError: string | null
+  /** Batches in a row the writer could not store (reset by the next one stored); /ready fails from 3 on. */
+  writerFailures: number
 }
 
 /** Dead-letter headers (the body is the original payload, byte for byte). */
@@ -50,6 +52,7 @@ export const DEAD_LETTER_HEADERS = {
 } as const
 
 const LEASE_KEY = 'writer'
+const IDEMPOTENCY_HEADER = 'Tailcast-Idempotency-Key'
 
 export function leaseBucket(cfg: NatsConfig): string {
   return `${cfg.stream}_LEASE`
@@ -110,6 +113,7 @@ export class NatsIngest {
     deadLettered: 0,
     redeliveriesSkipped: 0,
     lastError: null,
+    writerFailures: 0,
   }
 
   constructor(private readonly cfg: NatsConfig, private readonly store: EventStore, private readonly log: Log) {}
@@ -142,11 +146,26 @@ export class NatsIngest {
     await this.leaseTick()
   }
 
-  /** Publish one event (POST /messages); resolves with the id it will have: its stream sequence. */
+  /**
+   * Publish one event (POST /messages); resolves with the id it will have: its stream sequence.
+   * Every publish carries a message id, so a retry after a lost acknowledgement is recognised by
+   * JetStream as the same message (within the stream's duplicate window) and answered with the
+   * first sequence; an idempotency key is that id, and travels in a header to the store.
+   */
   async publish(e: NewEvent): Promise<number> {
     if (this.nc === undefined) throw new Error('NATS is not connected')
-    const ack = await this.js.publish(subjectFor(this.cfg, e), Buffer.from(JSON.stringify(e)), { timeout: 5000 })
-    return ack.seq
+    const { idempotencyKey, ...wire } = e
+    const h = natsHeaders()
+    if (idempotencyKey !== undefined) h.set(IDEMPOTENCY_HEADER, idempotencyKey)
+    const msgID = idempotencyKey === undefined ? randomUUID() : `key:${idempotencyKey}`
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const ack = await this.js.publish(subjectFor(this.cfg, e), Buffer.from(JSON.stringify(wire)), { timeout: 3000, msgID, headers: h })
+        return ack.seq
+      } catch (err) {
+        if (attempt >= 3 || this.closing) throw err
+      }
+    }
   }
 
   async close(): Promise<void> {
@@ -321,7 +340,8 @@ export class NatsIngest {
       }
     } catch (err) {
       this.st.lastError = (err as Error).message
-      this.log.warn({ err: (err as Error).message }, 'NATS ingest batch failed; restarting from the store position')
+      this.st.writerFailures++
+      this.log.warn({ err: (err as Error).message, failuresInARow: this.st.writerFailures }, 'NATS ingest batch failed; restarting from the store position')
       this.stopConsuming()
       // The next lease renewal restarts consuming from the store's position.
     } finally {
@@ -330,8 +350,7 @@ export class NatsIngest {
   }
 
   private async writeBatch(batch: JsMsg[]): Promise<void> {
-    const events: NewEvent[] = []
-    const ids: number[] = []
+    const accepted: { m: JsMsg; event: NewEvent }[] = []
     const dead: { m: JsMsg; reason: string }[] = []
     const done: JsMsg[] = []
     let last = this.st.lastSequence
@@ -357,8 +376,10 @@ export class NatsIngest {
       }
       try {
         // A payload without `time` gets the time JetStream stored it: the same on every redelivery.
-        events.push(decodeEvent(m.data, new Date(Math.floor(m.info.timestampNanos / 1e6))))
-        ids.push(seq)
+        const event = decodeEvent(m.data, new Date(Math.floor(m.info.timestampNanos / 1e6)))
+        const key = m.headers?.get(IDEMPOTENCY_HEADER)
+        if (key) event.idempotencyKey = key
+        accepted.push({ m, event })
       } catch (err) {
         if (!(err instanceof InvalidEventError)) throw err
         dead.push({ m, reason: err.message })
@@ -369,11 +390,37 @@ export class NatsIngest {
     // Dead letters first: a dead letter published twice is removed by its Nats-Msg-Id, one never
     // published would be lost once a later event of the batch is stored.
     for (const d of dead) await this.deadLetter(d.m, d.reason)
-    if (events.length > 0) await this.store.append(events, ids)
+    const refused = await this.storeBatch(accepted)
     for (const m of done) m.ack()
     this.st.lastSequence = last
-    this.st.written += events.length
-    this.st.deadLettered += dead.length
+    this.st.written += accepted.length - refused
+    this.st.deadLettered += dead.length + refused
+    this.st.writerFailures = 0
+  }
+
+  /**
+   * Store the batch with the stream sequences as ids. A message the store refuses for its content is
+   * dead-lettered with the store's reason and the rest of the batch is stored after it: one event
+   * can never hold up the ones behind it. Returns how many were refused.
+   */
+  private async storeBatch(batch: { m: JsMsg; event: NewEvent }[]): Promise<number> {
+    let refused = 0
+    let rest = batch
+    while (rest.length > 0) {
+      try {
+        await this.store.append(
+          rest.map((a) => a.event),
+          rest.map((a) => a.m.seq),
+        )
+        return refused
+      } catch (err) {
+        if (!(err instanceof StoreRejectedError)) throw err
+        await this.deadLetter(rest[err.index].m, err.message)
+        refused++
+        rest = rest.slice(err.index + 1)
+      }
+    }
+    return refused
   }
 
   private async deadLetter(m: JsMsg, reason: string): Promise<void> {

@@ -15,6 +15,8 @@ export default fp(
     const hub = new Hub(app.store, {
       heartbeatMs: s.heartbeatSeconds * 1000,
       frameCacheSize: s.frameCacheSize,
+      // The embedded store's ring already bounds what it keeps: its history holds no more.
+      history: { maxBytes: s.historyMaxBytes, maxEvents: app.store.kind === 'memory' ? Math.min(s.historyMaxEvents, app.config.store.capacity) : s.historyMaxEvents },
       replayPageSize: s.replayPageSize,
       maxPendingEvents: s.maxPendingEvents,
       maxBufferedBytes: s.maxBufferedBytes,

@@ -29,7 +29,11 @@ export default fp(
         // Given ids (an upstream's, a recording's) never travel through NATS: relays take no NATS.
         if (nats === null || ids !== undefined) return (await app.store.append(events, ids)).map((e) => ({ id: e.id }))
         const out: { id: number }[] = []
-        for (const e of events) out.push({ id: await nats.publish(e) })
+        for (const e of events) {
+          // A retry past JetStream's duplicate window is still recognised while the store holds the event.
+          const known = e.idempotencyKey === undefined ? null : await app.store.findByKey(e.idempotencyKey)
+          out.push({ id: known?.id ?? (await nats.publish(e)) })
+        }
         return out
       },
     })

@@ -48,15 +48,24 @@ export default fp(
     }
     fromHub('tailcast_events_ingested_total', 'Events that reached this process from the store (any ingest path, any instance)', () => hub.stats.ingested)
     fromHub('tailcast_events_delivered_total', 'Event deliveries to clients (one event to one client counts one)', () => hub.stats.delivered)
+    fromHub('tailcast_event_errors_total', 'Events that could not be serialised or delivered to a client: each logged with its id, skipped, the rest kept flowing', () => hub.stats.eventErrors)
     fromHub('tailcast_slow_client_disconnects_total', 'Clients disconnected because their send buffer was full', () => hub.stats.slowDisconnects)
-    new Gauge({
-      name: 'tailcast_tail_lag_seconds',
-      help: "Time from the last dispatched event's `time` to its dispatch by this process",
-      registers: [registry],
-      collect() {
-        this.set(hub.stats.tailLagMs / 1000)
-      },
-    })
+    fromHub('tailcast_replays_from_memory_total', 'Replays and resumes served from the hot history alone, without a store query', () => hub.stats.replaysFromMemory)
+    fromHub('tailcast_replays_from_store_total', 'Replays and resumes that read the store (they reached back before the hot history)', () => hub.stats.replaysFromStore)
+    const fromHubGauge = (name: string, help: string, read: () => number): void => {
+      new Gauge({
+        name,
+        help,
+        registers: [registry],
+        collect() {
+          this.set(read())
+        },
+      })
+    }
+    fromHubGauge('tailcast_history_bytes', 'Bytes held by the hot history (frames and bookkeeping)', () => hub.history.bytes)
+    fromHubGauge('tailcast_history_events', 'Events held by the hot history', () => hub.history.events)
+    fromHubGauge('tailcast_history_warmup_seconds', 'Time the hot history took to warm from the store at start', () => hub.stats.warmMs / 1000)
+    fromHubGauge('tailcast_tail_lag_seconds', "Time from the last dispatched event's `time` to its dispatch by this process", () => hub.stats.tailLagMs / 1000)
     const dropped = new Counter({
       name: 'tailcast_events_dropped_total',
       help: 'Events refused and not stored, by reason',

@@ -83,7 +83,9 @@ export default fp(
           await app.ingest.submit([event], [id])
           status.position = id
         },
+        onPosition: (position) => app.hub.followUpstream(position),
         onLive: (position) => {
+          app.hub.followUpstream(position)
           if (!status.caughtUp) app.log.info({ upstream: shown, position }, 'relay caught up with the upstream')
           status.caughtUp = true
           markCaughtUp()
@@ -111,6 +113,10 @@ export default fp(
           markCaughtUp()
         },
         onError: (err) => app.log.error({ err, upstream: shown }, 'storing an upstream event failed; resuming from the last stored id'),
+        onInvalid: (id, reason) => {
+          app.metrics.dropped.inc({ reason: 'invalid' })
+          app.log.warn({ upstream: shown, eventId: id, reason }, 'upstream sent an event tailcast does not accept; skipped')
+        },
       })
       client.start()
     })
@@ -118,5 +124,5 @@ export default fp(
       await client?.close()
     })
   },
-  { name: 'upstream', dependencies: ['config', 'store', 'ingest'] },
+  { name: 'upstream', dependencies: ['config', 'store', 'hub', 'ingest', 'metrics'] },
 )

@@ -107,6 +107,7 @@ export async function startRecording(opts: RecordOptions): Promise<Recorder> {
         progress.note(`record: disconnected (${s.error}); reconnecting in ${s.retryInMs} ms from id ${lastId || '(start)'}`)
       }
     },
+    onInvalid: (id, reason) => progress.note(`record: skipped event ${id}, which tailcast does not accept (${reason})`),
     onFatal: (err) => fail(err),
   })
   progress.start()

@@ -14,8 +14,9 @@ export default async function health(app: FastifyInstance): Promise<void> {
     } catch (err) {
       return reply.code(503).send({ status: 'not ready', store: (err as Error).message, nats, upstream })
     }
-    // A relay that stopped relaying for good (see plugins/upstream.ts) is not ready.
-    if ((nats !== undefined && !nats.connected) || app.upstream?.stopped) {
+    // A relay that stopped relaying for good (see plugins/upstream.ts), or a NATS writer whose
+    // batches keep failing (the store refuses writes, the lease keeps slipping), is not ready.
+    if ((nats !== undefined && (!nats.connected || (nats.writer && nats.writerFailures >= 3))) || app.upstream?.stopped) {
       return reply.code(503).send({ status: 'not ready', store: 'ok', nats, upstream })
     }
     return { status: 'ready', store: 'ok', nats, upstream }

@@ -1,6 +1,9 @@
 import { createHash, timingSafeEqual } from 'node:crypto'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { decodeEvent, InvalidEventError } from '../event.js'
+import { StoreRejectedError, StoreUnavailableError } from '../store/event-store.js'
+
+const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,200}$/
 
 function digest(s: string): Buffer {
   return createHash('sha256').update(s).digest()
@@ -52,7 +55,31 @@ export default async function messages(app: FastifyInstance): Promise<void> {
       }
       throw err
     }
-    const [stored] = await app.ingest.submit([event])
-    return reply.code(202).send({ id: String(stored.id) })
+    const key = req.headers['idempotency-key']
+    if (key !== undefined) {
+      if (typeof key !== 'string' || !IDEMPOTENCY_KEY.test(key)) {
+        return reply.code(400).send({ statusCode: 400, error: 'Bad Request', message: 'the Idempotency-Key header must be 1-200 visible ASCII characters (e.g. a UUID)' })
+      }
+      event.idempotencyKey = key
+    }
+    try {
+      const [stored] = await app.ingest.submit([event])
+      return await reply.code(202).send({ id: String(stored.id) })
+    } catch (err) {
+      // The answer tells the truth about the store: refused or not stored is never a 202.
+      if (err instanceof StoreRejectedError) {
+        req.log.warn({ err }, 'the store refused an event the decoder accepted')
+        app.metrics.dropped.inc({ reason: 'refused' })
+        return reply.code(400).send({ statusCode: 400, error: 'Bad Request', message: 'the store refused this event; nothing was stored' })
+      }
+      if (err instanceof StoreUnavailableError) {
+        req.log.error({ err }, 'POST /messages: the store is unavailable')
+        const message = err.certain
+          ? 'the store is unavailable; the event was not stored: retry later'
+          : 'the store did not confirm the write, so the event may have been stored: retry with the same Idempotency-Key header to store it exactly once'
+        return reply.code(503).header('retry-after', '1').send({ statusCode: 503, error: 'Service Unavailable', message })
+      }
+      throw err
+    }
   })
 }

@@ -8,6 +8,29 @@ export interface StoreBounds {
   newest: number | null
 }
 
+/**
+ * The store refused `events[index]` of an append for its content (MongoDB and the decoder disagree
+ * on a rule, a document written by hand...). `stored` are the events of the same call stored before it.
+ */
+export class StoreRejectedError extends Error {
+  override name = 'StoreRejectedError'
+  constructor(readonly index: number, readonly stored: StoredEvent[], reason: string) {
+    super(`the store refused the event: ${reason}`)
+  }
+}
+
+/**
+ * The store could not be reached or did not answer. `stored` are the events of the call known to be
+ * stored; `certain` says whether the others are known not to be (false: the write may have landed,
+ * a retry with the same idempotency key is safe).
+ */
+export class StoreUnavailableError extends Error {
+  override name = 'StoreUnavailableError'
+  constructor(readonly stored: StoredEvent[], readonly certain: boolean, cause: unknown) {
+    super(`the store is unavailable: ${(cause as Error)?.message ?? String(cause)}`, { cause })
+  }
+}
+
 /** The single follower of new events in a process (the hub owns it). */
 export interface Tail {
   close(): Promise<void>
@@ -33,11 +56,24 @@ export interface EventStore {
    * Without `ids` the store assigns them. With `ids` (one per event, increasing: a JetStream
    * sequence, an upstream's ids) it keeps them, and skips any id not above the newest stored one,
    * so a redelivered event is never stored twice.
+   * An event with an `idempotencyKey` the store already holds is not stored again: the stored one
+   * takes its place in the result (so without `ids` the result has one event per event given).
+   * Fails with StoreRejectedError or StoreUnavailableError, which say what was stored.
    */
   append(events: NewEvent[], ids?: number[]): Promise<StoredEvent[]>
-  /** Stored events of a stream with id > afterId, oldest first, at most `limit`. */
-  read(filter: StreamFilter, afterId: number, limit: number): Promise<StoredEvent[]>
+  /** The stored event posted with this idempotency key, if the store still holds it. */
+  findByKey(key: string): Promise<StoredEvent | null>
+  /** Stored events of a stream with id > afterId (and <= upTo, when given), oldest first, at most `limit`. */
+  read(filter: StreamFilter, afterId: number, limit: number, upTo?: number): Promise<StoredEvent[]>
   bounds(): Promise<StoreBounds>
+  /** The newest `limit` events of all streams, oldest first (one read: the hub warms its history with it). */
+  newestEvents(limit: number): Promise<StoredEvent[]>
+  /**
+   * The newest id the store has dropped to make room (0: none known). Every event with a larger id
+   * is still stored, so a resume or replay position at or after it is exact. Never above
+   * `oldest - 1`, which is always a safe answer.
+   */
+  evictedThrough(): Promise<number>
   /** Follow events with id > afterId as they are stored. One per process: the hub's. */
   tail(afterId: number, handlers: TailHandlers): Tail
   /** Is the backing service reachable (for /ready)? */

@@ -16,11 +16,16 @@ export class MemoryEventStore implements EventStore {
   private lastId: number
   private readonly tails = new Set<TailHandlers>()
   private pending: StoredEvent[] = []
+  /** See EventStore.evictedThrough. */
+  private evicted = 0
+  private readonly byKey = new Map<string, StoredEvent>()
 
   constructor(readonly capacity: number, now = Date.now()) {
     if (!Number.isInteger(capacity) || capacity < 1) throw new Error(`memory store capacity must be a positive integer, got ${capacity}`)
     this.ring = new Array(capacity)
     this.lastId = now * 1000
+    // What came before this store (an earlier run) is unknown: count it as dropped.
+    this.evicted = this.lastId
   }
 
   async open(): Promise<void> {}
@@ -28,7 +33,13 @@ export class MemoryEventStore implements EventStore {
   async append(events: NewEvent[], ids?: number[]): Promise<StoredEvent[]> {
     if (ids !== undefined && ids.length !== events.length) throw new Error('append: one id per event')
     const stored: StoredEvent[] = []
+    const result: StoredEvent[] = []
     events.forEach((e, i) => {
+      const known = e.idempotencyKey === undefined ? undefined : this.byKey.get(e.idempotencyKey)
+      if (known !== undefined) {
+        result.push(known)
+        return
+      }
       let id: number
       if (ids === undefined) {
         id = Math.max(this.lastId + 1, Date.now() * 1000)
@@ -40,7 +51,9 @@ export class MemoryEventStore implements EventStore {
       this.lastId = Math.max(this.lastId, id)
       const s: StoredEvent = { id, ...e }
       this.push(s)
+      if (e.idempotencyKey !== undefined) this.byKey.set(e.idempotencyKey, s)
       stored.push(s)
+      result.push(s)
     })
     if (stored.length > 0 && this.tails.size > 0) {
       // One hand-over per event-loop turn: every append whose request completed in the same I/O
@@ -49,14 +62,19 @@ export class MemoryEventStore implements EventStore {
       if (this.pending.length === 0) setImmediate(() => this.notify())
       this.pending.push(...stored)
     }
-    return stored
+    return result
   }
 
-  async read(filter: StreamFilter, afterId: number, limit: number): Promise<StoredEvent[]> {
+  async findByKey(key: string): Promise<StoredEvent | null> {
+    return this.byKey.get(key) ?? null
+  }
+
+  async read(filter: StreamFilter, afterId: number, limit: number, upTo = Infinity): Promise<StoredEvent[]> {
     const out: StoredEvent[] = []
     const now = Date.now()
     for (let i = this.firstAfter(afterId); i < this.count && out.length < limit; i++) {
       const e = this.at(i)
+      if (e.id > upTo) break
       if (matches(filter, e, now)) out.push(e)
     }
     return out
@@ -65,6 +83,16 @@ export class MemoryEventStore implements EventStore {
   async bounds(): Promise<StoreBounds> {
     if (this.count === 0) return { oldest: null, newest: null }
     return { oldest: this.at(0).id, newest: this.at(this.count - 1).id }
+  }
+
+  async newestEvents(limit: number): Promise<StoredEvent[]> {
+    const out: StoredEvent[] = []
+    for (let i = Math.max(0, this.count - limit); i < this.count; i++) out.push(this.at(i))
+    return out
+  }
+
+  async evictedThrough(): Promise<number> {
+    return this.evicted
   }
 
   tail(afterId: number, handlers: TailHandlers): Tail {
@@ -88,10 +116,15 @@ export class MemoryEventStore implements EventStore {
   }
 
   private push(e: StoredEvent): void {
+    // Given ids (a relay's, a recording's) may lie below the seed: then what came before the first is unknown.
+    if (this.count === 0 && e.id <= this.evicted) this.evicted = e.id - 1
     if (this.count < this.capacity) {
       this.ring[(this.start + this.count) % this.capacity] = e
       this.count++
     } else {
+      const dropped = this.ring[this.start] as StoredEvent
+      this.evicted = dropped.id
+      if (dropped.idempotencyKey !== undefined && this.byKey.get(dropped.idempotencyKey) === dropped) this.byKey.delete(dropped.idempotencyKey)
       this.ring[this.start] = e
       this.start = (this.start + 1) % this.capacity
     }

@@ -1,7 +1,8 @@
+import { randomBytes } from 'node:crypto'
 import { MongoBulkWriteError, MongoClient, type Collection, type Db, type Filter, type IndexDescription, type MongoClientOptions, type Sort } from 'mongodb'
 import { COMPETITION_ACTIVATED, type NewEvent, type StoredEvent } from '../event.js'
 import { windowStart, type StreamFilter } from '../stream.js'
-import type { EventStore, StoreBounds, Tail, TailHandlers } from './event-store.js'
+import { StoreRejectedError, StoreUnavailableError, type EventStore, type StoreBounds, type Tail, type TailHandlers } from './event-store.js'
 
 export interface MongoStoreConfig {
   url: string
@@ -38,6 +39,15 @@ interface EventDoc {
   data: Record<string, unknown>
   /** When the store accepted it: the tail's lag is measured from here. */
   at: Date
+  /**
+   * The id stored just before this one. On the oldest document it is the newest id the capped
+   * collection dropped, which tells an exact resume from one that needs `reset`.
+   */
+  prev?: number
+  /** The write that stored it: after an insert whose answer was lost, tells whether it landed. */
+  w?: string
+  /** Idempotency key it was posted with. */
+  k?: string
 }
 
 /** The replay queries: by competition, by type+time (the 24 h window), by room; all ordered by id. */
@@ -45,6 +55,7 @@ const REPLAY_INDEXES: IndexDescription[] = [
   { key: { competitionId: 1, _id: 1 }, name: 'competitionId_id' },
   { key: { type: 1, time: 1, _id: 1 }, name: 'type_time_id' },
   { key: { room: 1, _id: 1 }, name: 'room_id' },
+  { key: { k: 1 }, name: 'idempotency_key' },
 ]
 
 const DUPLICATE_KEY = 11000
@@ -67,12 +78,16 @@ function toEvent(d: EventDoc): StoredEvent {
   return e
 }
 
-function toDoc(e: NewEvent, id: number, at: Date): EventDoc {
-  const d: EventDoc = { _id: id, type: e.type, time: e.time, data: e.data, at }
+function toDoc(e: NewEvent, id: number, at: Date, prev: number, w: string): EventDoc {
+  const d: EventDoc = { _id: id, type: e.type, time: e.time, data: e.data, at, prev, w }
   if (e.competitionId !== undefined) d.competitionId = e.competitionId
   if (e.room !== undefined) d.room = e.room
+  if (e.idempotencyKey !== undefined) d.k = e.idempotencyKey
   return d
 }
+
+/** Reads that must not be sent back to clients or compared: bookkeeping fields. */
+const EVENT_PROJECTION = { at: 0, prev: 0, w: 0, k: 0 }
 
 export class CollectionNotCappedError extends Error {
   override name = 'CollectionNotCappedError'
@@ -183,63 +198,169 @@ export class MongoEventStore implements EventStore {
     while (this.appendQueue.length > 0) {
       // Appends with ids of their own keep them and go alone; the others share one insert.
       const first = this.appendQueue[0]
-      const withIds = this.appendQueue.findIndex((j) => j.ids !== undefined)
-      const group = this.appendQueue.splice(0, first.ids !== undefined ? 1 : withIds === -1 ? this.appendQueue.length : withIds)
-      try {
-        const stored = await this.insert(group.flatMap((j) => j.events), first.ids)
-        if (first.ids !== undefined) first.resolve(stored)
-        else {
-          // Without given ids every event is stored, in order: each caller gets its own slice.
-          let from = 0
-          for (const j of group) {
-            j.resolve(stored.slice(from, from + j.events.length))
-            from += j.events.length
-          }
-        }
-      } catch (err) {
-        for (const j of group) j.reject(err)
+      if (first.ids !== undefined) {
+        this.appendQueue.shift()
+        await this.insert(first.events, first.ids).then(first.resolve, first.reject)
+        continue
       }
+      const withIds = this.appendQueue.findIndex((j) => j.ids !== undefined)
+      await this.writeGroup(this.appendQueue.splice(0, withIds === -1 ? this.appendQueue.length : withIds))
     }
     this.appending = false
   }
 
+  /**
+   * One insert for the events of several appends. Each caller learns the truth about its own
+   * events: stored, refused (its event, nobody else's), or not stored because the store is away.
+   * Callers behind a refused event were not written and go again with the next insert.
+   */
+  private async writeGroup(group: QueuedAppend[]): Promise<void> {
+    // Per event of the group: the stored event that answers it, once known.
+    const results = group.map((j) => Array.from<StoredEvent | undefined>({ length: j.events.length }))
+    const toInsert: { job: number; i: number; e: NewEvent }[] = []
+    const aliases: { job: number; i: number; of: number }[] = []
+    try {
+      const keys = [...new Set(group.flatMap((j) => j.events.flatMap((e) => (e.idempotencyKey === undefined ? [] : [e.idempotencyKey]))))]
+      const known = keys.length === 0 ? new Map<string, StoredEvent>() : await this.findKeys(keys)
+      const firstOfKey = new Map<string, number>()
+      group.forEach((job, j) =>
+        job.events.forEach((e, i) => {
+          const key = e.idempotencyKey
+          const hit = key === undefined ? undefined : known.get(key)
+          if (hit !== undefined) results[j][i] = hit
+          else if (key !== undefined && firstOfKey.has(key)) aliases.push({ job: j, i, of: firstOfKey.get(key) as number })
+          else {
+            if (key !== undefined) firstOfKey.set(key, toInsert.length)
+            toInsert.push({ job: j, i, e })
+          }
+        }),
+      )
+    } catch (err) {
+      for (const job of group) job.reject(new StoreUnavailableError([], true, err))
+      return
+    }
+    let stored: StoredEvent[]
+    let failure: unknown = null
+    try {
+      stored = await this.insert(toInsert.map((x) => x.e), undefined)
+    } catch (err) {
+      failure = err
+      stored = err instanceof StoreRejectedError || err instanceof StoreUnavailableError ? err.stored : []
+    }
+    stored.forEach((s, n) => (results[toInsert[n].job][toInsert[n].i] = s))
+    for (const a of aliases) if (a.of < stored.length) results[a.job][a.i] = stored[a.of]
+    const refusedJob = failure instanceof StoreRejectedError ? toInsert[failure.index].job : -1
+    const retry: QueuedAppend[] = []
+    group.forEach((job, j) => {
+      const mine = results[j]
+      if (mine.every((r) => r !== undefined)) return job.resolve(mine as StoredEvent[])
+      const storedOfJob = mine.filter((r) => r !== undefined)
+      if (j === refusedJob) {
+        const { index, message } = failure as StoreRejectedError
+        return job.reject(new StoreRejectedError(toInsert[index].i, storedOfJob, message.replace(/^the store refused the event: /, '')))
+      }
+      if (failure instanceof StoreRejectedError && storedOfJob.length === 0) return retry.push(job)
+      if (failure instanceof StoreUnavailableError) return job.reject(new StoreUnavailableError(storedOfJob, failure.certain, failure.cause))
+      job.reject(failure)
+    })
+    this.appendQueue.unshift(...retry)
+  }
+
+  /**
+   * Insert in order; returns the events stored. Throws StoreRejectedError (a document refused:
+   * the ones before it are stored, none after) or StoreUnavailableError (what is known stored).
+   */
   private async insert(events: NewEvent[], ids: number[] | undefined): Promise<StoredEvent[]> {
     const at = new Date()
+    const token = randomBytes(9).toString('base64url')
     const stored: StoredEvent[] = []
-    let rest = events.map((e, i) => ({ e, id: ids?.[i] }))
+    let rest = events.map((e, i) => ({ e, i, id: ids?.[i] }))
     for (let attempt = 0; rest.length > 0; attempt++) {
-      if (attempt >= INSERT_RETRIES) throw new Error(`append: gave up after ${INSERT_RETRIES} id conflicts on ${this.collectionName}`)
+      if (attempt >= INSERT_RETRIES) throw new StoreUnavailableError(stored, true, new Error(`gave up after ${INSERT_RETRIES} id conflicts on ${this.collectionName}`))
       // First try after our own recent write: assume nobody wrote since. Wrong guesses end in a
       // duplicate key and a re-read. Only recent: an old guess could name an id the capped
-      // collection has already dropped, and that insert would succeed out of order.
-      const guess = attempt === 0 && this.lastWritten !== null && Date.now() - this.lastWritten.at < RECENT_WRITE_MS ? this.lastWritten.id : null
-      const newest = guess ?? (await this.newestId()) ?? 0
-      let docs: EventDoc[]
-      if (ids === undefined) {
-        docs = rest.map((r, i) => toDoc(r.e, newest + 1 + i, at))
-      } else {
-        // Given ids are kept; one not above the newest is a redelivery and is skipped.
-        rest = rest.filter((r) => (r.id as number) > newest)
-        if (rest.length === 0) break
-        docs = rest.map((r) => toDoc(r.e, r.id as number, at))
+      // collection has already dropped, and that insert would succeed out of order. Given ids are
+      // not dense, so a wrong guess there would go unnoticed: always read.
+      const guess = ids === undefined && attempt === 0 && this.lastWritten !== null && Date.now() - this.lastWritten.at < RECENT_WRITE_MS ? this.lastWritten.id : null
+      let newest: number
+      try {
+        newest = guess ?? (await this.newestId()) ?? 0
+      } catch (err) {
+        throw new StoreUnavailableError(stored, true, err)
       }
+      // Given ids are kept; one not above the newest is a redelivery and is skipped.
+      if (ids !== undefined) rest = rest.filter((r) => (r.id as number) > newest)
+      if (rest.length === 0) break
+      let prev = newest
+      const docs = rest.map((r, n) => {
+        const d = toDoc(r.e, r.id ?? newest + 1 + n, at, prev, token)
+        prev = d._id
+        return d
+      })
       let inserted = docs.length
       try {
         await this.coll.insertMany(docs, { ordered: true })
       } catch (err) {
-        if (!(err instanceof MongoBulkWriteError) || !isDuplicateOnly(err)) throw err
-        inserted = firstFailedIndex(err)
+        const failed = err instanceof MongoBulkWriteError ? firstWriteError(err) : null
+        if (failed === null) {
+          // No answer about the documents (connection lost, timeout...): ask which of them landed.
+          const landed = await this.landed(docs, token)
+          for (const d of docs.slice(0, landed ?? 0)) stored.push(toEvent(d))
+          throw new StoreUnavailableError(stored, landed !== null, err)
+        }
+        inserted = failed.index
+        if (failed.code !== DUPLICATE_KEY) {
+          for (const d of docs.slice(0, inserted)) stored.push(toEvent(d))
+          throw new StoreRejectedError(rest[inserted].i, stored, failed.message)
+        }
       }
       for (const d of docs.slice(0, inserted)) stored.push(toEvent(d))
-      if (inserted > 0) this.lastWritten = { id: docs[inserted - 1]._id, at: Date.now() }
-      else this.lastWritten = null
+      this.lastWritten = inserted > 0 ? { id: docs[inserted - 1]._id, at: Date.now() } : null
       rest = rest.slice(inserted)
     }
     return stored
   }
 
-  async read(filter: StreamFilter, afterId: number, limit: number): Promise<StoredEvent[]> {
-    const q: Filter<EventDoc> = { _id: { $gt: afterId } }
+  /** How many of `docs` (a prefix: the insert was ordered) this write stored, or null when the store does not answer. */
+  private async landed(docs: EventDoc[], token: string): Promise<number | null> {
+    for (let attempt = 0; attempt < 6; attempt++) {
+      try {
+        const found = await this.coll.find({ _id: { $in: docs.map((d) => d._id) } }, { projection: { _id: 1, w: 1 } }).toArray()
+        const ours = new Set(found.filter((d) => d.w === token).map((d) => Number(d._id)))
+        let n = 0
+        while (n < docs.length && ours.has(docs[n]._id)) n++
+        return n
+      } catch {
+        await new Promise((r) => setTimeout(r, 100 * 2 ** attempt))
+      }
+    }
+    return null
+  }
+
+  private async findKeys(keys: string[]): Promise<Map<string, StoredEvent>> {
+    const docs = await this.coll.find({ k: { $in: keys } }).toArray()
+    return new Map(docs.map((d) => [d.k as string, toEvent(d)]))
+  }
+
+  async findByKey(key: string): Promise<StoredEvent | null> {
+    const d = await this.coll.findOne({ k: key })
+    return d === null ? null : toEvent(d)
+  }
+
+  async newestEvents(limit: number): Promise<StoredEvent[]> {
+    if (limit <= 0) return []
+    const docs = await this.coll.find({}, { projection: EVENT_PROJECTION }).sort({ $natural: -1 }).limit(limit).toArray()
+    return docs.reverse().map(toEvent)
+  }
+
+  async evictedThrough(): Promise<number> {
+    const [d] = await this.coll.find({}, { projection: { _id: 1, prev: 1 } }).sort({ $natural: 1 }).limit(1).toArray()
+    if (d === undefined) return 0
+    return typeof d.prev === 'number' ? d.prev : Number(d._id) - 1
+  }
+
+  async read(filter: StreamFilter, afterId: number, limit: number, upTo?: number): Promise<StoredEvent[]> {
+    const q: Filter<EventDoc> = { _id: upTo === undefined ? { $gt: afterId } : { $gt: afterId, $lte: upTo } }
     switch (filter.kind) {
       case 'competitions':
         q.type = COMPETITION_ACTIVATED
@@ -252,7 +373,7 @@ export class MongoEventStore implements EventStore {
         q.room = filter.room === null ? { $exists: true } : filter.room
         break
     }
-    const docs = await this.coll.find(q, { projection: { at: 0 } }).sort(this.replaySort).limit(limit).toArray()
+    const docs = await this.coll.find(q, { projection: EVENT_PROJECTION }).sort(this.replaySort).limit(limit).toArray()
     return docs.map(toEvent)
   }
 
@@ -301,15 +422,12 @@ export class MongoEventStore implements EventStore {
   }
 }
 
-function isDuplicateOnly(err: MongoBulkWriteError): boolean {
-  const errors = Array.isArray(err.writeErrors) ? err.writeErrors : [err.writeErrors]
-  return errors.length > 0 && errors.every((w) => w.code === DUPLICATE_KEY)
-}
-
-/** With an ordered insert, everything before the first failed document was inserted. */
-function firstFailedIndex(err: MongoBulkWriteError): number {
-  const errors = Array.isArray(err.writeErrors) ? err.writeErrors : [err.writeErrors]
-  return Math.min(...errors.map((w) => w.index))
+/** With an ordered insert, everything before the first failed document was inserted, nothing after. */
+function firstWriteError(err: MongoBulkWriteError): { index: number; code: number; message: string } | null {
+  const errors = (Array.isArray(err.writeErrors) ? err.writeErrors : [err.writeErrors]).filter((w) => w !== undefined)
+  if (errors.length === 0) return null
+  const first = errors.reduce((a, b) => (b.index < a.index ? b : a))
+  return { index: first.index, code: first.code, message: first.errmsg ?? 'write error' }
 }
 
 /**

@@ -7,8 +7,8 @@ import { startServer } from '../helpers/server.js'
 
 /** The embedded store with slow reads, so that replays overlap live events as they do on MongoDB. */
 class SlowReadStore extends MemoryEventStore {
-  override async read(filter: StreamFilter, afterId: number, limit: number): Promise<StoredEvent[]> {
-    const events = await super.read(filter, afterId, limit)
+  override async read(filter: StreamFilter, afterId: number, limit: number, upTo?: number): Promise<StoredEvent[]> {
+    const events = await super.read(filter, afterId, limit, upTo)
     await new Promise((r) => setTimeout(r, 5 + Math.random() * 20))
     return events
   }
@@ -20,9 +20,16 @@ class SlowReadStore extends MemoryEventStore {
  * with exactly the store's sequence after its first resume point: strictly increasing, no gap, no
  * duplicate.
  */
-for (const [label, maxPendingEvents] of [['', 10_000], [' (live hold overflowing during replays)', 3]] as const)
+const VARIANTS = [
+  ['', 10_000, 10_000],
+  [' (live hold overflowing during replays)', 3, 10_000],
+  // The hot history holds the newest 200: older resume points page through the store, then memory.
+  [' (hot history smaller than the store)', 10_000, 200],
+  [' (hot history smaller than the store, live hold overflowing)', 3, 200],
+] as const
+for (const [label, maxPendingEvents, historyMaxEvents] of VARIANTS)
 t.test(`1,000 events, 50 clients joining and resuming at random points${label}`, async (t) => {
-  const s = await startServer({ streams: { replayPageSize: 50, maxPendingEvents } }, { store: new SlowReadStore(10_000) })
+  const s = await startServer({ streams: { replayPageSize: 50, maxPendingEvents, historyMaxEvents } }, { store: new SlowReadStore(10_000) })
   t.teardown(() => s.close())
   const ROOM = 'seam'
   const TOTAL = 1000

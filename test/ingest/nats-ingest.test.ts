@@ -51,8 +51,11 @@ function slowFirstWrite(inner: EventStore, delayMs: number): EventStore & { appe
       if (appends++ === 0) await new Promise((r) => setTimeout(r, delayMs))
       return inner.append(events, ids)
     },
-    read: (f, a, l) => inner.read(f, a, l),
+    findByKey: (k) => inner.findByKey(k),
+    read: (f, a, l, u) => inner.read(f, a, l, u),
     bounds: () => inner.bounds(),
+    newestEvents: (n) => inner.newestEvents(n),
+    evictedThrough: () => inner.evictedThrough(),
     tail: (a, h) => inner.tail(a, h),
     ping: () => inner.ping(),
     close: () => inner.close(),
@@ -87,4 +90,23 @@ t.test('a message redelivered after its ack wait elapsed is not stored twice', a
   await new Promise((r) => setTimeout(r, 300))
   t.same(dataEvents(sse.events).map((e) => Number(e.id)), seqs, 'the stream has each event once')
   t.same((await store.read({ kind: 'room', room: 'r' }, 0, 100)).map((e) => e.id), seqs, 'the store has each event once')
+})
+
+t.test('Idempotency-Key through NATS: a retry gets the first id (JetStream message id, then the stored key)', async (t) => {
+  const { server } = await natsTestServer(t)
+  const follower = openSse(`${server.url}/messages?room=k`)
+  t.teardown(() => follower.close())
+  await follower.waitFor(isLive, 5000, 'live')
+  const key = { 'idempotency-key': 'nats-key-1' }
+  const first = await server.post({ text: 'once', room: 'k' }, key)
+  t.equal(first.status, 202)
+  const retry = await server.post({ text: 'once', room: 'k' }, key)
+  t.same(retry.body, { id: first.body.id }, 'the immediate retry (inside the duplicate window) gets the first id')
+  await follower.waitFor((es) => dataEvents(es).length >= 1, 10_000, 'the event')
+  t.equal((await server.app.store.findByKey('nats-key-1'))?.id, Number(first.body.id), 'the writer stored the key with the event')
+  const later = await server.post({ text: 'once', room: 'k' }, key)
+  t.same(later.body, { id: first.body.id }, 'a later retry is answered from the store')
+  const second = await server.post({ text: 'two', room: 'k' })
+  await follower.waitFor((es) => dataEvents(es).length >= 2, 10_000, 'the next event')
+  t.same(dataEvents(follower.events).map((e) => e.id), [first.body.id, second.body.id], 'stored once')
 })

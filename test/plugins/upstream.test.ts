@@ -151,3 +151,39 @@ t.test('upstream reset: a restarted empty upstream is followed on; a replaced hi
   t.same(dataEvents(consumer.events).map((e) => e.id), ids, 'nothing of the other history reached the consumer')
   t.same((await relay.app.store.bounds()).newest, Number(ids[5]))
 })
+
+t.test('a relay\'s control events carry the upstream\'s position: a client moves from the producer to the relay without a reset', async (t) => {
+  // The producer's heartbeats tell the relay its position between events of the relayed stream.
+  const producer = await startServer({ streams: { heartbeatSeconds: 0.1 } })
+  const relay = await relayOf(`${producer.url}/v1/competitions/c1`)
+  t.teardown(async () => {
+    await relay.close()
+    await producer.close()
+  })
+  for (let i = 0; i < 3; i++) t.equal((await producer.post({ type: 'LapCompleted', competitionId: 'c1', data: { i } })).status, 202)
+  // Events of another competition move the producer's position past c1's last event.
+  for (let i = 0; i < 3; i++) t.equal((await producer.post({ type: 'LapCompleted', competitionId: 'c2', data: { i } })).status, 202)
+  const onProducer = openSse(`${producer.url}/v1/competitions/c1`)
+  t.teardown(() => onProducer.close())
+  await onProducer.waitFor(isLive, 5000, 'live on the producer')
+  const live = onProducer.events.find((e) => e.type === 'live')
+  const lastC1 = dataEvents(onProducer.events).at(-1)
+  t.ok(Number(live?.id) > Number(lastC1?.id), `the producer's live position ${live?.id} is past c1's last event ${lastC1?.id}`)
+  // The relay has caught up with c1 when its own stream is live.
+  const warm = openSse(`${relay.url}/v1/competitions/c1`)
+  t.teardown(() => warm.close())
+  await warm.waitFor((es) => isLive(es) && dataEvents(es).length === 3, 5000, 'relay caught up')
+  for (let tries = 0; relay.app.hub.position < Number(live?.id); tries++) {
+    if (tries > 100) throw new Error(`the relay never learned the producer's position ${live?.id} (has ${relay.app.hub.position})`)
+    await sleep(50)
+  }
+
+  for (const open of [openSse, openWs]) {
+    const moved = open === openSse ? openSse(`${relay.url}/v1/competitions/c1`, { 'last-event-id': String(live?.id) }) : openWs(`${relay.wsUrl}/v1/competitions/c1?lastEventId=${live?.id}`)
+    t.teardown(() => moved.close())
+    await moved.waitFor(isLive, 5000, 'live on the relay')
+    t.same(moved.events.map((e) => e.type), ['live'], 'no reset, nothing replayed twice: just live')
+    t.equal(moved.events[0].id, live?.id, 'at the same position')
+    moved.close()
+  }
+})

@@ -181,6 +181,6 @@ t.test('record on a file whose last id the server no longer holds: reset is repo
   const recorder = await startRecording({ url: `${server.wsUrl}/messages?room=r`, file, output: out })
   for (let i = 0; i < 100 && recorder.recorded < 2; i++) await sleep(20)
   await recorder.stop()
-  t.ok(out.lines.some((l) => /server sent reset \(lastEventId older than the oldest stored event\).*after id 5.*missing/.test(l)), 'the reset is reported')
+  t.ok(out.lines.some((l) => /server sent reset \(lastEventId 5 is older than the oldest stored event\).*after id 5.*missing/.test(l)), 'the reset is reported')
   t.same(readRecording(file).map((r) => String(r.event.id)), ['5', ...ids])
 })

@@ -118,3 +118,23 @@ t.test('GET /posting says whether POST /messages is open, needs a token or is of
     await s.close()
   }
 })
+
+t.test('Idempotency-Key: a retried POST stores its event once and answers the first id', async (t) => {
+  const s = await startServer()
+  t.teardown(() => s.close())
+  const key = { 'idempotency-key': 'order-7f3c2a' }
+  const first = await s.post({ text: 'once', room: 'idem' }, key)
+  t.equal(first.status, 202)
+  const retry = await s.post({ text: 'once', room: 'idem' }, key)
+  t.same(retry, { status: 202, body: { id: first.body.id } }, 'the retry gets the first id')
+  const other = await s.post({ text: 'twice', room: 'idem' }, { 'idempotency-key': 'order-other' })
+  t.not(other.body.id, first.body.id)
+  const plain = await s.post({ text: 'once', room: 'idem' })
+  t.not(plain.body.id, first.body.id, 'without a key the same body is a new event')
+  t.same((await s.app.store.read({ kind: 'room', room: 'idem' }, 0, 10)).map((e) => e.data.text), ['once', 'twice', 'once'])
+  for (const bad of ['', 'a b', 'x'.repeat(201), 'a\tb']) {
+    const r = await s.post({ text: 'x', room: 'idem' }, { 'idempotency-key': bad })
+    t.equal(r.status, 400, `key ${JSON.stringify(bad.slice(0, 10))} is refused`)
+    t.match(r.body.message, /Idempotency-Key header must be 1-200 visible ASCII characters/)
+  }
+})

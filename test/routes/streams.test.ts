@@ -118,7 +118,7 @@ for (const stream of STREAMS) {
 }
 
 t.test('resume older than the oldest stored event (the ring wrapped): reset, full state, live', async (t) => {
-  const s = await startServer({ store: { capacity: 5 } })
+  const s = await startServer({ store: { capacity: 5 }, streams: { historyMaxEvents: 5 } })
   t.teardown(() => s.close())
   const first = await post(s, { text: 'first', room: 'r' })
   const rest: string[] = []

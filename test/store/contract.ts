@@ -1,5 +1,5 @@
 import type { Test } from 'tap'
-import type { NewEvent, StoredEvent } from '../../src/event.js'
+import { frameOf, type NewEvent, type StoredEvent } from '../../src/event.js'
 import type { EventStore } from '../../src/store/event-store.js'
 
 /**
@@ -89,5 +89,29 @@ export function storeContract(t: Test, make: () => Promise<EventStore>): void {
     const expected = [before[1].id, ...later.map((e) => e.id)]
     // A tail may re-hand an event after re-opening; the hub drops ids it has passed. Here: none.
     t.same(seen.slice(0, expected.length), expected)
+  })
+
+  t.test('an idempotency key stores its event once and answers the stored one', async (t) => {
+    const store = await make()
+    t.teardown(() => store.close())
+    const [a] = await store.append([ev(1, { room: 'r', idempotencyKey: 'k-1' })])
+    const [again] = await store.append([ev(2, { room: 'r', idempotencyKey: 'k-1' })])
+    t.equal(again.id, a.id, 'the retry is answered with the first id')
+    t.same(again.data, { i: 1 }, 'and the first event')
+    const together = await Promise.all([store.append([ev(3, { room: 'r', idempotencyKey: 'k-2' })]), store.append([ev(4, { room: 'r', idempotencyKey: 'k-2' })]), store.append([ev(5, { room: 'r' })])])
+    t.equal(together[0][0].id, together[1][0].id, 'two appends with one key at once: one event')
+    t.same((await store.read({ kind: 'room', room: 'r' }, 0, 10)).map((e) => e.data.i), [1, 3, 5])
+    t.equal((await store.findByKey('k-2'))?.id, together[0][0].id)
+    t.equal(await store.findByKey('unknown'), null)
+    const [first] = await store.read({ kind: 'room', room: 'r' }, 0, 1)
+    t.notMatch(frameOf(first).json.toString(), /k-1/, 'the key is never part of the wire format')
+  })
+
+  t.test('evictedThrough: nothing after it was dropped, and it is below the oldest id', async (t) => {
+    const store = await make()
+    t.teardown(() => store.close())
+    const stored = await store.append([ev(1), ev(2)])
+    const evicted = await store.evictedThrough()
+    t.ok(evicted >= 0 && evicted < stored[0].id, `${evicted} is below the first id ${stored[0].id}`)
   })
 }

@@ -29,11 +29,13 @@ t.test('FerretDB stopped and restarted while 20 clients follow and events keep c
   let inFlight = false
   let ok = 0
   let failed = 0
+  const answers: { text: string; status: number; body: any }[] = []
   const poster = (async () => {
     for (let i = 0; posting; i++) {
       if (down) postedWhileDown++
       inFlight = true
       const res = await server.post({ text: `p${i}`, room: 'rs' }).catch(() => ({ status: 0, body: null }))
+      answers.push({ text: `p${i}`, ...res })
       inFlight = false
       if (res.status === 201 || res.status === 202) ok++
       else failed++
@@ -65,8 +67,20 @@ t.test('FerretDB stopped and restarted while 20 clients follow and events keep c
 
   const client = new MongoClient(fdb.url)
   t.teardown(() => client.close())
-  const stored = (await client.db(TEST_DATABASE).collection(collection).find({ room: 'rs' }, { projection: { _id: 1 } }).sort({ _id: 1 }).toArray()).map((d) => String(d._id))
-  t.ok(stored.length >= ok, `the store holds every accepted post (${stored.length} >= ${ok})`)
+  const docs = await client.db(TEST_DATABASE).collection(collection).find({ room: 'rs' }, { projection: { _id: 1, data: 1 } }).sort({ _id: 1 }).toArray()
+  const stored = docs.map((d) => String(d._id))
+  const idOfText = new Map(docs.map((d) => [d.data.text as string, String(d._id)]))
+  // The answer to a POST is the truth: 202 means stored under that id, a 5xx means not stored
+  // unless it says the outcome is unknown (then a retry with an Idempotency-Key is safe).
+  for (const a of answers) {
+    if (a.status === 202) t.equal(idOfText.get(a.text), a.body.id, `${a.text}: 202 and stored under its id`)
+    else if (/may have been stored/.test(a.body?.message ?? '')) t.equal(a.status, 503, `${a.text}: outcome unknown, said so`)
+    else {
+      t.ok(a.status >= 500, `${a.text}: ${a.status} ${a.body?.message}`)
+      t.notOk(idOfText.has(a.text), `${a.text}: ${a.status} and not stored`)
+    }
+  }
+  t.equal(stored.length, ok + answers.filter((a) => a.status !== 202 && idOfText.has(a.text)).length, 'nothing stored that was not answered 202 or "may have been stored"')
 
   await Promise.all(clients.map((c) => c.waitFor((es) => dataEvents(es).length >= stored.length, 30_000, `${stored.length} events`)))
   await new Promise((r) => setTimeout(r, 300))

@@ -1,5 +1,7 @@
 import t from 'tap'
 import { MongoClient } from 'mongodb'
+import type { NewEvent } from '../../src/event.js'
+import { StoreRejectedError } from '../../src/store/event-store.js'
 import { MongoEventStore } from '../../src/store/mongo-store.js'
 import { freshCollection, mongoConfig, mongoUrl, openMongoStore, TEST_DATABASE } from '../helpers/mongo.js'
 import { storeContract } from './contract.js'
@@ -17,7 +19,7 @@ t.test('a capped collection is created with the configured size and max, and the
   t.equal(stats.capped, true)
   t.equal(Number(stats.max), 1234)
   const names = (await db.collection(store.config.collection).indexes()).map((i) => i.name).sort()
-  t.same(names, ['_id_', 'competitionId_id', 'room_id', 'type_time_id'])
+  t.same(names, ['_id_', 'competitionId_id', 'idempotency_key', 'room_id', 'type_time_id'])
   // Opening again (a second process, a restart) uses what is there.
   const again = new MongoEventStore(store.config)
   t.teardown(() => again.close())
@@ -101,4 +103,37 @@ t.test('the tail re-anchors on the last seen id and still hands over each event 
   t.same(seen, stored)
   t.ok(store.tailStats.opens > 2, `the cursor was re-opened (${store.tailStats.opens} opens)`)
   t.equal(store.tailStats.errors, 0)
+})
+
+t.test('a group commit with one event the store refuses: every caller learns the truth about its own event (2xx ⇔ stored)', async (t) => {
+  const store = await openMongoStore()
+  t.teardown(() => store.close())
+  const ev = (i: number, data: Record<string, unknown> = { i }): NewEvent => ({ type: 'T', room: 'g', time: new Date().toISOString(), data })
+  // Past the decoder on purpose: FerretDB and MongoDB refuse a "." in a key name.
+  const poison = ev(15, { 'a.b': 1 })
+  const calls = Array.from({ length: 30 }, (_, i) => (i === 15 ? poison : ev(i)))
+  const outcomes = await Promise.allSettled(calls.map((e) => store.append([e])))
+  const stored = new Set((await store.read({ kind: 'room', room: 'g' }, 0, 100)).map((e) => e.data.i))
+  outcomes.forEach((o, i) => {
+    if (i === 15) {
+      t.equal(o.status, 'rejected', 'the poison event is refused')
+      t.type(o.status === 'rejected' ? o.reason : null, StoreRejectedError)
+      t.notOk(stored.has(undefined), 'and not stored')
+    } else {
+      t.equal(o.status, 'fulfilled', `innocent call ${i} succeeds`)
+      t.ok(stored.has(i), `and its event is stored`)
+    }
+  })
+  t.equal(stored.size, 29, 'each innocent event stored once')
+})
+
+t.test('each document carries the id stored before it, so the oldest one names the newest dropped id', async (t) => {
+  const store = await openMongoStore()
+  t.teardown(() => store.close())
+  const first = await store.append([{ type: 'T', time: new Date().toISOString(), data: {} }])
+  const rest = await store.append(Array.from({ length: 4 }, (_, i) => ({ type: 'T', time: new Date().toISOString(), data: { i } })))
+  t.equal(await store.evictedThrough(), 0, 'nothing dropped yet')
+  const client = new MongoClient(mongoUrl())
+  t.teardown(() => client.close())
+  t.equal(((await client.db(TEST_DATABASE).collection(store.config.collection).findOne({ _id: rest[0].id } as object)) as { prev?: number } | null)?.prev, first[0].id)
 })

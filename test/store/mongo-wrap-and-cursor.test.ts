@@ -49,6 +49,17 @@ t.test('wrap: a resume id the capped collection has overwritten gets reset, the 
     t.same(ids(c.events), stored, `${transport}: then the full live state`)
     c.close()
   }
+
+  // Row 14 of #13: the id just before the oldest stored one missed nothing, so it resumes exactly.
+  t.equal(await server.app.store.evictedThrough(), posted[39], 'the newest dropped id is known')
+  for (const transport of ['sse', 'ws'] as const) {
+    const c = openStream(transport, server, path, String(posted[39]))
+    t.teardown(() => c.close())
+    await c.waitFor(isLive, 10_000, `${transport} live`)
+    t.notOk(c.events.some((e) => e.type === 'reset'), `${transport}: no reset at the wrap boundary`)
+    t.same(ids(c.events), posted.slice(40), `${transport}: exactly the events after it`)
+    c.close()
+  }
 })
 
 t.test('one tailing cursor per process, whatever the number of clients (200 here)', async (t) => {

@@ -1,0 +1,143 @@
+import type { Frame, StoredEvent } from '../event.js'
+import { eventKeys, matches, streamKey, type StreamFilter } from '../stream.js'
+
+export interface HistoryOptions {
+  /** Bytes of serialised frames held (each event's JSON and SSE record, plus bookkeeping). */
+  maxBytes: number
+  maxEvents: number
+}
+
+interface Entry {
+  event: StoredEvent
+  frame: Frame
+  bytes: number
+}
+
+/** What one entry costs beyond its frame's bytes (objects, queue slots): an estimate. */
+const ENTRY_OVERHEAD = 160
+
+/** An append-only list read from a moving head: shift is O(1), the array is compacted now and then. */
+class Queue {
+  private items: Entry[] = []
+  private head = 0
+
+  get length(): number {
+    return this.items.length - this.head
+  }
+
+  push(e: Entry): void {
+    this.items.push(e)
+  }
+
+  shift(): Entry | undefined {
+    if (this.head >= this.items.length) return undefined
+    const e = this.items[this.head++]
+    if (this.head > 1024 && this.head * 2 > this.items.length) {
+      this.items = this.items.slice(this.head)
+      this.head = 0
+    }
+    return e
+  }
+
+  /** Entries with id > afterId, oldest first, at most `limit` (binary search, ids increase). */
+  after(afterId: number, limit: number, keep: (e: Entry) => boolean): Entry[] {
+    let lo = this.head
+    let hi = this.items.length
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1
+      if (this.items[mid].event.id <= afterId) lo = mid + 1
+      else hi = mid
+    }
+    const out: Entry[] = []
+    for (let i = lo; i < this.items.length && out.length < limit; i++) if (keep(this.items[i])) out.push(this.items[i])
+    return out
+  }
+}
+
+/**
+ * The process's hot history: the newest events of every stream, in id order, with their frames
+ * (the ones the hub serialised for live delivery), bounded by bytes and count, indexed per stream
+ * so that a replay costs the events it returns. Fed by the hub's own dispatch (no extra store reads)
+ * and warmed from the store at start. Resumes and live states inside it never touch the store.
+ */
+export class History {
+  private readonly all = new Queue()
+  private readonly byStream = new Map<string, Queue>()
+  private size = 0
+  /** Every event with an id above this that reached this process is held here. */
+  private floor = 0
+  /** It also holds every event the store still has (warmed whole, nothing dropped here since). */
+  private whole = false
+
+  constructor(private readonly opts: HistoryOptions) {}
+
+  get bytes(): number {
+    return this.size
+  }
+
+  get events(): number {
+    return this.all.length
+  }
+
+  /** The id after which this history is complete (see `floor`). */
+  get from(): number {
+    return this.floor
+  }
+
+  /**
+   * Start from the store's newest events (ascending). `complete`: they are all the store holds, and
+   * `evictedThrough` is the store's newest dropped id, so everything after it is here.
+   */
+  warm(events: { event: StoredEvent; frame: Frame | null }[], complete: boolean, evictedThrough: number): void {
+    this.floor = complete ? evictedThrough : Math.max(0, (events[0]?.event.id ?? 1) - 1)
+    this.whole = complete
+    for (const { event, frame } of events) this.add(event, frame)
+  }
+
+  /** A new event, in id order (`frame` null: it could not be serialised, and is simply not held). */
+  add(event: StoredEvent, frame: Frame | null): void {
+    if (frame === null || !this.enabled) return
+    const entry = { event, frame, bytes: frame.json.length + frame.sse.length + ENTRY_OVERHEAD }
+    this.all.push(entry)
+    for (const key of eventKeys(event)) {
+      let q = this.byStream.get(key)
+      if (q === undefined) this.byStream.set(key, (q = new Queue()))
+      q.push(entry)
+    }
+    this.size += entry.bytes
+    while (this.all.length > 1 && (this.size > this.opts.maxBytes || this.all.length > this.opts.maxEvents)) this.dropOldest()
+  }
+
+  /** Can a replay after `afterId` (null: the whole live state) be served from here alone? */
+  covers(afterId: number | null): boolean {
+    if (!this.enabled) return false
+    return afterId === null ? this.whole : afterId >= this.floor
+  }
+
+  /** A zero bound turns the history off: every replay reads the store. */
+  get enabled(): boolean {
+    return this.opts.maxEvents > 0 && this.opts.maxBytes > 0
+  }
+
+  /** Frames of the stream's events with id > afterId, oldest first, at most `limit`. */
+  read(filter: StreamFilter, afterId: number, limit: number, now = Date.now()): Frame[] {
+    const q = this.byStream.get(streamKey(filter))
+    if (q === undefined) return []
+    const keep = filter.kind === 'competitions' ? (e: Entry) => matches(filter, e.event, now) : () => true
+    return q.after(afterId, limit, keep).map((e) => e.frame)
+  }
+
+  private dropOldest(): void {
+    const entry = this.all.shift()
+    if (entry === undefined) return
+    // Each stream's queue is in id order too, so the oldest entry is at the front of each of its streams.
+    for (const key of eventKeys(entry.event)) {
+      const q = this.byStream.get(key)
+      q?.shift()
+      if (q !== undefined && q.length === 0) this.byStream.delete(key)
+    }
+    this.size -= entry.bytes
+    this.floor = entry.event.id
+    this.whole = false
+  }
+}

@@ -1,0 +1,118 @@
+import t from 'tap'
+import { frameOf, type StoredEvent } from '../../src/event.js'
+import { History } from '../../src/hub/history.js'
+import { MongoEventStore } from '../../src/store/mongo-store.js'
+import { dataEvents, isLive, openStream } from '../helpers/clients.js'
+import { mongoConfig } from '../helpers/mongo.js'
+import { startServer, type TestServer } from '../helpers/server.js'
+
+const at = (id: number, extra: Partial<StoredEvent> = {}): StoredEvent => ({ id, type: 'T', time: new Date().toISOString(), data: { id }, ...extra })
+const ids = (frames: { id: number }[]): number[] => frames.map((f) => f.id)
+
+t.test('History: per-stream reads, bounded by count and bytes, and what it covers', async (t) => {
+  const h = new History({ maxBytes: 1 << 20, maxEvents: 5 })
+  h.warm([], true, 0)
+  t.ok(h.covers(null), 'warmed whole from an empty store: it holds the whole live state')
+  for (let id = 1; id <= 4; id++) h.add(at(id, id % 2 === 0 ? { room: 'a' } : { competitionId: 'c' }), frameOf(at(id)))
+  t.same(ids(h.read({ kind: 'room', room: 'a' }, 0, 10)), [2, 4])
+  t.same(ids(h.read({ kind: 'room', room: null }, 0, 10)), [2, 4])
+  t.same(ids(h.read({ kind: 'competition', competitionId: 'c' }, 1, 10)), [3])
+  t.same(ids(h.read({ kind: 'room', room: 'a' }, 0, 1)), [2], 'at most limit')
+  for (let id = 5; id <= 8; id++) h.add(at(id, { room: 'a' }), frameOf(at(id)))
+  t.equal(h.events, 5, 'the oldest go past maxEvents')
+  t.equal(h.from, 3, 'it is complete after the newest id it dropped')
+  t.notOk(h.covers(null), 'no longer the whole live state')
+  t.notOk(h.covers(2))
+  t.ok(h.covers(3), 'a resume at its start is served from memory')
+  t.same(ids(h.read({ kind: 'room', room: 'a' }, 3, 10)), [4, 5, 6, 7, 8])
+  t.same(ids(h.read({ kind: 'competition', competitionId: 'c' }, 0, 10)), [], 'an emptied stream has nothing')
+
+  const small = new History({ maxBytes: 3 * (frameOf(at(1)).sse.length * 2 + 200), maxEvents: 1000 })
+  small.warm([{ event: at(10), frame: frameOf(at(10)) }], false, 0)
+  t.equal(small.from, 9, 'warmed with the newest events only: complete after the one before its first')
+  for (let id = 11; id <= 20; id++) small.add(at(id, { room: 'b' }), frameOf(at(id)))
+  t.ok(small.events < 10 && small.bytes <= 3 * (frameOf(at(1)).sse.length * 2 + 200), `bounded by bytes (${small.events} events, ${small.bytes} bytes)`)
+
+  const off = new History({ maxBytes: 0, maxEvents: 1000 })
+  off.warm([], true, 0)
+  t.notOk(off.covers(null) || off.covers(5), 'a zero bound turns it off')
+})
+
+async function postAll(s: TestServer, n: number, room: (i: number) => string): Promise<number[]> {
+  const out: number[] = []
+  for (let i = 0; i < n; i++) {
+    const r = await s.post({ text: `m${i}`, room: room(i) })
+    if (r.status !== 202) throw new Error(`post ${i}: ${r.status}`)
+    out.push(Number(r.body.id))
+  }
+  return out
+}
+
+t.test('resume ids before, at, inside and after the history\'s start, on a store that holds more: each exact', async (t) => {
+  const s = await startServer({ store: { type: 'memory', capacity: 1000 }, streams: { historyMaxEvents: 100 } })
+  t.teardown(() => s.close())
+  const posted = await postAll(s, 300, (i) => (i % 3 === 0 ? 'other' : 'h'))
+  const history = s.app.hub.history
+  t.equal(history.events, 100)
+  const start = history.from
+  const stored = (await s.app.store.read({ kind: 'room', room: 'h' }, 0, 1000)).map((e) => e.id)
+  const cases: [string, number][] = [
+    ['long before the history', posted[10]],
+    ['just before its start', posted[posted.indexOf(start) - 1]],
+    ['at its start', start],
+    ['inside it', posted[250]],
+    ['the newest event', posted[299]],
+  ]
+  for (const [name, resume] of cases) {
+    for (const transport of ['sse', 'ws'] as const) {
+      const c = openStream(transport, s, '/messages?room=h', String(resume))
+      t.teardown(() => c.close())
+      await c.waitFor(isLive, 10_000, `${name} ${transport}: live`)
+      t.notOk(c.events.some((e) => e.type === 'reset'), `${name} ${transport}: no reset`)
+      t.same(dataEvents(c.events).map((e) => Number(e.id)), stored.filter((id) => id > resume), `${name} ${transport}: exactly the store's events after it`)
+      c.close()
+    }
+  }
+  const newer = openStream('sse', s, '/messages?room=h', String(posted[299] + 1))
+  t.teardown(() => newer.close())
+  await newer.waitFor(isLive, 10_000, 'live')
+  t.equal(newer.events[0].type, 'reset', 'after the newest: reset')
+  t.same(dataEvents(newer.events).map((e) => Number(e.id)), stored, 'then the whole live state')
+})
+
+t.test('MongoDB store: 200 resumes inside the history issue no store query; one before it reads only the missing part', async (t) => {
+  const store = new MongoEventStore(mongoConfig(), { clientOptions: { monitorCommands: true } })
+  await store.open()
+  const reads: { filter: Record<string, unknown> }[] = []
+  store.client.on('commandStarted', (e) => {
+    // Replay reads and the wrap check; the tail's own cursor and its idle check are not resumes.
+    const c = e.command as { find?: string; tailable?: boolean; filter?: Record<string, unknown>; sort?: Record<string, number> }
+    if (e.commandName === 'find' && c.tailable !== true && c.sort?.$natural !== -1) reads.push({ filter: c.filter ?? {} })
+  })
+  // 300 events, then a server whose history holds the newest 100 (warmed with one read at start).
+  const pre = await store.append(Array.from({ length: 300 }, (_, i) => ({ type: 'message', room: 'q', time: new Date().toISOString(), data: { text: `m${i}` } })))
+  const s = await startServer({ streams: { historyMaxEvents: 100 } }, { store })
+  t.teardown(async () => {
+    await s.close()
+    await store.close()
+  })
+  t.equal(s.app.hub.history.from, pre[199].id, 'the history starts after the 200th event')
+  const before = reads.length
+  const clients = Array.from({ length: 200 }, (_, i) => openStream(i % 2 === 0 ? 'sse' : 'ws', s, '/messages?room=q', String(pre[200 + (i % 99)].id)))
+  t.teardown(() => clients.forEach((c) => c.close()))
+  await Promise.all(clients.map((c) => c.waitFor(isLive, 30_000, 'live')))
+  clients.forEach((c, i) => {
+    const from = 200 + (i % 99)
+    if (i % 37 === 0) t.same(dataEvents(c.events).map((e) => Number(e.id)), pre.slice(from + 1).map((e) => e.id), `client ${i} exact`)
+    else if (dataEvents(c.events).length !== 299 - from) t.fail(`client ${i}: ${dataEvents(c.events).length} events, expected ${299 - from}`)
+  })
+  t.equal(reads.length - before, 0, '200 resumes inside the history: no store query')
+
+  const old = openStream('sse', s, '/messages?room=q', String(pre[49].id))
+  t.teardown(() => old.close())
+  await old.waitFor(isLive, 10_000, 'live')
+  t.same(dataEvents(old.events).map((e) => Number(e.id)), pre.slice(50).map((e) => e.id), 'a resume before the history: exact')
+  const replayReads = reads.slice(before).filter((r) => r.filter.room !== undefined)
+  t.equal(replayReads.length, 1, 'one page from the store')
+  t.same(replayReads[0].filter._id, { $gt: pre[49].id, $lte: pre[199].id }, 'for exactly the part before the history')
+})
