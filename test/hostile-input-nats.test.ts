@@ -168,7 +168,7 @@ t.test('with the default nats.maxPayload, a payload near the NATS server limit i
   t.teardown(() => live.close())
   const big = await rig.publish('hostile', HOSTILE.find((r) => r.name === 'an event 1 byte over 1 MiB as JSON')!.payload)
   const next = await rig.publish('room.hostile', enc(markerEvent('after the big one')))
-  await live.waitFor(next, 6000).then(
+  await live.waitFor(next, 5000).then(
     () => t.pass('the next event got through'),
     (err: Error) => t.fail(`ingest stopped at the big payload: ${err.message}; logged: ${rig.log.since(0).filter((s) => /MAX_PAYLOAD|failed/.test(s)).slice(0, 3).join('; ')}`),
   )
@@ -193,7 +193,7 @@ t.test('a message the store refuses (a unique index on the collection) is dead-l
   const a = await rig.publish('room.hostile', ev(1, 1))
   const refused = await rig.publish('room.hostile', ev(1, 2))
   const after = [await rig.publish('room.hostile', ev(2, 3)), await rig.publish('room.hostile', ev(3, 4))]
-  await live.waitFor(after[1], 10_000).then(
+  await live.waitFor(after[1], 8000).then(
     () => t.pass('ingest went on past the refused message'),
     (err: Error) => t.fail(`ingest stopped at the refused message: ${err.message}`),
   )

@@ -258,7 +258,7 @@ export interface IngestPath {
   check?(t: Test, row: HostileRow, verdict: Verdict): Promise<void>
 }
 
-const MARKER_WAIT_MS = 8000
+const MARKER_WAIT_MS = 5000
 
 /**
  * Every row through one path: before each row the store's newest id; then the row and a normal
