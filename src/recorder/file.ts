@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer'
 import { readFileSync } from 'node:fs'
 import { parseWireMessage } from '../client/stream-client.js'
 import { toJson, type StoredEvent } from '../event.js'
@@ -50,15 +51,25 @@ function parseLine(file: string, n: number, line: string): Recorded {
  * `allowEmpty`: an empty file is a valid (empty) recording, e.g. when `record` starts on it.
  */
 export function readRecording(file: string, opts: { allowEmpty?: boolean } = {}): Recorded[] {
-  let text: string
+  let bytes: Buffer
   try {
-    text = readFileSync(file, 'utf8')
+    bytes = readFileSync(file)
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code
     if (code === 'ENOENT') throw new RecordingError(`${file}: no such file`)
     throw new RecordingError(`${file}: cannot read: ${(err as Error).message}`)
   }
-  const lines = text.split('\n')
+  // Decoding as UTF-8 would turn invalid bytes into U+FFFD and serve an event nobody recorded.
+  if (!isUtf8(bytes)) {
+    // A newline byte is never part of a multi-byte sequence, so some line holds the bad bytes.
+    for (let n = 1, start = 0; start <= bytes.length; n++) {
+      const end = bytes.indexOf(0x0a, start)
+      const stop = end < 0 ? bytes.length : end
+      if (!isUtf8(bytes.subarray(start, stop))) throw new RecordingError(`${file}:${n}: not valid UTF-8`)
+      start = stop + 1
+    }
+  }
+  const lines = bytes.toString('utf8').split('\n')
   const out: Recorded[] = []
   lines.forEach((raw, i) => {
     const line = raw.replace(/\r$/, '')

@@ -16,6 +16,8 @@ export interface Received {
   sseEvent?: string
   /** performance.now() when the client parsed it (for timing checks, e.g. replay speed). */
   receivedAt?: number
+  /** The JSON text exactly as it came (SSE: the data lines joined; WebSocket: the frame). */
+  raw?: string
 }
 
 export interface StreamClient {
@@ -129,7 +131,9 @@ export function openSse(url: string, headers: Record<string, string> = {}): Stre
         buf = buf.slice(nl + 1)
         if (line === '') {
           if (data.length > 0) {
-            const parsed = JSON.parse(data.join('\n')) as Received
+            const raw = data.join('\n')
+            const parsed = JSON.parse(raw) as Received
+            parsed.raw = raw
             parsed.sseId = id
             parsed.sseEvent = type
             parsed.receivedAt = performance.now()
@@ -187,7 +191,9 @@ export function openWs(url: string): StreamClient & { socket: WebSocket } {
     })
   })
   socket.on('message', (m) => {
-    const parsed = JSON.parse(m.toString()) as Received
+    const raw = m.toString()
+    const parsed = JSON.parse(raw) as Received
+    parsed.raw = raw
     parsed.receivedAt = performance.now()
     events.push(parsed)
     w.notify()

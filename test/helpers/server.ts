@@ -1,6 +1,6 @@
 import { createServer } from 'node:net'
 import type { FastifyInstance } from 'fastify'
-import { buildApp } from '../../src/app.js'
+import { buildApp, type AppOptions } from '../../src/app.js'
 import { postTo } from './clients.js'
 import { loadConfig, type Config } from '../../src/config.js'
 import type { EventStore } from '../../src/store/event-store.js'
@@ -21,12 +21,14 @@ type Overrides = Record<string, unknown>
 
 let storeCounter = 0
 
+export type StoreKind = 'memory' | 'mongodb'
+
 /**
  * The store every test server uses unless a test says otherwise: the embedded one, or with
  * TAILCAST_TEST_STORE=mongodb a fresh capped collection on MONGODB_URL (set by scripts/test-services.sh).
+ * A test that runs on each store names the kind.
  */
-export function storeOverrides(): Overrides {
-  const kind = process.env.TAILCAST_TEST_STORE ?? 'memory'
+export function storeOverrides(kind: string = process.env.TAILCAST_TEST_STORE ?? 'memory'): Overrides {
   if (kind === 'memory') return { store: { type: 'memory' } }
   if (kind !== 'mongodb') throw new Error(`TAILCAST_TEST_STORE=${kind}: expected memory or mongodb`)
   const url = process.env.MONGODB_URL
@@ -50,13 +52,16 @@ function deepMerge(a: Overrides, b: Overrides): Overrides {
   return out
 }
 
-/** Start the real server on a free loopback port (or `overrides.port`), optionally on a given store. */
-export async function startServer(overrides: Overrides = {}, opts: { store?: EventStore } = {}): Promise<TestServer> {
+/**
+ * Start the real server on a free loopback port (or `overrides.port`), optionally on a given store
+ * (`overrides.store` from storeOverrides(kind), or an EventStore) and with a given pino logger.
+ */
+export async function startServer(overrides: Overrides = {}, opts: { store?: EventStore; logger?: AppOptions['logger'] } = {}): Promise<TestServer> {
   const config = loadConfig({
     env: {},
     overrides: deepMerge(deepMerge({ host: '127.0.0.1', port: 0, logLevel: 'silent' }, storeOverrides()), overrides),
   })
-  const app = await buildApp(config, { store: opts.store })
+  const app = await buildApp(config, { store: opts.store, logger: opts.logger })
   await app.listen({ host: config.host, port: config.port })
   const address = app.server.address()
   if (address === null || typeof address === 'string') throw new Error('server has no TCP address')
