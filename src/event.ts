@@ -123,15 +123,26 @@ function checkValue(v: unknown, path: string, depth: number): void {
     if (key === 'constructor' && value !== null && typeof value === 'object' && Object.hasOwn(value, 'prototype')) {
       throw new InvalidEventError(`${path}.constructor: key "prototype" is not allowed here (prototype pollution)`)
     }
+    if (Array.isArray(value) && RAW_ARRAY_KEYS.has(key)) {
+      throw new InvalidEventError(`${path}: an array under the key ${JSON.stringify(key)} is not supported (the MongoDB driver reads it back as raw bytes); use another key name`)
+    }
     checkValue(value, `${path}.${key}`, depth + 1)
   }
 }
+
+/**
+ * Key names under which the MongoDB driver (bson 6) returns the objects of an array as raw BSON:
+ * it looks a field's name up in a plain object (`fieldsAsRaw`), so every Object.prototype member
+ * (`toString`, `constructor`, `valueOf`, ...) matches.
+ */
+const RAW_ARRAY_KEYS = new Set(Object.getOwnPropertyNames(Object.prototype))
 
 function checkKey(key: string, path: string): void {
   const where = `${path}: key ${JSON.stringify(key.length > 40 ? key.slice(0, 40) + '…' : key)}`
   if (key === '') throw new InvalidEventError(`${path}: empty key names are not allowed`)
   if (key.length > EVENT_LIMITS.maxKeyLength) throw new InvalidEventError(`${where}: key names are at most ${EVENT_LIMITS.maxKeyLength} characters`)
   if (key === '__proto__') throw new InvalidEventError(`${where}: this key name is not allowed (prototype pollution)`)
+  if (key === '_id') throw new InvalidEventError(`${where}: the key name "_id" is reserved (FerretDB moves it to the front of its object)`)
   if (key.startsWith('$')) throw new InvalidEventError(`${where}: key names must not start with "$"`)
   if (key.includes('.')) throw new InvalidEventError(`${where}: key names must not contain "."`)
   if (key.includes('\0')) throw new InvalidEventError(`${where}: key names must not contain NUL`)

@@ -96,9 +96,10 @@ function violation(v: unknown, depth: number, inArray: boolean): string | null {
     return null
   }
   for (const k of Object.keys(v)) {
-    if (k === '' || k.length > 256 || k === '__proto__' || k.startsWith('$') || k.includes('.') || k.includes('\0') || !k.isWellFormed()) return `key ${JSON.stringify(k)}`
+    if (k === '' || k.length > 256 || k === '__proto__' || k === '_id' || k.startsWith('$') || k.includes('.') || k.includes('\0') || !k.isWellFormed()) return `key ${JSON.stringify(k)}`
     const x = (v as Record<string, unknown>)[k]
     if (k === 'constructor' && x !== null && typeof x === 'object' && Object.hasOwn(x, 'prototype')) return 'constructor.prototype'
+    if (Array.isArray(x) && Object.hasOwn(Object.prototype, k)) return `an array under ${k}`
     const why = violation(x, depth + 1, false)
     if (why !== null) return why
   }

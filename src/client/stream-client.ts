@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer'
 import http from 'node:http'
 import https from 'node:https'
 import WebSocket from 'ws'
@@ -153,7 +154,7 @@ export class StreamClient {
         }
       },
       activity: () => gen === this.gen && this.touch(gen),
-      message: (text: string) => gen === this.gen && this.receive(gen, text),
+      message: (bytes: Buffer, sseId?: string) => gen === this.gen && this.receive(gen, bytes, sseId),
       position: (raw: string) => {
         if (gen !== this.gen || !/^[1-9][0-9]{0,15}$/.test(raw)) return
         const position = Number(raw)
@@ -201,23 +202,23 @@ export class StreamClient {
     })
   }
 
-  private receive(gen: number, text: string): void {
+  /** One message's bytes (and, over SSE, its `id:` field). */
+  private receive(gen: number, bytes: Buffer, sseId?: string): void {
     this.touch(gen)
+    if (!isUtf8(bytes)) {
+      // Read as UTF-8 it would become U+FFFD: a different event than the one sent. Skip it by its id.
+      const id = sseId ?? idOf(bytes.toString('latin1'))
+      if (id !== undefined && /^[1-9][0-9]{0,15}$/.test(id)) this.skip(gen, Number(id), 'the message is not valid UTF-8')
+      else this.ended(gen, 'bad message from the server: not valid UTF-8')
+      return
+    }
     let msg: ReturnType<typeof parseWireMessage>
     try {
-      msg = parseWireMessage(JSON.parse(text))
+      msg = parseWireMessage(JSON.parse(bytes.toString('utf8')))
     } catch (err) {
       const id = err instanceof StreamProtocolError ? err.eventId : undefined
-      if (id === undefined) {
-        this.ended(gen, `bad message from the server: ${(err as Error).message}`)
-        return
-      }
-      // One bad event must not stop the stream: reconnecting would only fetch it again.
-      this.chain = this.chain.then(() => {
-        if (gen === this.failedGen || id <= this.pos) return
-        this.opts.onInvalid?.(id, (err as Error).message)
-        this.pos = id
-      })
+      if (id === undefined) this.ended(gen, `bad message from the server: ${(err as Error).message}`)
+      else this.skip(gen, id, (err as Error).message)
       return
     }
     // Events received before a connection ends are still handed over, in order; only a failed
@@ -231,6 +232,15 @@ export class StreamClient {
         this.opts.onError?.(err as Error)
         this.ended(gen, `handler failed: ${(err as Error).message}`)
       }
+    })
+  }
+
+  /** One bad event must not stop the stream: reconnecting would only fetch it again. */
+  private skip(gen: number, id: number, reason: string): void {
+    this.chain = this.chain.then(() => {
+      if (gen === this.failedGen || id <= this.pos) return
+      this.opts.onInvalid?.(id, reason)
+      this.pos = id
     })
   }
 
@@ -261,7 +271,8 @@ export class StreamClient {
     const u = new URL(this.opts.url)
     if (this.pos > 0) u.searchParams.set('lastEventId', String(this.pos))
     else u.searchParams.delete('lastEventId')
-    const ws = new WebSocket(u, { perMessageDeflate: false })
+    // UTF-8 is checked per message (receive), so one bad event is skipped rather than closing with 1007.
+    const ws = new WebSocket(u, { perMessageDeflate: false, skipUTF8Validation: true })
     ws.on('open', h.open)
     ws.on('ping', (data) => {
       h.activity()
@@ -269,7 +280,7 @@ export class StreamClient {
     })
     ws.on('message', (data, isBinary) => {
       if (isBinary) return h.end('the server sent a binary frame')
-      h.message(data.toString())
+      h.message(Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data as Buffer))
     })
     ws.on('unexpected-response', (_req, res) => {
       readBody(res, (body) => h.end(body, res.statusCode))
@@ -291,26 +302,33 @@ export class StreamClient {
         return
       }
       h.open()
-      res.setEncoding('utf8')
-      let buf = ''
-      let data: string[] = []
-      res.on('data', (chunk: string) => {
+      // Bytes, not text: a message that is not valid UTF-8 must be seen as such, not as U+FFFD.
+      let buf: Buffer = Buffer.alloc(0)
+      let data: Buffer[] = []
+      let sseId: string | undefined
+      res.on('data', (chunk: Buffer) => {
         h.activity()
-        buf += chunk
+        buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk])
+        let start = 0
         let nl: number
-        while ((nl = buf.indexOf('\n')) >= 0) {
-          const line = buf.slice(0, nl).replace(/\r$/, '')
-          buf = buf.slice(nl + 1)
-          if (line === '') {
-            if (data.length > 0) h.message(data.join('\n'))
+        while ((nl = buf.indexOf(0x0a, start)) >= 0) {
+          let line = buf.subarray(start, nl)
+          start = nl + 1
+          if (line.at(-1) === 0x0d) line = line.subarray(0, -1)
+          if (line.length === 0) {
+            if (data.length > 0) h.message(data.length === 1 ? data[0] : Buffer.concat(data.flatMap((d, i) => (i === 0 ? [d] : [NL, d]))), sseId)
             data = []
-          } else if (line.startsWith('data:')) {
-            data.push(line.slice(5).replace(/^ /, ''))
-          } else if (line.startsWith(': ping ')) {
-            h.position(line.slice(7))
+            sseId = undefined
+          } else if (startsWith(line, 'data:')) {
+            data.push(line.subarray(line[5] === 0x20 ? 6 : 5))
+          } else if (startsWith(line, 'id:')) {
+            sseId = line.subarray(3).toString('latin1').trim()
+          } else if (startsWith(line, ': ping ')) {
+            h.position(line.subarray(7).toString('latin1'))
           }
-          // id:, event:, retry: and other comments: the JSON carries the id and type; backoff is ours.
+          // event:, retry: and other comments: the JSON carries the type; backoff is ours.
         }
+        buf = buf.subarray(start)
       })
       res.on('close', () => h.end('the server ended the stream'))
       res.on('error', (err) => h.end(err.message))
@@ -320,10 +338,26 @@ export class StreamClient {
   }
 }
 
+const NL = Buffer.from('\n')
+
+function startsWith(line: Buffer, prefix: string): boolean {
+  return line.length >= prefix.length && line.toString('latin1', 0, prefix.length) === prefix
+}
+
+/** The `id` of a wire message whose text cannot be trusted (found without parsing it as UTF-8). */
+function idOf(text: string): string | undefined {
+  try {
+    const v = JSON.parse(text) as { id?: unknown }
+    return typeof v.id === 'string' ? v.id : undefined
+  } catch {
+    return undefined
+  }
+}
+
 interface Handlers {
   open(): void
   activity(): void
-  message(text: string): void
+  message(bytes: Buffer, sseId?: string): void
   position(raw: string): void
   end(error: string, status?: number): void
 }

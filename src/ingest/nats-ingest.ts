@@ -39,7 +39,7 @@ export interface NatsState {
   /** Redelivered messages found already stored, acked without a second write. */
   redeliveriesSkipped: number
   lastError: string | null
-  /** Batches in a row the writer could not store (reset by the next one stored); /ready fails from 3 on. */
+  /** Batches (and consumer restarts) in a row the writer failed; zero again once a batch is stored or nothing waits. /ready fails from 3 on. */
   writerFailures: number
 }
 
@@ -49,7 +49,12 @@ export const DEAD_LETTER_HEADERS = {
   subject: 'Tailcast-Subject',
   sequence: 'Tailcast-Sequence',
   stream: 'Tailcast-Stream',
+  /** Present when the body had to be cut to fit the server's max_payload: the original length. */
+  truncated: 'Tailcast-Truncated',
 } as const
+
+/** Bytes kept free for the dead-letter headers (reason at most 1,000 characters, subject, ids). */
+const DEAD_LETTER_HEADER_ROOM = 4096
 
 const LEASE_KEY = 'writer'
 const IDEMPOTENCY_HEADER = 'Tailcast-Idempotency-Key'
@@ -281,7 +286,8 @@ export class NatsIngest {
           await this.resetConsumer()
         } catch (err) {
           this.st.lastError = (err as Error).message
-          this.log.warn({ err: (err as Error).message }, 'NATS consumer reset failed; retrying')
+          this.st.writerFailures++
+          this.log.warn({ err: (err as Error).message, failuresInARow: this.st.writerFailures }, 'NATS consumer reset failed; retrying')
           await new Promise((r) => setTimeout(r, 500))
           if (this.leaseHeld()) this.restartWanted = true
         }
@@ -309,6 +315,8 @@ export class NatsIngest {
     })
     if (!this.leaseHeld()) return
     const consumer = await this.js.consumers.get(this.cfg.stream, this.cfg.durable)
+    // Nothing waiting to be written: the writer is well again (else the next stored batch says so).
+    if ((await consumer.info()).num_pending === 0) this.st.writerFailures = 0
     this.fresh = true
     this.queue = []
     const generation = ++this.generation
@@ -429,7 +437,27 @@ export class NatsIngest {
     h.set(DEAD_LETTER_HEADERS.subject, m.subject)
     h.set(DEAD_LETTER_HEADERS.sequence, String(m.seq))
     h.set(DEAD_LETTER_HEADERS.stream, this.cfg.stream)
-    await this.js.publish(this.cfg.deadLetterSubject, m.data, { headers: h, msgID: `${this.cfg.stream}:${m.seq}`, timeout: 5000 })
-    this.log.warn({ subject: m.subject, sequence: m.seq, reason }, 'invalid NATS payload sent to the dead-letter subject')
+    // The payload plus these headers can pass the server's max_payload that the payload alone fit
+    // in: then the dead letter keeps the payload's start and says how long it was, rather than
+    // failing for ever and stopping the ingest behind it.
+    const room = (this.nc?.info?.max_payload ?? Infinity) - DEAD_LETTER_HEADER_ROOM
+    let body = m.data
+    if (body.length > room) {
+      h.set(DEAD_LETTER_HEADERS.truncated, String(body.length))
+      body = body.subarray(0, Math.max(0, room))
+    }
+    const publish = () => this.js.publish(this.cfg.deadLetterSubject, body, { headers: h, msgID: `${this.cfg.stream}:${m.seq}`, timeout: 5000 })
+    try {
+      await publish().catch(async (err: Error) => {
+        // No stream takes the subject (someone deleted it): create it again, once.
+        if (!/no responders|503/i.test(err.message)) throw err
+        await this.ensureStream(deadLetterStream(this.cfg), [this.cfg.deadLetterSubject])
+        await publish()
+      })
+    } catch (err) {
+      throw new Error(`dead-lettering sequence ${m.seq} to ${this.cfg.deadLetterSubject} failed: ${(err as Error).message}`)
+    }
+    this.log.warn({ subject: m.subject, sequence: m.seq, reason }, 'NATS message sent to the dead-letter subject')
   }
+
 }

@@ -310,7 +310,7 @@ export class MongoEventStore implements EventStore {
           throw new StoreUnavailableError(stored, landed !== null, err)
         }
         inserted = failed.index
-        if (failed.code !== DUPLICATE_KEY) {
+        if (failed.code !== DUPLICATE_KEY || !(await this.isIdConflict(failed.message, docs[inserted]._id))) {
           for (const d of docs.slice(0, inserted)) stored.push(toEvent(d))
           throw new StoreRejectedError(rest[inserted].i, stored, failed.message)
         }
@@ -320,6 +320,21 @@ export class MongoEventStore implements EventStore {
       rest = rest.slice(inserted)
     }
     return stored
+  }
+
+  /**
+   * A duplicate key on `_id` is another writer having taken the id (read again, retry); one on
+   * another unique index (an operator's) is a refusal of the document. MongoDB names the index in
+   * the message; FerretDB does not, so there the id is looked up.
+   */
+  private async isIdConflict(message: string, id: number): Promise<boolean> {
+    const index = /index: (\S+)/.exec(message)?.[1]
+    if (index !== undefined) return index === '_id_'
+    try {
+      return (await this.coll.countDocuments({ _id: id }, { limit: 1 })) > 0
+    } catch (err) {
+      throw new StoreUnavailableError([], true, err)
+    }
   }
 
   /** How many of `docs` (a prefix: the insert was ordered) this write stored, or null when the store does not answer. */

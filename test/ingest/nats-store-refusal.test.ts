@@ -3,7 +3,7 @@ import type { NewEvent } from '../../src/event.js'
 import { DEAD_LETTER_HEADERS } from '../../src/ingest/nats-ingest.js'
 import type { EventStore } from '../../src/store/event-store.js'
 import { dataEvents, isLive, openSse } from '../helpers/clients.js'
-import { openMongoStore } from '../helpers/mongo.js'
+import { openMongoStore, ownFerretDb } from '../helpers/mongo.js'
 import { natsTestServer } from '../helpers/nats.js'
 
 /**
@@ -47,4 +47,40 @@ t.test('NATS + MongoDB store: a message the store refuses is dead-lettered and a
   const ready = await fetch(`${server.url}/ready`)
   t.equal(ready.status, 200, '/ready: one refused event is not a failing writer')
   t.equal(server.app.nats?.state.writerFailures, 0)
+})
+
+t.test('NATS writer whose store is down: /ready 503 naming the failure after 3 tries, ready and ingesting again once it is back', async (t) => {
+  const fdb = await ownFerretDb()
+  const store = await openMongoStore({ url: fdb.url })
+  const { server, nc } = await natsTestServer(t, {}, { store })
+  t.teardown(async () => {
+    await server.close()
+    await store.close()
+    await fdb.destroy()
+  })
+  const ready = async (): Promise<{ status: number; body: any }> => {
+    const r = await fetch(`${server.url}/ready`)
+    return { status: r.status, body: await r.json() }
+  }
+  const waitReady = async (want: number, what: string, also: (body: any) => boolean = () => true): Promise<{ status: number; body: any }> => {
+    const until = Date.now() + 60_000
+    for (;;) {
+      const r = await ready()
+      if (r.status === want && also(r.body)) return r
+      if (Date.now() > until) throw new Error(`${what}: /ready still ${r.status} ${JSON.stringify(r.body)}`)
+      await new Promise((res) => setTimeout(res, 200))
+    }
+  }
+  await waitReady(200, 'ready at start')
+  await fdb.stop(true)
+  const subject = `${server.config.nats.subject.slice(0, -1)}room.d`
+  const { seq } = await nc.jetstream().publish(subject, new TextEncoder().encode(JSON.stringify({ text: 'while the store is down', room: 'd' })))
+  const down = await waitReady(503, 'the writer failing 3 times in a row', (b) => b.nats.writerFailures >= 3)
+  t.pass(`503 (${JSON.stringify(down.body).slice(0, 300)})`)
+  t.ok(typeof down.body.nats.lastError === 'string' && down.body.nats.lastError.length > 0, `with the writer's reason: ${down.body.nats.lastError}`)
+  await fdb.start()
+  await waitReady(200, 'ready again')
+  const until = Date.now() + 30_000
+  while ((await store.read({ kind: 'room', room: 'd' }, 0, 10)).length === 0 && Date.now() < until) await new Promise((res) => setTimeout(res, 200))
+  t.same((await store.read({ kind: 'room', room: 'd' }, 0, 10)).map((e) => e.id), [seq], 'the message published meanwhile is stored')
 })
