@@ -188,6 +188,38 @@ t.test('SSE wire details: headers, retry, heartbeat comments', async (t) => {
   t.match(raw.text, /event: live\n/)
 })
 
+t.test('WebSocket upgrades check Origin against cors.origins (browsers do not apply CORS to WebSockets); SSE is left to the browser', async (t) => {
+  const s = await startServer({ cors: { origins: ['https://good.example'] } })
+  t.teardown(() => s.close())
+  for (const origin of ['https://evil.example', 'null', 'https://good.example.evil.example']) {
+    const ws = openWs(`${s.wsUrl}/messages?room=o`, { origin })
+    t.equal(await ws.status, 403, `${origin}: 403 before the upgrade`)
+    t.match(await ws.errorBody, { statusCode: 403, error: 'Forbidden', message: /origin/i }, `${origin}: JSON error`)
+  }
+  t.equal(s.app.hub.connections().size, 0, 'no refused client was attached')
+  const good = openWs(`${s.wsUrl}/messages?room=o`, { origin: 'https://good.example' })
+  const none = openWs(`${s.wsUrl}/messages?room=o`) // wscat, server-to-server clients: no Origin
+  t.teardown(() => (good.close(), none.close()))
+  await good.waitFor(isLive, 5000, 'live for an allowed origin')
+  await none.waitFor(isLive, 5000, 'live without an Origin')
+  // A page on another site may open the SSE stream but cannot read it: no CORS grant for it.
+  const sse = await new Promise<http.IncomingMessage>((resolve, reject) => {
+    const req = http.get(`${s.url}/messages?room=o`, { headers: { origin: 'https://evil.example', accept: 'text/event-stream' } }, (res) => {
+      resolve(res)
+      req.destroy()
+    })
+    req.on('error', reject)
+  })
+  t.equal(sse.statusCode, 200)
+  t.equal(sse.headers['access-control-allow-origin'], undefined, 'SSE: no access-control-allow-origin for a foreign origin')
+
+  const open = await startServer({ cors: { origins: ['*'] } })
+  t.teardown(() => open.close())
+  const any = openWs(`${open.wsUrl}/messages?room=o`, { origin: 'https://evil.example' })
+  t.teardown(() => any.close())
+  await any.waitFor(isLive, 5000, 'live: * allows every origin')
+})
+
 t.test('WebSocket: protocol pings keep the connection; frames sent by clients are ignored', async (t) => {
   const s = await startServer({ streams: { heartbeatSeconds: 0.05 } })
   t.teardown(() => s.close())
