@@ -106,6 +106,9 @@ export default async function streams(app: FastifyInstance): Promise<void> {
         reply.hijack()
         const transport = new SseTransport(reply.raw)
         transport.open(reply.getHeaders(), app.config.streams.retryMs)
+        // Fastify answers HEAD with this GET handler: the same head (node drops the body of a HEAD
+        // response, and adds no content-length), then the end, nothing attached.
+        if (req.method === 'HEAD') return void reply.raw.end()
         follow(req, transport)
       },
       wsHandler: (socket: WebSocket, req: FastifyRequest) => follow(req, new WsTransport(socket)),
