@@ -294,7 +294,18 @@ export function redact(config: Config): Tree {
   return copy
 }
 
-/** Keep a URL's host and path, hide its credentials. */
+/** Query parameters whose values are credentials (`authSource`, `keyboard` are not). */
+const SECRET_PARAM = /^(auth|key|apikey|api[_-]key|jwt|.*(token|secret|password))$/i
+
+/**
+ * Hide the credentials in a URL, a comma-separated list of them (NATS servers, a MongoDB seed list),
+ * a request path, or a text that holds URLs (an error message): the user info of every URL and the
+ * values of secret query parameters. Hosts, paths and other parameters stay, so a typo shows.
+ * The user info runs to the last `@` before the path: a `,` or `@` in a password hides no host
+ * wrongly, at worst one host too many.
+ */
 export function redactUrl(url: string): string {
-  return url.replace(/\/\/[^@/]*@/, '//[redacted]@')
+  return url
+    .replace(/\/\/[^/?#\s]*@/g, '//[redacted]@')
+    .replace(/([?&])([^=&#\s]*)=[^&#\s]*/g, (param, sep: string, name: string) => (SECRET_PARAM.test(name) ? `${sep}${name}=[redacted]` : param))
 }
