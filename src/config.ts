@@ -228,6 +228,17 @@ function fromEnv(name: string, raw: string, like: unknown): unknown {
   return raw
 }
 
+/**
+ * JSON.parse's reason without the piece of the file V8 quotes in some of them
+ * (`Unexpected token 'h', ..."token":hunter2}" is not valid JSON`): a config file holds secrets.
+ */
+function jsonError(message: string, text: string): string {
+  const m = /^Unexpected token .*?, (?:\.\.\.)?"([\s\S]*?)"(?:\.\.\.)? is not valid JSON$/.exec(message)
+  if (m === null) return message
+  const at = text.indexOf(m[1])
+  return at < 0 ? 'unexpected token' : `unexpected token near line ${text.slice(0, at).split('\n').length}`
+}
+
 function readJson(path: string | URL): Tree {
   let text: string
   try {
@@ -239,10 +250,26 @@ function readJson(path: string | URL): Tree {
   try {
     parsed = JSON.parse(text)
   } catch (err) {
-    throw new ConfigError(`config file ${String(path)} is not valid JSON: ${(err as Error).message}`)
+    throw new ConfigError(`config file ${String(path)} is not valid JSON: ${jsonError((err as Error).message, text)}`)
   }
   if (!isTree(parsed)) throw new ConfigError(`config file ${String(path)} must hold a JSON object`)
   return parsed
+}
+
+function kindOf(v: unknown): string {
+  if (v === null) return 'null'
+  if (Array.isArray(v)) return 'an array'
+  return typeof v === 'object' ? 'an object' : `a ${typeof v}`
+}
+
+/**
+ * A value as a config error shows it: never a secret, nor a value given where a secret's parent
+ * goes (`"store": {"mongodb": "mongodb://bob:pw@h"}` holds the URL one level too high).
+ */
+function shownValue(key: string, value: unknown): string {
+  if (SECRET_KEYS.includes(key)) return '"[redacted]"'
+  if (key === '' || SECRET_KEYS.some((secret) => secret.startsWith(key + '.'))) return `(${kindOf(value)}, value hidden)`
+  return JSON.stringify(value)
 }
 
 const validate = new Ajv({ allErrors: true, strict: true }).compile(schema)
@@ -271,7 +298,7 @@ export function loadConfig(opts: LoadOptions = {}): Config {
     const lines = (validate.errors ?? []).map((e) => {
       const key = e.instancePath.slice(1).replaceAll('/', '.')
       if (e.keyword === 'additionalProperties') return `unknown key "${key ? key + '.' : ''}${(e.params as { additionalProperty: string }).additionalProperty}"`
-      const shown = SECRET_KEYS.includes(key) ? '"[redacted]"' : JSON.stringify(getPath(tree, key))
+      const shown = shownValue(key, getPath(tree, key))
       const allowed = e.keyword === 'enum' ? `: allowed ${(e.params as { allowedValues: unknown[] }).allowedValues.map((v) => JSON.stringify(v)).join(', ')}` : ''
       return `${key || '(top level)'} = ${shown}: ${e.message}${allowed}`
     })
