@@ -1,7 +1,7 @@
 import cors from '@fastify/cors'
 import websocket from '@fastify/websocket'
-import Fastify, { type FastifyInstance } from 'fastify'
-import type { Config } from './config.js'
+import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify'
+import { redactUrl, type Config } from './config.js'
 import { WS_CLOSE } from './hub/ws-transport.js'
 import type { EventStore } from './store/event-store.js'
 import configPlugin from './plugins/config.js'
@@ -18,21 +18,37 @@ import streamsRoutes from './routes/streams.js'
 import webRoutes from './routes/web.js'
 
 export interface AppOptions {
-  /** A pino destination or `false`; defaults to stdout at config.logLevel. */
-  logger?: boolean | object
+  /** Where log lines go (JSON, at config.logLevel); default stdout. */
+  logStream?: { write(line: string): void }
   /** Serve from this store instead of creating one from the config; the caller closes it. */
   store?: EventStore
+}
+
+/** A request as logged: Fastify's fields, with credentials in the query (`?access_token=`) hidden. */
+function logRequest(req: FastifyRequest): Record<string, unknown> {
+  return { method: req.method, url: redactUrl(req.url), host: req.host, remoteAddress: req.ip, remotePort: req.socket?.remotePort }
 }
 
 /** The whole server, ready to `listen`: external plugins, then app plugins, then routes. */
 export async function buildApp(config: Config, opts: AppOptions = {}): Promise<FastifyInstance> {
   const app = Fastify({
-    logger: opts.logger ?? { level: config.logLevel, redact: ['req.headers.authorization'] },
+    logger: {
+      level: config.logLevel,
+      redact: ['req.headers.authorization', 'req.headers.cookie'],
+      serializers: { req: logRequest },
+      ...(opts.logStream === undefined ? {} : { stream: opts.logStream }),
+    },
     bodyLimit: config.bodyLimit,
     return503OnClosing: true,
     // Long competition ids get a 400 that says why, rather than the router's 404.
     routerOptions: { maxParamLength: 512 },
     forceCloseConnections: 'idle',
+  })
+
+  // Fastify's own 404 quotes and logs the URL with its query, which may hold a token.
+  app.setNotFoundHandler((req, reply) => {
+    const path = req.url.split('?')[0]
+    reply.code(404).send({ statusCode: 404, error: 'Not Found', message: `Route ${req.method}:${path} not found` })
   })
 
   const origins = config.cors.origins

@@ -51,12 +51,12 @@ function deepMerge(a: Overrides, b: Overrides): Overrides {
 }
 
 /** Start the real server on a free loopback port (or `overrides.port`), optionally on a given store. */
-export async function startServer(overrides: Overrides = {}, opts: { store?: EventStore } = {}): Promise<TestServer> {
+export async function startServer(overrides: Overrides = {}, opts: { store?: EventStore; logStream?: { write(line: string): void } } = {}): Promise<TestServer> {
   const config = loadConfig({
     env: {},
     overrides: deepMerge(deepMerge({ host: '127.0.0.1', port: 0, logLevel: 'silent' }, storeOverrides()), overrides),
   })
-  const app = await buildApp(config, { store: opts.store })
+  const app = await buildApp(config, opts)
   await app.listen({ host: config.host, port: config.port })
   const address = app.server.address()
   if (address === null || typeof address === 'string') throw new Error('server has no TCP address')
