@@ -1,6 +1,7 @@
+import { STATUS_CODES } from 'node:http'
 import cors from '@fastify/cors'
 import websocket from '@fastify/websocket'
-import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify'
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import { redactUrl, type Config } from './config.js'
 import { WS_CLOSE } from './hub/ws-transport.js'
 import type { EventStore } from './store/event-store.js'
@@ -29,6 +30,23 @@ function logRequest(req: FastifyRequest): Record<string, unknown> {
   return { method: req.method, url: redactUrl(req.url), host: req.host, remoteAddress: req.ip, remotePort: req.socket?.remotePort }
 }
 
+/**
+ * Errors thrown by routes and by Fastify itself, in the one error shape. A 4xx is the client's to
+ * read: its message as is, logged without a stack. A 5xx can carry internals (a store's source
+ * positions, addresses): the client gets the request id to quote, the log the details.
+ */
+function sendError(err: FastifyError, req: FastifyRequest, reply: FastifyReply): FastifyReply {
+  const code = err.statusCode ?? (err as { status?: unknown }).status
+  const statusCode = typeof code === 'number' && code >= 400 && code <= 599 ? code : 500
+  const error = STATUS_CODES[statusCode] ?? 'Error'
+  if (statusCode < 500) {
+    req.log.info({ statusCode, reason: err.message }, 'request refused')
+    return reply.code(statusCode).send({ statusCode, error, message: err.message })
+  }
+  req.log.error({ err }, 'request failed')
+  return reply.code(statusCode).send({ statusCode, error, message: `internal error (request id ${req.id}); see the server log`, requestId: req.id })
+}
+
 /** The whole server, ready to `listen`: external plugins, then app plugins, then routes. */
 export async function buildApp(config: Config, opts: AppOptions = {}): Promise<FastifyInstance> {
   const app = Fastify({
@@ -45,6 +63,8 @@ export async function buildApp(config: Config, opts: AppOptions = {}): Promise<F
     forceCloseConnections: 'idle',
   })
 
+  // First: a route keeps the error handler in place when it is added.
+  app.setErrorHandler(sendError)
   // Fastify's own 404 quotes and logs the URL with its query, which may hold a token.
   app.setNotFoundHandler((req, reply) => {
     const path = req.url.split('?')[0]
