@@ -49,7 +49,13 @@ function sendError(err: FastifyError, req: FastifyRequest, reply: FastifyReply):
 
 /** The whole server, ready to `listen`: external plugins, then app plugins, then routes. */
 export async function buildApp(config: Config, opts: AppOptions = {}): Promise<FastifyInstance> {
+  const requestTimeout = Math.round(config.requestTimeoutSeconds * 1000)
   const app = Fastify({
+    // Receiving a request (headers and body) may take this long; a stream is not cut: its GET is
+    // in once it starts, and an upgraded WebSocket leaves the HTTP server's checks. Node checks
+    // every connectionsCheckingInterval (30 s by default) and wants headersTimeout <= requestTimeout.
+    requestTimeout,
+    http: { headersTimeout: Math.min(60_000, requestTimeout), connectionsCheckingInterval: Math.min(5000, Math.ceil(requestTimeout / 4)) },
     logger: {
       level: config.logLevel,
       redact: ['req.headers.authorization', 'req.headers.cookie'],

@@ -6,6 +6,8 @@ export interface Config {
   port: number
   workers: number
   shutdownTimeoutSeconds: number
+  /** How long receiving one request (headers and body) may take; streams, once open, are not cut. */
+  requestTimeoutSeconds: number
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
   bodyLimit: number
   store: {
@@ -48,12 +50,13 @@ const positiveInt = { type: 'integer', minimum: 1 }
 const schema = {
   type: 'object',
   additionalProperties: false,
-  required: ['host', 'port', 'workers', 'shutdownTimeoutSeconds', 'logLevel', 'bodyLimit', 'store', 'streams', 'post', 'cors', 'upstream', 'nats'],
+  required: ['host', 'port', 'workers', 'shutdownTimeoutSeconds', 'requestTimeoutSeconds', 'logLevel', 'bodyLimit', 'store', 'streams', 'post', 'cors', 'upstream', 'nats'],
   properties: {
     host: { type: 'string', minLength: 1 },
     port: { type: 'integer', minimum: 0, maximum: 65535 },
     workers: { type: 'integer', minimum: 1, maximum: 64 },
     shutdownTimeoutSeconds: { type: 'number', minimum: 1, maximum: 600 },
+    requestTimeoutSeconds: { type: 'number', minimum: 1, maximum: 3600 },
     logLevel: { enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] },
     bodyLimit: { type: 'integer', minimum: 256, maximum: 16777216 },
     store: {
@@ -145,6 +148,7 @@ export const ENV_KEYS: Record<string, string> = {
   HOST: 'host',
   TAILCAST_WORKERS: 'workers',
   TAILCAST_SHUTDOWN_TIMEOUT_SECONDS: 'shutdownTimeoutSeconds',
+  TAILCAST_REQUEST_TIMEOUT_SECONDS: 'requestTimeoutSeconds',
   LOG_LEVEL: 'logLevel',
   MONGODB_URL: 'store.mongodb.url',
   TAILCAST_BODY_LIMIT: 'bodyLimit',

@@ -1,6 +1,7 @@
 import { STATUS_CODES } from 'node:http'
+import net from 'node:net'
 import t from 'tap'
-import { openSse, isLive } from './helpers/clients.js'
+import { isLive, openSse, openWs } from './helpers/clients.js'
 import { freshCollection, ownFerretDb, TEST_DATABASE } from './helpers/mongo.js'
 import { startServer, type TestServer } from './helpers/server.js'
 
@@ -68,4 +69,65 @@ t.test('request logs hide credentials in the query string, the authorization hea
   t.ok(urls.includes('/messages?room=r&access_token=[redacted]'), 'the stream request is logged, its token hidden')
   t.ok(urls.includes('/nope?Token=[redacted]&page=2'), 'other parameters stay visible')
   t.notMatch(log.text(), /hunter2/, 'no credential in the log')
+})
+
+/**
+ * A raw client that sends `head`, then `body` one byte every `everyMs`; resolves when the server
+ * closes the connection (or after 15 s, when the client gives up): what it answered, how many body
+ * bytes went out, and how long it took.
+ */
+function trickle(port: number, head: string, body: string, everyMs: number): Promise<{ answer: string; sent: number; ms: number }> {
+  return new Promise((resolve) => {
+    const started = performance.now()
+    const socket = net.connect(port, '127.0.0.1')
+    const giveUp = setTimeout(() => socket.destroy(), 15_000)
+    let answer = ''
+    let sent = 0
+    let timer: NodeJS.Timeout | undefined
+    socket.setEncoding('utf8')
+    socket.on('data', (d: string) => (answer += d))
+    socket.on('error', () => {})
+    socket.on('close', () => {
+      clearInterval(timer)
+      clearTimeout(giveUp)
+      resolve({ answer, sent, ms: performance.now() - started })
+    })
+    socket.write(head, () => {
+      timer = setInterval(() => {
+        if (sent < body.length && socket.writable) socket.write(body[sent++])
+      }, everyMs)
+    })
+  })
+}
+
+t.test('a request that trickles in is cut after requestTimeoutSeconds; the server keeps serving others', async (t) => {
+  const server = await startServer({ requestTimeoutSeconds: 1 })
+  t.teardown(() => server.close())
+  const port = Number(new URL(server.url).port)
+  // 1 byte per 200 ms: 100 bytes of body take 20 s, the headers over 20 s.
+  const body = JSON.stringify({ text: 'x'.repeat(78), room: 'r' })
+  const head = `GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ${'y'.repeat(80)}\r\n\r\n`
+  const slowBody = trickle(port, `POST /messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n`, body, 200)
+  const slowHead = trickle(port, '', head, 200)
+  t.equal((await fetch(`${server.url}/health`)).status, 200, 'others are served meanwhile')
+  for (const [what, slow, total] of [['a body', await slowBody, body.length], ['headers', await slowHead, head.length]] as const) {
+    t.ok(slow.sent < 60, `${what}: cut after ${slow.sent} of ${total} bytes, ${Math.round(slow.ms)} ms`)
+    t.ok(slow.answer === '' || /^HTTP\/1\.1 408 /.test(slow.answer), `${what}: answered 408 or closed (${JSON.stringify(slow.answer.slice(0, 40))})`)
+  }
+  t.same(await server.app.store.read({ kind: 'room', room: null }, 0, 10), [], 'nothing stored')
+  t.equal((await server.post({ text: 'after', room: 'r' })).status, 202, 'still serving')
+})
+
+t.test('requestTimeoutSeconds does not cut streams: SSE and WebSocket clients stay open past it and receive events', async (t) => {
+  const server = await startServer({ requestTimeoutSeconds: 1 })
+  t.teardown(() => server.close())
+  const clients = [openSse(`${server.url}/messages?room=long`), openWs(`${server.wsUrl}/messages?room=long`)]
+  t.teardown(() => clients.forEach((c) => c.close()))
+  await Promise.all(clients.map((c) => c.waitFor(isLive)))
+  // Past the timeout and several of Node's connection checks.
+  await new Promise((r) => setTimeout(r, 2500))
+  const posted = await server.post({ text: 'later', room: 'long' })
+  t.equal(posted.status, 202)
+  await Promise.all(clients.map((c) => c.waitFor((es) => es.some((e) => e.id === posted.body.id), 5000, 'the event posted after the timeout')))
+  t.pass('both streams received it')
 })
