@@ -6,6 +6,8 @@ export interface Config {
   port: number
   workers: number
   shutdownTimeoutSeconds: number
+  /** How long receiving one request (headers and body) may take; streams, once open, are not cut. */
+  requestTimeoutSeconds: number
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
   bodyLimit: number
   store: {
@@ -51,12 +53,13 @@ const positiveInt = { type: 'integer', minimum: 1 }
 const schema = {
   type: 'object',
   additionalProperties: false,
-  required: ['host', 'port', 'workers', 'shutdownTimeoutSeconds', 'logLevel', 'bodyLimit', 'store', 'streams', 'post', 'cors', 'upstream', 'nats'],
+  required: ['host', 'port', 'workers', 'shutdownTimeoutSeconds', 'requestTimeoutSeconds', 'logLevel', 'bodyLimit', 'store', 'streams', 'post', 'cors', 'upstream', 'nats'],
   properties: {
     host: { type: 'string', minLength: 1 },
     port: { type: 'integer', minimum: 0, maximum: 65535 },
     workers: { type: 'integer', minimum: 1, maximum: 64 },
     shutdownTimeoutSeconds: { type: 'number', minimum: 1, maximum: 600 },
+    requestTimeoutSeconds: { type: 'number', minimum: 1, maximum: 3600 },
     logLevel: { enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] },
     bodyLimit: { type: 'integer', minimum: 256, maximum: 16777216 },
     store: {
@@ -150,6 +153,7 @@ export const ENV_KEYS: Record<string, string> = {
   HOST: 'host',
   TAILCAST_WORKERS: 'workers',
   TAILCAST_SHUTDOWN_TIMEOUT_SECONDS: 'shutdownTimeoutSeconds',
+  TAILCAST_REQUEST_TIMEOUT_SECONDS: 'requestTimeoutSeconds',
   LOG_LEVEL: 'logLevel',
   MONGODB_URL: 'store.mongodb.url',
   TAILCAST_BODY_LIMIT: 'bodyLimit',
@@ -235,6 +239,17 @@ function fromEnv(name: string, raw: string, like: unknown): unknown {
   return raw
 }
 
+/**
+ * JSON.parse's reason without the piece of the file V8 quotes in some of them
+ * (`Unexpected token 'h', ..."token":hunter2}" is not valid JSON`): a config file holds secrets.
+ */
+function jsonError(message: string, text: string): string {
+  const m = /^Unexpected token .*?, (?:\.\.\.)?"([\s\S]*?)"(?:\.\.\.)? is not valid JSON$/.exec(message)
+  if (m === null) return message
+  const at = text.indexOf(m[1])
+  return at < 0 ? 'unexpected token' : `unexpected token near line ${text.slice(0, at).split('\n').length}`
+}
+
 function readJson(path: string | URL): Tree {
   let text: string
   try {
@@ -246,10 +261,26 @@ function readJson(path: string | URL): Tree {
   try {
     parsed = JSON.parse(text)
   } catch (err) {
-    throw new ConfigError(`config file ${String(path)} is not valid JSON: ${(err as Error).message}`)
+    throw new ConfigError(`config file ${String(path)} is not valid JSON: ${jsonError((err as Error).message, text)}`)
   }
   if (!isTree(parsed)) throw new ConfigError(`config file ${String(path)} must hold a JSON object`)
   return parsed
+}
+
+function kindOf(v: unknown): string {
+  if (v === null) return 'null'
+  if (Array.isArray(v)) return 'an array'
+  return typeof v === 'object' ? 'an object' : `a ${typeof v}`
+}
+
+/**
+ * A value as a config error shows it: never a secret, nor a value given where a secret's parent
+ * goes (`"store": {"mongodb": "mongodb://bob:pw@h"}` holds the URL one level too high).
+ */
+function shownValue(key: string, value: unknown): string {
+  if (SECRET_KEYS.includes(key)) return '"[redacted]"'
+  if (key === '' || SECRET_KEYS.some((secret) => secret.startsWith(key + '.'))) return `(${kindOf(value)}, value hidden)`
+  return JSON.stringify(value)
 }
 
 const validate = new Ajv({ allErrors: true, strict: true }).compile(schema)
@@ -278,7 +309,7 @@ export function loadConfig(opts: LoadOptions = {}): Config {
     const lines = (validate.errors ?? []).map((e) => {
       const key = e.instancePath.slice(1).replaceAll('/', '.')
       if (e.keyword === 'additionalProperties') return `unknown key "${key ? key + '.' : ''}${(e.params as { additionalProperty: string }).additionalProperty}"`
-      const shown = SECRET_KEYS.includes(key) ? '"[redacted]"' : JSON.stringify(getPath(tree, key))
+      const shown = shownValue(key, getPath(tree, key))
       const allowed = e.keyword === 'enum' ? `: allowed ${(e.params as { allowedValues: unknown[] }).allowedValues.map((v) => JSON.stringify(v)).join(', ')}` : ''
       return `${key || '(top level)'} = ${shown}: ${e.message}${allowed}`
     })
@@ -301,7 +332,18 @@ export function redact(config: Config): Tree {
   return copy
 }
 
-/** Keep a URL's host and path, hide its credentials. */
+/** Query parameters whose values are credentials (`authSource`, `keyboard` are not). */
+const SECRET_PARAM = /^(auth|key|apikey|api[_-]key|jwt|.*(token|secret|password))$/i
+
+/**
+ * Hide the credentials in a URL, a comma-separated list of them (NATS servers, a MongoDB seed list),
+ * a request path, or a text that holds URLs (an error message): the user info of every URL and the
+ * values of secret query parameters. Hosts, paths and other parameters stay, so a typo shows.
+ * The user info runs to the last `@` before the path: a `,` or `@` in a password hides no host
+ * wrongly, at worst one host too many.
+ */
 export function redactUrl(url: string): string {
-  return url.replace(/\/\/[^@/]*@/, '//[redacted]@')
+  return url
+    .replace(/\/\/[^/?#\s]*@/g, '//[redacted]@')
+    .replace(/([?&])([^=&#\s]*)=[^&#\s]*/g, (param, sep: string, name: string) => (SECRET_PARAM.test(name) ? `${sep}${name}=[redacted]` : param))
 }

@@ -5,7 +5,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import t from 'tap'
-import { ConfigError, ENV_KEYS, loadConfig, redact } from '../src/config.js'
+import { ConfigError, ENV_KEYS, loadConfig, redact, redactUrl } from '../src/config.js'
 
 const CLI = fileURLToPath(new URL('../dist/cli.js', import.meta.url))
 const run = promisify(execFile)
@@ -43,7 +43,12 @@ const INVALID: { name: string; file?: unknown; env?: Record<string, string>; err
   { name: 'unknown nested key', file: { streams: { heartbeat: 3 } }, error: /unknown key "streams.heartbeat"/ },
   { name: 'mongodb url scheme', env: { MONGODB_URL: 'http://user:hunter2@db' }, error: /store.mongodb.url = "\[redacted\]": must match pattern/ },
   { name: 'cors origins type', file: { cors: { origins: 'everyone' } }, error: /cors.origins = "everyone": must be array/ },
+  { name: 'a string where the MongoDB settings go', file: { store: { mongodb: 'mongodb://bob:hunter2@h' } }, error: /store.mongodb = \(a string, value hidden\): must be object/ },
+  { name: 'a string where the post settings go', file: { post: 'hunter2' }, error: /post = \(a string, value hidden\): must be object/ },
+  { name: 'an array where the NATS settings go', file: { nats: ['nats://u:hunter2@h'] }, error: /nats = \(an array, value hidden\): must be object/ },
+  { name: 'a token that is not a string', file: { post: { token: 1234 } }, error: /post.token = "\[redacted\]": must be string/ },
   { name: 'file not JSON', file: '{ port: 1 ', error: /is not valid JSON/ },
+  { name: 'file not JSON at a secret', file: '{"post": {"token": hunter2}}', error: /is not valid JSON.*line 1/ },
   { name: 'file not an object', file: '[1]', error: /must hold a JSON object/ },
 ]
 
@@ -52,12 +57,10 @@ for (const bad of INVALID) {
     const file = bad.file === undefined ? undefined : fileWith(typeof bad.file === 'string' ? bad.file : JSON.stringify(bad.file))
     t.throws(() => loadConfig({ file, env: bad.env ?? {} }), ConfigError)
     t.throws(() => loadConfig({ file, env: bad.env ?? {} }), { message: bad.error })
-    if (bad.name === 'mongodb url scheme') {
-      try {
-        loadConfig({ env: bad.env })
-      } catch (err) {
-        t.notMatch((err as Error).message, /hunter2/, 'no secret in the error')
-      }
+    try {
+      loadConfig({ file, env: bad.env ?? {} })
+    } catch (err) {
+      t.notMatch((err as Error).message, /hunter2|1234/, 'no secret in the error')
     }
   })
 }
@@ -74,14 +77,37 @@ t.test('redact hides the token and the credentials of the MongoDB URL', async (t
   t.equal((redact(c).post as { token: string }).token, '[redacted]')
 })
 
+t.test('redactUrl hides user info and secret query parameters in every URL of a list, and keeps the rest visible', async (t) => {
+  const cases: [string, string][] = [
+    ['nats://tok@h1:4222,nats://user:pass@h2:4222', 'nats://[redacted]@h1:4222,nats://[redacted]@h2:4222'],
+    ['mongodb://bob:p,w@h1,h2:27018/db?replicaSet=rs&authSource=admin', 'mongodb://[redacted]@h1,h2:27018/db?replicaSet=rs&authSource=admin'],
+    ['wss://up.exmaple/v1/competitions?token=t0k&room=a', 'wss://up.exmaple/v1/competitions?token=[redacted]&room=a'],
+    ['https://h/s?a=1&ACCESS_TOKEN=x&Auth=y&password=z&secret=s&key=k&apikey=k&api_key=k&jwt=j&client_secret=c&b=2#frag', 'https://h/s?a=1&ACCESS_TOKEN=[redacted]&Auth=[redacted]&password=[redacted]&secret=[redacted]&key=[redacted]&apikey=[redacted]&api_key=[redacted]&jwt=[redacted]&client_secret=[redacted]&b=2#frag'],
+    ['/messages?room=r&access_token=eyJhbGc.x.y', '/messages?room=r&access_token=[redacted]'],
+    ['connect to mongodb://bob:pw@db:27017/?tls=true failed (token=abc)', 'connect to mongodb://[redacted]@db:27017/?tls=true failed (token=abc)'],
+    ['ws://h/x?keyboard=1&monkey=2', 'ws://h/x?keyboard=1&monkey=2'],
+    ['', ''],
+  ]
+  for (const [url, want] of cases) t.equal(redactUrl(url), want, url)
+})
+
+t.test('redact hides every URL of a NATS server list and tokens in the upstream query', async (t) => {
+  const nats = JSON.stringify(redact(loadConfig({ env: { NATS_URL: 'nats://tok-hunter2@h1:4222,nats://user:pass-hunter2@h2:4222' } })))
+  t.notMatch(nats, /hunter2/)
+  t.match(nats, /nats:\/\/\[redacted\]@h1:4222,nats:\/\/\[redacted\]@h2:4222/, 'both hosts stay visible')
+  const up = redact(loadConfig({ env: { TAILCAST_UPSTREAM: 'wss://up.example/v1/competitions?room=a&token=hunter2' } }))
+  t.equal((up.upstream as { url: string }).url, 'wss://up.example/v1/competitions?room=a&token=[redacted]')
+})
+
 t.test('--print-config prints the effective config, secrets redacted; every env name is documented', async (t) => {
   const { stdout } = await run(process.execPath, [CLI, '--print-config'], {
-    env: { PATH: process.env.PATH, PORT: '9999', TAILCAST_POST_TOKEN: 'hunter2', MONGODB_URL: 'mongodb://u:hunter2@h/' },
+    env: { PATH: process.env.PATH, PORT: '9999', TAILCAST_POST_TOKEN: 'hunter2', MONGODB_URL: 'mongodb://u:hunter2@h/', TAILCAST_UPSTREAM: 'ws://up.example:8080/v1/competitions?token=hunter2' },
   })
   const printed = JSON.parse(stdout)
   t.equal(printed.port, 9999)
   t.equal(printed.post.token, '[redacted]')
   t.notMatch(stdout, /hunter2/)
+  t.equal(printed.upstream.url, 'ws://up.example:8080/v1/competitions?token=[redacted]', 'host and path of the upstream stay visible')
   const { readFile } = await import('node:fs/promises')
   const readme = await readFile(new URL('../README.md', import.meta.url), 'utf8')
   for (const name of Object.keys(ENV_KEYS)) t.match(readme, `\`${name}\``, `README documents ${name}`)

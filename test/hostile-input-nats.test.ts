@@ -57,7 +57,7 @@ class NatsRig {
 
   async open(): Promise<void> {
     this.log = logSink()
-    this.server = await startServer({ ...natsOverrides(natsUrl(), this.nats), ...LARGE_LIMITS, ...this.overrides() }, { logger: this.log.logger })
+    this.server = await startServer({ ...natsOverrides(natsUrl(), this.nats), ...LARGE_LIMITS, ...this.overrides(), logLevel: 'info' }, { logStream: this.log.stream })
     const dead: Msg[] = []
     this.dead = dead
     const sub = this.nc.subscribe(this.server.config.nats.deadLetterSubject)

@@ -24,8 +24,8 @@ async function relayPath(t: Test, kind: StoreKind): Promise<IngestPath> {
   const upstream = await HostileUpstream.start()
   const log = logSink()
   const server = await startServer(
-    { ...storeOverrides(kind), upstream: { url: upstream.url, reconnectMinMs: 50, reconnectMaxMs: 300, catchUpTimeoutMs: 3000 } },
-    { logger: log.logger },
+    { ...storeOverrides(kind), logLevel: 'info', upstream: { url: upstream.url, reconnectMinMs: 50, reconnectMaxMs: 300, catchUpTimeoutMs: 3000 } },
+    { logStream: log.stream },
   )
   t.teardown(async () => {
     await server.close()

@@ -1,4 +1,5 @@
 import type { FastifyInstance } from 'fastify'
+import { redactUrl } from '../config.js'
 
 /** Liveness and readiness for load balancers and orchestrators. */
 export default async function health(app: FastifyInstance): Promise<void> {
@@ -12,7 +13,8 @@ export default async function health(app: FastifyInstance): Promise<void> {
     try {
       await app.store.ping()
     } catch (err) {
-      return reply.code(503).send({ status: 'not ready', store: (err as Error).message, nats, upstream })
+      // For an operator (e.g. "connect ECONNREFUSED 10.0.0.5:27017"), so without credentials.
+      return reply.code(503).send({ status: 'not ready', store: redactUrl(String((err as Error).message)).slice(0, 200), nats, upstream })
     }
     // A relay that stopped relaying for good (see plugins/upstream.ts), or a NATS writer whose
     // batches keep failing (the store refuses writes, the lease keeps slipping), is not ready.

@@ -14,8 +14,20 @@ export default async function messages(app: FastifyInstance): Promise<void> {
   const { enabled, token } = app.config.post
   const expected = token === '' ? null : digest(token)
 
-  // The body stays bytes here: decodeEvent is the one decoder every ingest path shares.
-  app.addContentTypeParser(['application/json', 'text/plain'], { parseAs: 'buffer' }, (_req, body, done) => done(null, body))
+  // The body stays bytes here: decodeEvent is the one decoder every ingest path shares. JSON only:
+  // text/plain, form and multipart bodies are what any web page can make a browser send cross-site
+  // without a CORS preflight.
+  app.removeAllContentTypeParsers()
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (_req, body, done) => done(null, body))
+
+  // Before the body is read, and with one message for every other type, a malformed one or none.
+  async function jsonOnly(req: FastifyRequest, reply: FastifyReply): Promise<void> {
+    if (req.mediaType === 'application/json') return
+    const got = req.headers['content-type'] === undefined ? 'no content-type' : `content-type ${JSON.stringify(req.headers['content-type']).slice(0, 80)}`
+    return reply
+      .code(415)
+      .send({ statusCode: 415, error: 'Unsupported Media Type', message: `POST /messages takes a JSON body with content-type: application/json (got ${got})` })
+  }
 
   async function authorize(req: FastifyRequest, reply: FastifyReply): Promise<void> {
     if (!enabled) return reply.code(403).send({ statusCode: 403, error: 'Forbidden', message: 'posting is disabled on this server' })
@@ -41,7 +53,7 @@ export default async function messages(app: FastifyInstance): Promise<void> {
     return { enabled: true, tokenRequired: expected !== null }
   })
 
-  app.post('/messages', { onRequest: authorize }, async (req, reply) => {
+  app.post('/messages', { onRequest: authorize, preParsing: jsonOnly }, async (req, reply) => {
     if (!Buffer.isBuffer(req.body)) {
       return reply.code(400).send({ statusCode: 400, error: 'Bad Request', message: 'the body must be a JSON event (content-type: application/json)' })
     }

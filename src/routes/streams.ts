@@ -59,10 +59,17 @@ export default async function streams(app: FastifyInstance): Promise<void> {
   const windowMs = app.config.streams.competitionsWindowHours * 3_600_000
   const perAddress = app.config.streams.maxConnectionsPerAddress
   const open = new Map<string, number>()
+  const origins = app.config.cors.origins
   app.decorateRequest('stream', null)
 
   // Runs before any stream starts (and before a WebSocket upgrade), so bad input is a plain 400.
   async function parse(req: FastifyRequest, reply: FastifyReply): Promise<void> {
+    // Browsers apply CORS to what a page reads from an EventSource, but let any page open a
+    // WebSocket anywhere: upgrades are checked here. No Origin: not a browser (wscat, servers).
+    const origin = req.headers.origin
+    if (req.ws && origin !== undefined && !origins.includes('*') && !origins.includes(origin)) {
+      return reply.code(403).send({ statusCode: 403, error: 'Forbidden', message: `WebSocket connections from origin ${JSON.stringify(origin).slice(0, 200)} are not allowed (cors.origins)` })
+    }
     try {
       req.stream = { filter: filterOf(req, windowMs), resumeId: resumeIdOf(req) }
     } catch (err) {
@@ -99,6 +106,9 @@ export default async function streams(app: FastifyInstance): Promise<void> {
         reply.hijack()
         const transport = new SseTransport(reply.raw)
         transport.open(reply.getHeaders(), app.config.streams.retryMs)
+        // Fastify answers HEAD with this GET handler: the same head (node drops the body of a HEAD
+        // response, and adds no content-length), then the end, nothing attached.
+        if (req.method === 'HEAD') return void reply.raw.end()
         follow(req, transport)
       },
       wsHandler: (socket: WebSocket, req: FastifyRequest) => follow(req, new WsTransport(socket)),

@@ -174,13 +174,13 @@ export function openSse(url: string, headers: Record<string, string> = {}): Stre
 }
 
 /** A WebSocket client (the `ws` package) collecting one JSON event per text frame. */
-export function openWs(url: string): StreamClient & { socket: WebSocket } {
+export function openWs(url: string, headers: Record<string, string> = {}): StreamClient & { socket: WebSocket } {
   const events: Received[] = []
   const [status, resolveStatus] = deferred<number>()
   const [errorBody, resolveBody] = deferred<unknown>()
   const [ended, resolveEnded] = deferred<number | null>()
   const w = waiter(events, ended)
-  const socket = new WebSocket(url)
+  const socket = new WebSocket(url, { headers })
   socket.on('upgrade', (res) => resolveStatus(res.statusCode ?? 101))
   socket.on('open', () => resolveBody(undefined))
   socket.on('unexpected-response', (_req, res) => {

@@ -184,8 +184,8 @@ export async function droppedInvalid(server: { url: string }): Promise<number> {
   return m === null ? 0 : Number(m[1])
 }
 
-/** Log lines of a server, as parsed pino objects, for `startServer(..., { logger: sink.logger })`. */
-export function logSink(): { lines: Record<string, unknown>[]; logger: object; since(n: number): string[] } {
+/** Log lines of a server, as parsed pino objects, for `startServer({ logLevel: 'info' }, { logStream: sink.stream })`. */
+export function logSink(): { lines: Record<string, unknown>[]; stream: { write(s: string): void }; since(n: number): string[] } {
   const lines: Record<string, unknown>[] = []
   const strings = (v: unknown, out: string[]): string[] => {
     if (typeof v === 'string') out.push(v)
@@ -194,16 +194,13 @@ export function logSink(): { lines: Record<string, unknown>[]; logger: object; s
   }
   return {
     lines,
-    logger: {
-      level: 'info',
-      stream: {
-        write: (s: string) => {
-          try {
-            lines.push(JSON.parse(s) as Record<string, unknown>)
-          } catch {
-            lines.push({ msg: s })
-          }
-        },
+    stream: {
+      write: (s: string) => {
+        try {
+          lines.push(JSON.parse(s) as Record<string, unknown>)
+        } catch {
+          lines.push({ msg: s })
+        }
       },
     },
     /** Every string of every line logged from index `n` on (messages, reasons, error messages). */

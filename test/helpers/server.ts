@@ -1,6 +1,6 @@
 import { createServer } from 'node:net'
 import type { FastifyInstance } from 'fastify'
-import { buildApp, type AppOptions } from '../../src/app.js'
+import { buildApp } from '../../src/app.js'
 import { postTo } from './clients.js'
 import { loadConfig, type Config } from '../../src/config.js'
 import type { EventStore } from '../../src/store/event-store.js'
@@ -52,16 +52,13 @@ function deepMerge(a: Overrides, b: Overrides): Overrides {
   return out
 }
 
-/**
- * Start the real server on a free loopback port (or `overrides.port`), optionally on a given store
- * (`overrides.store` from storeOverrides(kind), or an EventStore) and with a given pino logger.
- */
-export async function startServer(overrides: Overrides = {}, opts: { store?: EventStore; logger?: AppOptions['logger'] } = {}): Promise<TestServer> {
+/** Start the real server on a free loopback port (or `overrides.port`), optionally on a given store. */
+export async function startServer(overrides: Overrides = {}, opts: { store?: EventStore; logStream?: { write(line: string): void } } = {}): Promise<TestServer> {
   const config = loadConfig({
     env: {},
     overrides: deepMerge(deepMerge({ host: '127.0.0.1', port: 0, logLevel: 'silent' }, storeOverrides()), overrides),
   })
-  const app = await buildApp(config, { store: opts.store, logger: opts.logger })
+  const app = await buildApp(config, opts)
   await app.listen({ host: config.host, port: config.port })
   const address = app.server.address()
   if (address === null || typeof address === 'string') throw new Error('server has no TCP address')

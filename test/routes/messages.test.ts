@@ -1,3 +1,4 @@
+import http from 'node:http'
 import t from 'tap'
 import { startServer } from '../helpers/server.js'
 
@@ -42,7 +43,7 @@ const BAD: { name: string; body: unknown; headers?: Record<string, string>; stat
   { name: 'invalid UTF-8', body: Buffer.from([0x7b, 0x22, 0x74, 0x65, 0x78, 0x74, 0x22, 0x3a, 0x22, 0xc3, 0x28, 0x22, 0x7d]), status: 400, message: /not valid UTF-8/ },
   { name: 'an empty body', body: '', status: 400, message: /JSON/ },
   { name: 'a body of 1 MB', body: JSON.stringify({ text: 'x'.repeat(1_000_000), room: 'r' }), status: 413, message: /body/i },
-  { name: 'an unsupported content type', body: '<event/>', headers: { 'content-type': 'application/xml' }, status: 415, message: /Unsupported Media Type/ },
+  { name: 'an unsupported content type', body: '<event/>', headers: { 'content-type': 'application/xml' }, status: 415, message: /application\/json/ },
 ]
 
 t.test('bad input: each gets its status and a JSON message; the store is unchanged; the server stays up', async (t) => {
@@ -59,6 +60,36 @@ t.test('bad input: each gets its status and a JSON message; the store is unchang
   const all = await s.app.store.read({ kind: 'room', room: null }, 0, 100)
   t.same(all.map((e) => String(e.id)), [good.body.id], 'only the good event was stored')
   t.equal((await fetch(`${s.url}/health`)).status, 200, 'still up')
+})
+
+/** A POST with exactly these headers (node:http adds no content-type of its own). */
+function rawPost(url: string, body: string, headers: Record<string, string>): Promise<{ status: number; body: any }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(`${url}/messages`, { method: 'POST', headers: { 'content-length': String(Buffer.byteLength(body)), ...headers } }, (res) => {
+      let text = ''
+      res.setEncoding('utf8')
+      res.on('data', (d: string) => (text += d))
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) }))
+    })
+    req.on('error', reject)
+    req.end(body)
+  })
+}
+
+t.test('POST takes application/json only: a page cannot post cross-site without a preflight (text/plain, forms, no type: 415)', async (t) => {
+  const s = await startServer()
+  t.teardown(() => s.close())
+  const body = JSON.stringify({ text: 'x', room: 'r' })
+  // The content types a browser sends cross-site without a CORS preflight, and none at all.
+  for (const type of ['text/plain', 'text/plain;charset=UTF-8', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x', undefined]) {
+    const r = await rawPost(s.url, body, type === undefined ? { origin: 'https://evil.example' } : { origin: 'https://evil.example', 'content-type': type })
+    t.equal(r.status, 415, `${type ?? 'no content-type'}: 415`)
+    t.same(Object.keys(r.body).sort(), ['error', 'message', 'statusCode'], `${type ?? 'no content-type'}: the one error shape`)
+    t.match(r.body, { statusCode: 415, error: 'Unsupported Media Type', message: /content-type: application\/json/ }, `${type ?? 'no content-type'}: says what to send`)
+  }
+  t.same(await s.app.store.read({ kind: 'room', room: null }, 0, 10), [], 'nothing stored')
+  t.equal((await rawPost(s.url, body, { 'content-type': 'application/json; charset=utf-8' })).status, 202, 'a charset parameter is fine')
+  t.equal((await rawPost(s.url, body, { 'content-type': 'Application/JSON' })).status, 202, 'media types are case-insensitive')
 })
 
 t.test('unknown paths and methods answer JSON errors', async (t) => {

@@ -1,4 +1,5 @@
 import http from 'node:http'
+import net from 'node:net'
 import t from 'tap'
 import { dataEvents, isLive, openSse, openStream, openWs, type Received } from '../helpers/clients.js'
 import { startServer, type TestServer } from '../helpers/server.js'
@@ -186,6 +187,95 @@ t.test('SSE wire details: headers, retry, heartbeat comments', async (t) => {
   t.equal(raw.headers['access-control-allow-origin'], '*', 'CORS applies to streams')
   t.ok(raw.text.startsWith('retry: 1234\n\n'), 'retry: first')
   t.match(raw.text, /event: live\n/)
+})
+
+t.test('WebSocket upgrades check Origin against cors.origins (browsers do not apply CORS to WebSockets); SSE is left to the browser', async (t) => {
+  const s = await startServer({ cors: { origins: ['https://good.example'] } })
+  t.teardown(() => s.close())
+  for (const origin of ['https://evil.example', 'null', 'https://good.example.evil.example']) {
+    const ws = openWs(`${s.wsUrl}/messages?room=o`, { origin })
+    t.equal(await ws.status, 403, `${origin}: 403 before the upgrade`)
+    t.match(await ws.errorBody, { statusCode: 403, error: 'Forbidden', message: /origin/i }, `${origin}: JSON error`)
+  }
+  t.equal(s.app.hub.connections().size, 0, 'no refused client was attached')
+  const good = openWs(`${s.wsUrl}/messages?room=o`, { origin: 'https://good.example' })
+  const none = openWs(`${s.wsUrl}/messages?room=o`) // wscat, server-to-server clients: no Origin
+  t.teardown(() => (good.close(), none.close()))
+  await good.waitFor(isLive, 5000, 'live for an allowed origin')
+  await none.waitFor(isLive, 5000, 'live without an Origin')
+  // A page on another site may open the SSE stream but cannot read it: no CORS grant for it.
+  const sse = await new Promise<http.IncomingMessage>((resolve, reject) => {
+    const req = http.get(`${s.url}/messages?room=o`, { headers: { origin: 'https://evil.example', accept: 'text/event-stream' } }, (res) => {
+      resolve(res)
+      req.destroy()
+    })
+    req.on('error', reject)
+  })
+  t.equal(sse.statusCode, 200)
+  t.equal(sse.headers['access-control-allow-origin'], undefined, 'SSE: no access-control-allow-origin for a foreign origin')
+
+  const open = await startServer({ cors: { origins: ['*'] } })
+  t.teardown(() => open.close())
+  const any = openWs(`${open.wsUrl}/messages?room=o`, { origin: 'https://evil.example' })
+  t.teardown(() => any.close())
+  await any.waitFor(isLive, 5000, 'live: * allows every origin')
+})
+
+/**
+ * Raw HTTP/1.1 on one connection: sends `first`, and once its response head is in, `second`; resolves
+ * with everything read until `second`'s response is in (the bytes between the two heads included).
+ */
+function twoRequests(port: number, first: string, second: string, timeoutMs = 5000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, '127.0.0.1')
+    let text = ''
+    let sent = false
+    const timer = setTimeout(() => {
+      socket.destroy()
+      reject(new Error(`no answer to the second request within ${timeoutMs} ms; read: ${JSON.stringify(text.slice(0, 300))}`))
+    }, timeoutMs)
+    socket.setEncoding('utf8')
+    socket.on('data', (d: string) => {
+      text += d
+      if (!sent && text.includes('\r\n\r\n')) {
+        sent = true
+        socket.write(second)
+      }
+      const heads = text.split('\r\n\r\n')
+      if (sent && heads.length >= 3 && /"status":"ok"/.test(text)) {
+        clearTimeout(timer)
+        socket.destroy()
+        resolve(text)
+      }
+    })
+    socket.on('error', reject)
+    socket.write(first)
+  })
+}
+
+t.test('HEAD on a stream path: the SSE status and headers, no body, nothing attached; a bad query is still 400', async (t) => {
+  const s = await startServer()
+  t.teardown(() => s.close())
+  await post(s, { text: 'stored', room: 'h' })
+  const port = Number(new URL(s.url).port)
+  for (const path of ['/messages?room=h', '/messages', '/v1/competitions', '/v1/competitions/c-1']) {
+    const text = await twoRequests(port, `HEAD ${path} HTTP/1.1\r\nHost: x\r\nOrigin: http://example.test\r\n\r\n`, 'GET /health HTTP/1.1\r\nHost: x\r\n\r\n')
+    const [head, next] = text.split('\r\n\r\n')
+    t.match(head, /^HTTP\/1\.1 200 /, `${path}: 200`)
+    t.match(head, /\r\ncontent-type: text\/event-stream/i, `${path}: content-type`)
+    t.match(head, /\r\ncache-control: no-cache/i, `${path}: cache-control`)
+    t.match(head, /\r\nx-accel-buffering: no/i, `${path}: x-accel-buffering`)
+    t.match(head, /\r\naccess-control-allow-origin: \*/i, `${path}: CORS`)
+    t.notMatch(head, /\r\ncontent-length:/i, `${path}: no content-length (a GET has none either)`)
+    t.match(next, /^HTTP\/1\.1 200 /, `${path}: no body: the next bytes on the connection are the next response`)
+  }
+  // An event now would reach a subscriber attached by a HEAD.
+  await post(s, { text: 'after', room: 'h' })
+  t.equal(s.app.hub.connections().size, 0, 'no subscriber attached')
+  for (const path of ['/messages?room=a%20b', '/v1/competitions?lastEventId=abc']) {
+    const res = await fetch(s.url + path, { method: 'HEAD' })
+    t.equal(res.status, 400, `HEAD ${path}: 400`)
+  }
 })
 
 t.test('WebSocket: protocol pings keep the connection; frames sent by clients are ignored', async (t) => {
