@@ -89,7 +89,7 @@ export default async function messages(app: FastifyInstance): Promise<void> {
         const message = err.certain
           ? 'the store is unavailable; the event was not stored: retry later'
           : 'the store did not confirm the write, so the event may have been stored: retry with the same Idempotency-Key header to store it exactly once'
-        return reply.code(503).header('retry-after', '1').send({ statusCode: 503, error: 'Service Unavailable', message })
+        return reply.code(503).header('retry-after', '1').send({ statusCode: 503, error: 'Service Unavailable', message, requestId: req.id })
       }
       throw err
     }

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { MongoBulkWriteError, MongoClient, type Collection, type Db, type Filter, type IndexDescription, type MongoClientOptions, type Sort } from 'mongodb'
+import { MongoBulkWriteError, MongoClient, MongoServerSelectionError, type Collection, type Db, type Filter, type IndexDescription, type MongoClientOptions, type Sort } from 'mongodb'
 import { COMPETITION_ACTIVATED, type NewEvent, type StoredEvent } from '../event.js'
 import { windowStart, type StreamFilter } from '../stream.js'
 import { StoreRejectedError, StoreUnavailableError, type EventStore, type StoreBounds, type Tail, type TailHandlers } from './event-store.js'
@@ -304,6 +304,7 @@ export class MongoEventStore implements EventStore {
       } catch (err) {
         const failed = err instanceof MongoBulkWriteError ? firstWriteError(err) : null
         if (failed === null) {
+          if (neverSent(err)) throw new StoreUnavailableError(stored, true, err)
           // No answer about the documents (connection lost, timeout...): ask which of them landed.
           const landed = await this.landed(docs, token)
           for (const d of docs.slice(0, landed ?? 0)) stored.push(toEvent(d))
@@ -436,6 +437,14 @@ export class MongoEventStore implements EventStore {
     const [d] = await this.coll.find({}, { projection: { _id: 1 } }).sort({ $natural: dir }).limit(1).toArray()
     return d === undefined ? null : Number(d._id)
   }
+}
+
+/**
+ * The insert never reached a server: none could be selected, or the connection for it could not be
+ * opened (the driver reports `connect ECONNREFUSED …` inside a bulk write error). Nothing landed.
+ */
+function neverSent(err: unknown): boolean {
+  return err instanceof MongoServerSelectionError || /^connect (ECONNREFUSED|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|ENOTFOUND)\b/.test((err as Error).message)
 }
 
 /** With an ordered insert, everything before the first failed document was inserted, nothing after. */
