@@ -9,6 +9,7 @@
 import net from 'node:net'
 import { randomBytes } from 'node:crypto'
 import { Histogram } from './histogram.js'
+import { pong, walkFrames } from './ws-frames.js'
 
 interface OpenCmd {
   cmd: 'open'
@@ -138,34 +139,12 @@ function openWs(url: URL, localAddress: string): Promise<void> {
     `sec-websocket-key: ${randomBytes(16).toString('base64')}\r\nsec-websocket-version: 13\r\n\r\n`
   return openRaw(url, localAddress, 'WS', request, SWITCHING, (buf, socket) => {
     const at = now()
-    let pos = 0
-    while (buf.length - pos >= 2) {
-      const opcode = buf[pos] & 0x0f
-      let len = buf[pos + 1] & 0x7f
-      let header = 2
-      if (len === 126) {
-        if (buf.length - pos < 4) break
-        len = buf.readUInt16BE(pos + 2)
-        header = 4
-      } else if (len === 127) {
-        if (buf.length - pos < 10) break
-        len = Number(buf.readBigUInt64BE(pos + 2))
-        header = 10
-      }
-      if (buf.length - pos < header + len) break
-      const payload = buf.subarray(pos + header, pos + header + len)
+    return walkFrames(buf, (opcode, payload) => {
       if (opcode === 1) scan(payload, payload.length, at)
       else if (opcode === 9) socket.write(pong(payload))
       else if (opcode === 8) socket.end()
-      pos += header + len
-    }
-    return pos
+    })
   })
-}
-
-/** A client's pong: masked, as every client frame must be (a zero mask leaves the payload as is). */
-function pong(payload: Buffer): Buffer {
-  return Buffer.concat([Buffer.from([0x8a, 0x80 | payload.length, 0, 0, 0, 0]), payload])
 }
 
 async function openAll(c: OpenCmd): Promise<void> {

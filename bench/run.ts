@@ -1,6 +1,8 @@
 /**
- * npm run bench [-- --quick] [-- --phases idle,load,multi] [-- --clients 1000,10000] [-- --rate 50]
+ * npm run bench [-- --quick] [-- --phases idle,load,multi,storm] [-- --clients 1000,10000] [-- --rate 50]
  *                [-- --store mongodb] [-- --nats] [-- --workers N] [-- --cpu-prof] [-- --filter TEXT]
+ *                [-- --storm-clients 1000,10000] [-- --storm-events 10000] [-- --storm-window 1000]
+ *                [-- --server-dist DIR]
  *
  * For each phase: start the server (tailcast from dist/, on the embedded store unless --store
  * mongodb, --nats or --workers N; or the raw node:http baseline) as a child process with the highest
@@ -19,6 +21,7 @@ import { MongoClient } from 'mongodb'
 import { connect as natsConnect } from 'nats'
 import { Histogram } from './histogram.js'
 import { formatSelfTimes } from './profile.js'
+import { storm, type StormResult } from './storm.js'
 
 const here = dirname(fileURLToPath(import.meta.url))
 const repo = resolve(here, '..') // dist-bench -> repo root
@@ -44,6 +47,8 @@ interface Phase extends Setup {
   /** Events per second injected during the load window (0: idle only). */
   rate: number
   seconds: number
+  /** A resume storm (bench/storm.ts) instead of a load phase: events in the stream, resumes among the newest `window`. */
+  storm?: { events: number; window: number }
 }
 
 interface PhaseResult extends Phase {
@@ -65,7 +70,19 @@ interface PhaseResult extends Phase {
   errorSamples: string[]
 }
 
-function args(): { quick: boolean; clients: number[]; rate: number | null; seconds: number | null; phases: string[]; idle: number[]; cpuProf: boolean; peak: number; filter: string | undefined; setup: Setup } {
+function args(): {
+  quick: boolean
+  clients: number[]
+  rate: number | null
+  seconds: number | null
+  phases: string[]
+  idle: number[]
+  cpuProf: boolean
+  peak: number
+  filter: string | undefined
+  setup: Setup
+  storm: { clients: number[]; events: number; window: number }
+} {
   const a = process.argv.slice(2)
   const get = (name: string): string | undefined => {
     const i = a.indexOf(name)
@@ -79,7 +96,7 @@ function args(): { quick: boolean; clients: number[]; rate: number | null; secon
     idle: list(get('--idle')) ?? (quick ? [] : [1000, 10000, 19500]),
     rate: get('--rate') === undefined ? null : Number(get('--rate')),
     seconds: get('--seconds') === undefined ? null : Number(get('--seconds')),
-    phases: get('--phases')?.split(',') ?? ['idle', 'load'],
+    phases: get('--phases')?.split(',') ?? ['idle', 'load', 'storm'],
     cpuProf: a.includes('--cpu-prof'),
     filter: get('--filter'),
     peak: get('--peak') === undefined ? (quick ? 1 : 4) : Number(get('--peak')),
@@ -88,8 +105,19 @@ function args(): { quick: boolean; clients: number[]; rate: number | null; secon
       nats: a.includes('--nats'),
       workers: get('--workers') === undefined ? 1 : Number(get('--workers')),
     },
+    storm: {
+      clients: list(get('--storm-clients')) ?? (quick ? [1000] : [1000, 10000]),
+      events: Number(get('--storm-events') ?? 10_000),
+      window: Number(get('--storm-window') ?? 1000),
+    },
   }
 }
+
+/** tailcast's build to run: this checkout's dist/, or another one's (--server-dist, e.g. an older commit's, for before/after). */
+const SERVER_DIST = (() => {
+  const i = process.argv.indexOf('--server-dist')
+  return i === -1 ? join(repo, 'dist') : resolve(process.argv[i + 1])
+})()
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
 
@@ -144,7 +172,7 @@ function startServer(p: Phase, profDir: string | null): { child: ChildProcess; p
   const target = p.target
   const port = 18000 + (process.pid % 1000) * 10 + (portSeq++ % 10)
   const prof = profDir === null ? '' : `--cpu-prof --cpu-prof-dir=${profDir} `
-  const script = target === 'tailcast' ? join(repo, 'dist', 'cli.js') + ' serve' : join(here, 'baseline.js')
+  const script = target === 'tailcast' ? join(SERVER_DIST, 'cli.js') + ' serve' : join(here, 'baseline.js')
   const setup = setupEnv(p)
   const env: NodeJS.ProcessEnv = {
     ...process.env,
@@ -172,6 +200,7 @@ let setupSeq = 0
 /** The environment for a phase's store, NATS and workers; each phase gets a fresh collection and stream. */
 function setupEnv(p: Phase): Record<string, string> {
   const env: Record<string, string> = { TAILCAST_STORE: p.store, TAILCAST_WORKERS: String(p.workers) }
+  if (p.storm !== undefined) env.TAILCAST_STORE_CAPACITY = String(2 * p.storm.events)
   const tag = `bench_${process.pid}_${setupSeq++}`
   if (p.store === 'mongodb') {
     env.TAILCAST_MONGODB_DATABASE = 'tailcast_bench'
@@ -345,10 +374,48 @@ async function runPhase(p: Phase, profDir: string | null): Promise<PhaseResult> 
   } finally {
     for (const l of loads) l.child.send({ cmd: 'close' })
     await Promise.all(loads.map((l) => new Promise((r) => (l.child.exitCode !== null ? r(null) : l.child.once('exit', r)))))
-    child.kill('SIGTERM')
-    await new Promise((r) => (child.exitCode !== null ? r(null) : child.once('exit', r)))
-    await removeSetup(setup)
+    await stopServer(child, setup)
   }
+}
+
+async function stopServer(child: ChildProcess, setup: Record<string, string>): Promise<void> {
+  child.kill('SIGTERM')
+  await new Promise((r) => (child.exitCode !== null ? r(null) : child.once('exit', r)))
+  await removeSetup(setup)
+}
+
+async function runStorm(p: Phase): Promise<StormResult & { name: string }> {
+  const { child, port, setup } = startServer(p, null)
+  try {
+    await waitHealthy(port, child)
+    const r = await storm(port, p.sse + p.ws, p.storm?.events ?? 10_000, p.storm?.window ?? 1000)
+    process.stderr.write(`  ${p.name}: all ${r.clients} live in ${r.allLiveMs} ms, ${r.exact} exact\n`)
+    return { name: p.name, ...r }
+  } finally {
+    await stopServer(child, setup)
+  }
+}
+
+function stormTable(results: (StormResult & { name: string })[]): string {
+  const head = ['storm', 'clients', 'events', 'window', 'tail catch-up ms', 'all live ms', 'p50 ms', 'p99 ms', 'max ms', 'exact', 'resets', 'errors', 'from memory', 'from store', 'store finds']
+  const rows = results.map((r) => [
+    r.name,
+    String(r.clients),
+    String(r.events),
+    String(r.window),
+    String(r.catchUpMs),
+    String(r.allLiveMs),
+    String(round(r.perClientMs.p50, 1)),
+    String(round(r.perClientMs.p99, 1)),
+    String(round(r.perClientMs.max, 1)),
+    `${r.exact}/${r.clients}`,
+    String(r.resets),
+    String(r.errors),
+    String(r.replaysFromMemory ?? 'n/a'),
+    String(r.replaysFromStore ?? 'n/a'),
+    String(r.storeFinds ?? 'n/a'),
+  ])
+  return markdownTable(head, rows)
 }
 
 /** Drop what a phase made on a MongoDB or NATS server that outlives the bench (one given by URL). */
@@ -420,6 +487,14 @@ function plan(o: ReturnType<typeof args>): Phase[] {
       }
     }
   }
+  if (o.phases.includes('storm')) {
+    for (const n of o.storm.clients) {
+      for (const store of ['memory', 'mongodb'] as const) {
+        const s: Setup = { store, nats: false, workers: 1 }
+        phases.push({ name: `storm ${n} tailcast${setupLabel(s)}`, target: 'tailcast', ...s, sse: Math.ceil(n / 2), ws: Math.floor(n / 2), rate: 0, seconds: 0, storm: { events: o.storm.events, window: o.storm.window } })
+      }
+    }
+  }
   return o.filter === undefined ? phases : phases.filter((p) => p.name.includes(o.filter as string))
 }
 
@@ -442,6 +517,10 @@ function table(results: PhaseResult[]): string {
     String(r.errors),
     String(r.disconnects),
   ])
+  return markdownTable(head, rows)
+}
+
+function markdownTable(head: string[], rows: string[][]): string {
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)))
   const line = (cells: string[]): string => '| ' + cells.map((c, i) => c.padEnd(widths[i])).join(' | ') + ' |'
   return [line(head), '|' + widths.map((w) => '-'.repeat(w + 2)).join('|') + '|', ...rows.map(line)].join('\n')
@@ -472,8 +551,14 @@ async function main(): Promise<void> {
     process.exit(code)
   }
   const results: PhaseResult[] = []
+  const storms: (StormResult & { name: string })[] = []
   const profiles: string[] = []
   for (const p of phases) {
+    if (p.storm !== undefined) {
+      process.stderr.write(`phase ${p.name}: ${p.storm.events} events, ${p.sse} SSE + ${p.ws} WS resume at once among the newest ${p.storm.window}\n`)
+      storms.push(await runStorm(p))
+      continue
+    }
     process.stderr.write(`phase ${p.name}: ${p.sse} SSE + ${p.ws} WS, ${p.rate} events/s for ${p.seconds} s\n`)
     const phaseProfDir = profDir === null || p.target !== 'tailcast' ? null : join(profDir, `${stamp}-${p.name.replace(/[^a-z0-9]+/gi, '-')}`)
     if (phaseProfDir !== null) mkdirSync(phaseProfDir, { recursive: true })
@@ -490,7 +575,8 @@ async function main(): Promise<void> {
       if (t && b) ratios.push({ phase: kind, clients: n, deliveriesPerSec: round(t.deliveriesPerSec / b.deliveriesPerSec, 3), p99: round(t.latencyMs.p99 / b.latencyMs.p99, 2) })
     }
   }
-  console.log(table(results))
+  if (results.length > 0) console.log(table(results))
+  if (storms.length > 0) console.log(stormTable(storms))
   for (const p of profiles) console.log(p)
   for (const r of ratios) {
     console.log(`ratio tailcast/baseline, ${r.phase} at ${r.clients} SSE clients: deliveries/s ${r.deliveriesPerSec}, p99 ${r.p99}`)
@@ -498,7 +584,7 @@ async function main(): Promise<void> {
   const dir = join(repo, 'bench', 'results')
   mkdirSync(dir, { recursive: true })
   const file = join(dir, `${stamp}-${o.quick ? 'quick' : 'full'}.json`)
-  writeFileSync(file, JSON.stringify({ date: new Date().toISOString(), command: `npm run bench -- ${process.argv.slice(2).join(' ')}`.trim(), machine, loadavgAfter: os.loadavg().map((n) => round(n, 2)), results, ratios }, null, 2) + '\n')
+  writeFileSync(file, JSON.stringify({ date: new Date().toISOString(), command: `npm run bench -- ${process.argv.slice(2).join(' ')}`.trim(), machine, server: SERVER_DIST, loadavgAfter: os.loadavg().map((n) => round(n, 2)), results, storms, ratios }, null, 2) + '\n')
   console.log(`results: ${file}`)
 }
 

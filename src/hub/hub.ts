@@ -1,5 +1,5 @@
 import type { Frame, StoredEvent } from '../event.js'
-import type { EventStore, Tail } from '../store/event-store.js'
+import type { EventStore, StoreBounds, Tail } from '../store/event-store.js'
 import { eventKeys, matches, type StreamFilter } from '../stream.js'
 import { Batch, FrameCache } from './frames.js'
 import { History, type HistoryOptions } from './history.js'
@@ -49,6 +49,7 @@ export class Hub implements SubscriberHost {
   private pos = 0
   /** On a relay: the upstream's stream position, which may be past the newest event stored here. */
   private upstreamPos = 0
+  private newestQuery: Promise<StoreBounds> | undefined
   private closing = false
 
   constructor(private readonly store: EventStore, private readonly opts: HubOptions) {
@@ -125,6 +126,20 @@ export class Hub implements SubscriberHost {
 
   countSlow(): void {
     this.stats.slowDisconnects++
+  }
+
+  /**
+   * Is `id` past the newest stored event? Asked when a resume id is past what this process has
+   * seen (its tail lags the store). Concurrent askers share one store query (a storm of resumes
+   * costs one), and a "yes" from a shared answer is checked again, since that query may have
+   * started before the event was stored.
+   */
+  async isPastNewest(id: number): Promise<boolean> {
+    if (this.newestQuery === undefined) {
+      this.newestQuery = this.store.bounds().finally(() => (this.newestQuery = undefined))
+    }
+    if (id <= ((await this.newestQuery).newest ?? 0)) return false
+    return id > ((await this.store.bounds()).newest ?? 0)
   }
 
   countReplay(fromStore: boolean): void {

@@ -18,6 +18,7 @@ export interface SubscriberHost {
   /** The event's shared frame, or null when it cannot be serialised (logged and skipped). */
   frame(e: StoredEvent): Frame | null
   readonly history: History
+  isPastNewest(id: number): Promise<boolean>
   countReplay(fromStore: boolean): void
   add(s: Subscriber): void
   remove(s: Subscriber): void
@@ -66,7 +67,7 @@ export class Subscriber {
     if (resumeId !== null) {
       // Only an id past what this process has seen needs the store (its tail may lag the store);
       // on a relay the position is the upstream's, which may be past the newest event stored here.
-      const newer = resumeId > this.host.position && resumeId > ((await this.store.bounds()).newest ?? 0)
+      const newer = resumeId > this.host.position && (await this.host.isPastNewest(resumeId))
       if (newer) this.reset(resumeId, `lastEventId ${resumeId} is newer than the newest stored event`)
       else {
         cursor = resumeId

@@ -1,5 +1,6 @@
 import fp from 'fastify-plugin'
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client'
+import { MongoEventStore } from '../store/mongo-store.js'
 
 export interface Metrics {
   registry: Registry
@@ -65,6 +66,19 @@ export default fp(
     fromHubGauge('tailcast_history_bytes', 'Bytes held by the hot history (frames and bookkeeping)', () => hub.history.bytes)
     fromHubGauge('tailcast_history_events', 'Events held by the hot history', () => hub.history.events)
     fromHubGauge('tailcast_history_warmup_seconds', 'Time the hot history took to warm from the store at start', () => hub.stats.warmMs / 1000)
+    const store = app.store
+    if (store instanceof MongoEventStore) {
+      new Counter({
+        name: 'tailcast_store_commands_total',
+        help: 'Commands sent to MongoDB, by name (from the driver\'s command monitoring; getMore includes the tail\'s waits)',
+        labelNames: ['command'],
+        registers: [registry],
+        collect() {
+          this.reset()
+          for (const [command, n] of store.commands) this.inc({ command }, n)
+        },
+      })
+    }
     fromHubGauge('tailcast_tail_lag_seconds', "Time from the last dispatched event's `time` to its dispatch by this process", () => hub.stats.tailLagMs / 1000)
     const dropped = new Counter({
       name: 'tailcast_events_dropped_total',
@@ -74,5 +88,5 @@ export default fp(
     })
     app.decorate('metrics', { registry, dropped })
   },
-  { name: 'metrics', dependencies: ['hub'] },
+  { name: 'metrics', dependencies: ['hub', 'store'] },
 )

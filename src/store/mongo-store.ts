@@ -126,6 +126,8 @@ export class MongoEventStore implements EventStore {
   readonly kind = 'mongodb'
   readonly client: MongoClient
   readonly tailStats: MongoTailStats = { lagMs: 0, opens: 0, errors: 0, stalls: 0 }
+  /** Commands sent to the server, by name (find, getMore, insert, ...). */
+  readonly commands = new Map<string, number>()
   private db!: Db
   private coll!: Collection<EventDoc>
   private closed = false
@@ -142,7 +144,9 @@ export class MongoEventStore implements EventStore {
   private replaySort: Sort = { _id: 1 }
 
   constructor(readonly config: MongoStoreConfig, private readonly opts: MongoStoreOptions = {}) {
-    this.client = new MongoClient(config.url, { serverSelectionTimeoutMS: 5000, ...opts.clientOptions })
+    // Command monitoring counts what each command costs the store (/metrics), e.g. the finds of a resume storm.
+    this.client = new MongoClient(config.url, { serverSelectionTimeoutMS: 5000, monitorCommands: true, ...opts.clientOptions })
+    this.client.on('commandStarted', (e) => this.commands.set(e.commandName, (this.commands.get(e.commandName) ?? 0) + 1))
   }
 
   get collectionName(): string {
