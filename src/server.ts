@@ -12,7 +12,9 @@ export async function serve(config: Config): Promise<FastifyInstance> {
     sockets.add(socket)
     socket.once('close', () => sockets.delete(socket))
   })
-  await app.listen({ port: config.port, host: config.host })
+  // A deploy or a load-balancer flip reconnects every client at once: a deep accept queue (the
+  // kernel caps it at net.core.somaxconn) takes that storm instead of resetting connections.
+  await app.listen({ port: config.port, host: config.host, backlog: 4096 })
   let stopping = false
   const stop = (signal: string): void => {
     if (stopping) return
