@@ -78,6 +78,10 @@ export class SseTransport implements Transport {
     })
   }
 
+  responsive(): boolean {
+    return true
+  }
+
   heartbeat(position: number | null): void {
     if (!this.closed) this.res.write(position === null ? PING : `: ping ${position}\n\n`)
   }

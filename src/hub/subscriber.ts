@@ -175,7 +175,9 @@ export class Subscriber {
    */
   heartbeat(position: number): void {
     if (this.closed) return
-    if (this.transport.buffered() > this.opts.maxBufferedBytes) this.disconnectSlow()
+    // A client that left the last ping unanswered is not reading either (the ping waits behind the
+    // data in its receive buffer): slow, like one whose unread bytes pass the limit.
+    if (this.transport.buffered() > this.opts.maxBufferedBytes || !this.transport.responsive()) this.disconnectSlow()
     else this.transport.heartbeat(this.live ? position : null)
   }
 

@@ -19,6 +19,8 @@ export interface Transport {
    * position, and the liveness check. `position` is null while the client is still replaying.
    */
   heartbeat(position: number | null): void
+  /** Did the client answer the last heartbeat (WebSocket pong)? Always true where there is no answer (SSE). */
+  responsive(): boolean
   close(reason: CloseReason): void
   onClose(listener: () => void): void
 }

@@ -68,12 +68,12 @@ export class WsTransport implements Transport {
     return new Promise((resolve) => this.ws.ping(undefined, undefined, () => resolve()))
   }
 
+  responsive(): boolean {
+    return this.alive
+  }
+
   heartbeat(position: number | null): void {
     if (!this.open) return
-    if (!this.alive) {
-      this.ws.terminate()
-      return
-    }
     this.alive = false
     this.ws.ping(position === null ? undefined : String(position))
   }
