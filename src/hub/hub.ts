@@ -49,6 +49,7 @@ export class Hub implements SubscriberHost {
   private pos = 0
   /** On a relay: the upstream's stream position, which may be past the newest event stored here. */
   private upstreamPos = 0
+  private upstreamWaiting: { position: number; storedThrough: number } | undefined
   private newestQuery: Promise<StoreBounds> | undefined
   private closing = false
 
@@ -65,10 +66,17 @@ export class Hub implements SubscriberHost {
     return Math.max(this.pos, this.upstreamPos)
   }
 
-  /** A relay's upstream reported `live` at `position`: every upstream event up to it is stored here. */
-  followUpstream(position: number): void {
-    if (position > this.upstreamPos) this.upstreamPos = position
+  /**
+   * A relay's upstream reported `position` (in `live` or a heartbeat) after the relay had stored its
+   * events through `storedThrough`. It becomes this hub's position only once those are dispatched
+   * here too: a downstream client told the position before an event would skip that event.
+   */
+  followUpstream(position: number, storedThrough: number): void {
+    if (position <= this.upstreamPos) return
+    if (this.pos >= storedThrough) this.upstreamPos = position
+    else this.upstreamWaiting = { position, storedThrough }
   }
+
 
   /** Warm the history with the store's newest events (one read), then follow the store from there. */
   async start(): Promise<void> {
@@ -198,6 +206,11 @@ export class Hub implements SubscriberHost {
         if (list === undefined) groups.set(topic, [frame])
         else list.push(frame)
       }
+    }
+    const waiting = this.upstreamWaiting
+    if (waiting !== undefined && this.pos >= waiting.storedThrough) {
+      this.upstreamPos = Math.max(this.upstreamPos, waiting.position)
+      this.upstreamWaiting = undefined
     }
     const last = events[events.length - 1]
     if (last !== undefined) this.stats.tailLagMs = Math.max(0, now - Date.parse(last.time))

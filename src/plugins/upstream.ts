@@ -83,9 +83,9 @@ export default fp(
           await app.ingest.submit([event], [id])
           status.position = id
         },
-        onPosition: (position) => app.hub.followUpstream(position),
+        onPosition: (position) => app.hub.followUpstream(position, status.position),
         onLive: (position) => {
-          app.hub.followUpstream(position)
+          app.hub.followUpstream(position, status.position)
           if (!status.caughtUp) app.log.info({ upstream: shown, position }, 'relay caught up with the upstream')
           status.caughtUp = true
           markCaughtUp()
