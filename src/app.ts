@@ -63,6 +63,9 @@ export async function buildApp(config: Config, opts: AppOptions = {}): Promise<F
       ...(opts.logStream === undefined ? {} : { stream: opts.logStream }),
     },
     bodyLimit: config.bodyLimit,
+    // Opening a store, its indexes and the newest-id read can take seconds on a large FerretDB
+    // collection (a scan); Fastify's default of 10 s per plugin would stop the start.
+    pluginTimeout: 60_000,
     return503OnClosing: true,
     // Long competition ids get a 400 that says why, rather than the router's 404.
     routerOptions: { maxParamLength: 512 },

@@ -29,6 +29,15 @@ class Queue {
     this.items.push(e)
   }
 
+  toArray(): Entry[] {
+    return this.items.slice(this.head)
+  }
+
+  clear(): void {
+    this.items = []
+    this.head = 0
+  }
+
   shift(): Entry | undefined {
     if (this.head >= this.items.length) return undefined
     const e = this.items[this.head++]
@@ -68,6 +77,8 @@ export class History {
   private floor = 0
   /** It also holds every event the store still has (warmed whole, nothing dropped here since). */
   private whole = false
+  /** Until warmed it serves nothing (new events are held meanwhile). */
+  private warmed = false
 
   constructor(private readonly opts: HistoryOptions) {}
 
@@ -84,14 +95,25 @@ export class History {
     return this.floor
   }
 
+  get isWarm(): boolean {
+    return this.warmed
+  }
+
   /**
-   * Start from the store's newest events (ascending). `complete`: they are all the store holds, and
-   * `evictedThrough` is the store's newest dropped id, so everything after it is here.
+   * Put the store's newest events (ascending, all older than what was added meanwhile) before the
+   * ones added since, and start serving: complete after `floor`, and `whole` when they are all
+   * the store holds.
    */
-  warm(events: { event: StoredEvent; frame: Frame | null }[], complete: boolean, evictedThrough: number): void {
-    this.floor = complete ? evictedThrough : Math.max(0, (events[0]?.event.id ?? 1) - 1)
-    this.whole = complete
+  warm(events: { event: StoredEvent; frame: Frame | null }[], floor: number, whole: boolean): void {
+    const since = this.all.toArray()
+    this.all.clear()
+    this.byStream.clear()
+    this.size = 0
+    this.floor = floor
+    this.whole = whole
     for (const { event, frame } of events) this.add(event, frame)
+    for (const e of since) this.add(e.event, e.frame)
+    this.warmed = true
   }
 
   /** A new event, in id order (`frame` null: it could not be serialised, and is simply not held). */
@@ -110,8 +132,13 @@ export class History {
 
   /** Can a replay after `afterId` (null: the whole live state) be served from here alone? */
   covers(afterId: number | null): boolean {
-    if (!this.enabled) return false
+    if (!this.enabled || !this.warmed) return false
     return afterId === null ? this.whole : afterId >= this.floor
+  }
+
+  /** Where a replay read from the store can stop and go on from here: the floor, once serving. */
+  get servesAfter(): number | undefined {
+    return this.enabled && this.warmed ? this.floor : undefined
   }
 
   /** A zero bound turns the history off: every replay reads the store. */

@@ -52,6 +52,8 @@ export class Hub implements SubscriberHost {
   private upstreamWaiting: { position: number; storedThrough: number } | undefined
   private newestQuery: Promise<StoreBounds> | undefined
   private closing = false
+  /** Resolves once the history is warm (/ready waits for it). */
+  warmed: Promise<void> = Promise.resolve()
 
   constructor(private readonly store: EventStore, private readonly opts: HubOptions) {
     this.frames = new FrameCache(opts.frameCacheSize)
@@ -78,18 +80,14 @@ export class Hub implements SubscriberHost {
   }
 
 
-  /** Warm the history with the store's newest events (one read), then follow the store from there. */
+  /**
+   * Follow the store from its newest event, and warm the history in the background (`warmed`):
+   * reading 100,000 events can take longer than a start-up should (23 s on FerretDB), and until
+   * it is warm every replay simply reads the store.
+   */
   async start(): Promise<void> {
-    const started = Date.now()
-    const newest = await this.store.newestEvents(this.opts.history.maxEvents)
-    const complete = newest.length < this.opts.history.maxEvents
-    this.history.warm(
-      newest.map((event) => ({ event, frame: this.frame(event) })),
-      complete,
-      complete ? await this.store.evictedThrough() : 0,
-    )
-    this.pos = newest.at(-1)?.id ?? 0
-    this.stats.warmMs = Date.now() - started
+    const { newest } = await this.store.bounds()
+    this.pos = newest ?? 0
     this.tail = this.store.tail(this.pos, {
       onEvents: (events) => this.dispatch(events),
       onError: (err) => this.opts.log?.warn({ err }, 'store tail re-opened'),
@@ -99,6 +97,24 @@ export class Hub implements SubscriberHost {
       for (const s of this.all) s.heartbeat(position)
     }, this.opts.heartbeatMs)
     this.timer.unref()
+    this.warmed = this.warm(this.pos)
+  }
+
+  /** The store's newest events up to `through` (the tail hands over what follows) into the history. */
+  private async warm(through: number): Promise<void> {
+    const started = Date.now()
+    try {
+      const read = await this.store.newestEvents(this.opts.history.maxEvents)
+      const complete = read.length < this.opts.history.maxEvents
+      const events = read.filter((e) => e.id <= through)
+      const floor = complete ? await this.store.evictedThrough() : (events[0]?.id ?? through + 1) - 1
+      this.history.warm(events.map((event) => ({ event, frame: this.frame(event) })), floor, complete)
+    } catch (err) {
+      // Everything after `through` passes through dispatch: the history is complete from there.
+      this.opts.log?.warn({ err }, 'warming the history from the store failed; it holds new events only')
+      this.history.warm([], through, false)
+    }
+    this.stats.warmMs = Date.now() - started
   }
 
   /** Attach a client and run its replay; resolves once it is live (or gone). */

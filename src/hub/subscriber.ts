@@ -92,7 +92,7 @@ export class Subscriber {
       } else {
         fromStore = true
         // Only what lies before the history: from there on it is served from memory.
-        const upTo = history.enabled ? history.from : undefined
+        const upTo = history.servesAfter
         const page = await this.store.read(this.filter, cursor, this.opts.replayPageSize, upTo)
         // Events after the cursor dropped before that read would be skipped without a word: check.
         if (!full && (await this.store.evictedThrough()) > cursor) {

@@ -16,6 +16,9 @@ export default async function health(app: FastifyInstance): Promise<void> {
       // For an operator (e.g. "connect ECONNREFUSED 10.0.0.5:27017"), so without credentials.
       return reply.code(503).send({ status: 'not ready', store: redactUrl(String((err as Error).message)).slice(0, 200), nats, upstream })
     }
+    // Until the history is warm every replay reads the store: a storm of resumes sent here now
+    // would cost one store query per client.
+    if (!app.hub.history.isWarm) return reply.code(503).send({ status: 'not ready', store: 'ok', history: 'warming', nats, upstream })
     // A relay that stopped relaying for good (see plugins/upstream.ts), or a NATS writer whose
     // batches keep failing (the store refuses writes, the lease keeps slipping), is not ready.
     if ((nats !== undefined && (!nats.connected || (nats.writer && nats.writerFailures >= 3))) || app.upstream?.stopped) {

@@ -60,6 +60,8 @@ export async function startServer(overrides: Overrides = {}, opts: { store?: Eve
   })
   const app = await buildApp(config, opts)
   await app.listen({ host: config.host, port: config.port })
+  // Ready as /ready means it: tests that count store reads want the hot history warm.
+  await app.hub.warmed
   const address = app.server.address()
   if (address === null || typeof address === 'string') throw new Error('server has no TCP address')
   const url = `http://127.0.0.1:${address.port}`

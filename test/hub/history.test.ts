@@ -1,6 +1,9 @@
 import t from 'tap'
 import { frameOf, type StoredEvent } from '../../src/event.js'
+import { buildApp } from '../../src/app.js'
+import { loadConfig } from '../../src/config.js'
 import { History } from '../../src/hub/history.js'
+import { MemoryEventStore } from '../../src/store/memory-store.js'
 import { MongoEventStore } from '../../src/store/mongo-store.js'
 import { dataEvents, isLive, openStream } from '../helpers/clients.js'
 import { mongoConfig } from '../helpers/mongo.js'
@@ -11,7 +14,8 @@ const ids = (frames: { id: number }[]): number[] => frames.map((f) => f.id)
 
 t.test('History: per-stream reads, bounded by count and bytes, and what it covers', async (t) => {
   const h = new History({ maxBytes: 1 << 20, maxEvents: 5 })
-  h.warm([], true, 0)
+  t.notOk(h.covers(null) || h.covers(0), 'not warm yet: it serves nothing')
+  h.warm([], 0, true)
   t.ok(h.covers(null), 'warmed whole from an empty store: it holds the whole live state')
   for (let id = 1; id <= 4; id++) h.add(at(id, id % 2 === 0 ? { room: 'a' } : { competitionId: 'c' }), frameOf(at(id)))
   t.same(ids(h.read({ kind: 'room', room: 'a' }, 0, 10)), [2, 4])
@@ -28,13 +32,15 @@ t.test('History: per-stream reads, bounded by count and bytes, and what it cover
   t.same(ids(h.read({ kind: 'competition', competitionId: 'c' }, 0, 10)), [], 'an emptied stream has nothing')
 
   const small = new History({ maxBytes: 3 * (frameOf(at(1)).sse.length * 2 + 200), maxEvents: 1000 })
-  small.warm([{ event: at(10), frame: frameOf(at(10)) }], false, 0)
-  t.equal(small.from, 9, 'warmed with the newest events only: complete after the one before its first')
-  for (let id = 11; id <= 20; id++) small.add(at(id, { room: 'b' }), frameOf(at(id)))
+  small.add(at(11, { room: 'b' }), frameOf(at(11)))
+  small.warm([{ event: at(10, { room: 'b' }), frame: frameOf(at(10)) }], 9, false)
+  t.same(ids(small.read({ kind: 'room', room: 'b' }, 0, 10)), [10, 11], 'what the warm-up read goes before what arrived meanwhile')
+  t.ok(small.covers(9) && !small.covers(8) && !small.covers(null), 'complete after the floor it was given')
+  for (let id = 12; id <= 20; id++) small.add(at(id, { room: 'b' }), frameOf(at(id)))
   t.ok(small.events < 10 && small.bytes <= 3 * (frameOf(at(1)).sse.length * 2 + 200), `bounded by bytes (${small.events} events, ${small.bytes} bytes)`)
 
   const off = new History({ maxBytes: 0, maxEvents: 1000 })
-  off.warm([], true, 0)
+  off.warm([], 0, true)
   t.notOk(off.covers(null) || off.covers(5), 'a zero bound turns it off')
 })
 
@@ -115,4 +121,41 @@ t.test('MongoDB store: 200 resumes inside the history issue no store query; one 
   const replayReads = reads.slice(before).filter((r) => r.filter.room !== undefined)
   t.equal(replayReads.length, 1, 'one page from the store')
   t.same(replayReads[0].filter._id, { $gt: pre[49].id, $lte: pre[199].id }, 'for exactly the part before the history')
+})
+
+/** The embedded store, holding its warm-up read until released. */
+class GatedWarmStore extends MemoryEventStore {
+  release!: () => void
+  private readonly gate = new Promise<void>((r) => (this.release = r))
+  override async newestEvents(limit: number): Promise<StoredEvent[]> {
+    await this.gate
+    return super.newestEvents(limit)
+  }
+}
+
+t.test('the history warms in the background: the server listens at once, /ready says warming, replays meanwhile read the store exactly', async (t) => {
+  const store = new GatedWarmStore(1000)
+  const before = await store.append(Array.from({ length: 5 }, (_, i) => ({ type: 'message', room: 'w', time: new Date().toISOString(), data: { text: `m${i}` } })))
+  const app = await buildApp(loadConfig({ env: {}, overrides: { host: '127.0.0.1', port: 0, logLevel: 'silent' } }), { store })
+  await app.listen({ host: '127.0.0.1', port: 0 })
+  t.teardown(() => app.close())
+  const address = app.server.address() as { port: number }
+  const server = { url: `http://127.0.0.1:${address.port}`, wsUrl: `ws://127.0.0.1:${address.port}` }
+  const ready = await fetch(`${server.url}/ready`)
+  t.equal(ready.status, 503, 'not ready while warming')
+  t.match(await ready.json(), { history: 'warming' })
+  const c = openStream('sse', server, '/messages?room=w', String(before[1].id))
+  t.teardown(() => c.close())
+  await c.waitFor(isLive, 5000, 'live')
+  t.same(dataEvents(c.events).map((e) => Number(e.id)), before.slice(2).map((e) => e.id), 'exact, from the store')
+  t.equal(app.hub.stats.replaysFromStore, 1)
+  const [during] = await store.append([{ type: 'message', room: 'w', time: new Date().toISOString(), data: { text: 'during' } }])
+  store.release()
+  await app.hub.warmed
+  t.equal((await fetch(`${server.url}/ready`)).status, 200, 'ready once warm')
+  const after = openStream('ws', server, '/messages?room=w', String(before[0].id))
+  t.teardown(() => after.close())
+  await after.waitFor(isLive, 5000, 'live')
+  t.same(dataEvents(after.events).map((e) => Number(e.id)), [...before.slice(1).map((e) => e.id), during.id], 'the warm-up read and what came meanwhile, in order')
+  t.equal(app.hub.stats.replaysFromMemory, 1, 'served from memory')
 })
