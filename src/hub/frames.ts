@@ -12,6 +12,15 @@ export function wsTextFrame(payload: Buffer): Buffer {
 
 const CRLF = Buffer.from('\r\n')
 
+/** Each event's WebSocket frame, built once per process like its SSE record (replays are per client). */
+const wsFrames = new WeakMap<Frame, Buffer>()
+
+function wsFrameOf(frame: Frame): Buffer {
+  let bytes = wsFrames.get(frame)
+  if (bytes === undefined) wsFrames.set(frame, (bytes = wsTextFrame(frame.json)))
+  return bytes
+}
+
 /**
  * Serialise each event once per process: live dispatch and every replay of the same event share
  * one Frame. Bounded; the oldest entries go first (replays mostly read recent events).
@@ -55,11 +64,12 @@ export class Batch {
     return this.joined
   }
 
-  /** The SSE bytes framed as one chunk of a chunked HTTP/1.1 body. */
+  /** The SSE bytes framed as one chunk of a chunked HTTP/1.1 body (built in one copy when `sse` is not needed). */
   get sseChunk(): Buffer {
     if (this.chunk === undefined) {
-      const body = this.sse
-      this.chunk = Buffer.concat([Buffer.from(`${body.length.toString(16)}\r\n`), body, CRLF])
+      const parts = this.joined !== undefined ? [this.joined] : this.frames.map((f) => f.sse)
+      const length = parts.reduce((n, p) => n + p.length, 0)
+      this.chunk = Buffer.concat([Buffer.from(`${length.toString(16)}\r\n`), ...parts, CRLF])
     }
     return this.chunk
   }
@@ -67,7 +77,7 @@ export class Batch {
   /** One WebSocket text frame per event, back to back. */
   get ws(): Buffer {
     if (this.wsBytes === undefined) {
-      this.wsBytes = this.frames.length === 1 ? wsTextFrame(this.frames[0].json) : Buffer.concat(this.frames.map((f) => wsTextFrame(f.json)))
+      this.wsBytes = this.frames.length === 1 ? wsFrameOf(this.frames[0]) : Buffer.concat(this.frames.map(wsFrameOf))
     }
     return this.wsBytes
   }

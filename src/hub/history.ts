@@ -1,8 +1,8 @@
 import type { Frame, StoredEvent } from '../event.js'
-import { eventKeys, matches, streamKey, type StreamFilter } from '../stream.js'
+import { eventKeys, streamKey, windowStart, type StreamFilter } from '../stream.js'
 
 export interface HistoryOptions {
-  /** Bytes of serialised frames held (each event's JSON and SSE record, plus bookkeeping). */
+  /** Bytes of serialised frames held (each event's JSON, SSE record and WebSocket frame, plus bookkeeping). */
   maxBytes: number
   maxEvents: number
 }
@@ -119,7 +119,8 @@ export class History {
   /** A new event, in id order (`frame` null: it could not be serialised, and is simply not held). */
   add(event: StoredEvent, frame: Frame | null): void {
     if (frame === null || !this.enabled) return
-    const entry = { event, frame, bytes: frame.json.length + frame.sse.length + ENTRY_OVERHEAD }
+    // The JSON counts twice: a WebSocket frame of it (about its size) is kept with the frame once built.
+    const entry = { event, frame, bytes: 2 * frame.json.length + frame.sse.length + ENTRY_OVERHEAD }
     this.all.push(entry)
     for (const key of eventKeys(event)) {
       let q = this.byStream.get(key)
@@ -150,7 +151,9 @@ export class History {
   read(filter: StreamFilter, afterId: number, limit: number, now = Date.now()): Frame[] {
     const q = this.byStream.get(streamKey(filter))
     if (q === undefined) return []
-    const keep = filter.kind === 'competitions' ? (e: Entry) => matches(filter, e.event, now) : () => true
+    // The competitions stream holds CompetitionActivatedEvents only; its window is one time bound.
+    const start = filter.kind === 'competitions' ? windowStart(filter.windowMs, now) : ''
+    const keep = (e: Entry): boolean => e.event.time >= start
     return q.after(afterId, limit, keep).map((e) => e.frame)
   }
 

@@ -79,7 +79,6 @@ export class Hub implements SubscriberHost {
     else this.upstreamWaiting = { position, storedThrough }
   }
 
-
   /**
    * Follow the store from its newest event, and warm the history in the background (`warmed`):
    * reading 100,000 events can take longer than a start-up should (23 s on FerretDB), and until

@@ -459,5 +459,4 @@ export class NatsIngest {
     }
     this.log.warn({ subject: m.subject, sequence: m.seq, reason }, 'NATS message sent to the dead-letter subject')
   }
-
 }
