@@ -156,8 +156,8 @@ export class StreamClient {
       activity: () => gen === this.gen && this.touch(gen),
       message: (bytes: Buffer, sseId?: string) => gen === this.gen && this.receive(gen, bytes, sseId),
       position: (raw: string) => {
-        if (gen !== this.gen || !/^[1-9][0-9]{0,15}$/.test(raw)) return
-        const position = Number(raw)
+        const position = positiveId(raw)
+        if (gen !== this.gen || position === null) return
         // In order with the events before it: the position holds once they are handled.
         this.chain = this.chain.then(() => {
           if (gen !== this.gen || position <= this.pos) return
@@ -207,8 +207,8 @@ export class StreamClient {
     this.touch(gen)
     if (!isUtf8(bytes)) {
       // Read as UTF-8 it would become U+FFFD: a different event than the one sent. Skip it by its id.
-      const id = sseId ?? idOf(bytes.toString('latin1'))
-      if (id !== undefined && /^[1-9][0-9]{0,15}$/.test(id)) this.skip(gen, Number(id), 'the message is not valid UTF-8')
+      const id = positiveId(sseId ?? idOf(bytes.toString('latin1')))
+      if (id !== null) this.skip(gen, id, 'the message is not valid UTF-8')
       else this.ended(gen, 'bad message from the server: not valid UTF-8')
       return
     }
@@ -280,7 +280,8 @@ export class StreamClient {
     })
     ws.on('message', (data, isBinary) => {
       if (isBinary) return h.end('the server sent a binary frame')
-      h.message(Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data as Buffer))
+      // The default binaryType: one Buffer per message.
+      h.message(data as Buffer)
     })
     ws.on('unexpected-response', (_req, res) => {
       readBody(res, (body) => h.end(body, res.statusCode))
@@ -342,6 +343,11 @@ const NL = Buffer.from('\n')
 
 function startsWith(line: Buffer, prefix: string): boolean {
   return line.length >= prefix.length && line.toString('latin1', 0, prefix.length) === prefix
+}
+
+/** A positive id as the wire carries it (decimal text, at most 16 digits), or null. */
+function positiveId(raw: string | undefined): number | null {
+  return raw !== undefined && /^[1-9][0-9]{0,15}$/.test(raw) && Number.isSafeInteger(Number(raw)) ? Number(raw) : null
 }
 
 /** The `id` of a wire message whose text cannot be trusted (found without parsing it as UTF-8). */
