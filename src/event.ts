@@ -260,6 +260,19 @@ export function sseRecord(id: number | null, type: string, json: string): Buffer
   return Buffer.from(`${idLine}event: ${type}\ndata: ${json}\n\n`)
 }
 
+const NEWLINE = 0x0a
+const ID_LINE = 0x69 // "i" of "id: "
+
+/**
+ * An sseRecord without its `event:` line, as the slices of `sse` before and after it (no copy):
+ * EventSource hands a record without `event:` to `onmessage`; the type stays in the JSON.
+ */
+export function unnamedSse(sse: Buffer): Buffer[] {
+  const start = sse[0] === ID_LINE ? sse.indexOf(NEWLINE) + 1 : 0
+  const end = sse.indexOf(NEWLINE, start) + 1
+  return start === 0 ? [sse.subarray(end)] : [sse.subarray(0, start), sse.subarray(end)]
+}
+
 export function frameOf(e: StoredEvent): Frame {
   const json = toJson(e)
   return { id: e.id, json: Buffer.from(json), sse: sseRecord(e.id, e.type, json) }

@@ -1,5 +1,5 @@
 import * as wsModule from 'ws'
-import { frameOf, type Frame, type StoredEvent } from '../event.js'
+import { frameOf, unnamedSse, type Frame, type StoredEvent } from '../event.js'
 
 /** ws's own framer (not in its type definitions): a server frame is never masked, so its bytes are the same for every client. */
 const wsFrame = (wsModule as unknown as { Sender: { frame(data: Buffer, o: object): Buffer[] } }).Sender.frame
@@ -43,12 +43,13 @@ export class FrameCache {
 
 /**
  * Frames bound for one stream in one dispatch. The bytes each transport writes are built once per
- * batch and the same buffer goes to every client: SSE records and WebSocket
- * frames.
+ * batch, lazily, and the same buffer goes to every client: SSE records (named: with `event: <type>`
+ * for `addEventListener(type)`; unnamed: without, for `onmessage`) and WebSocket frames.
  */
 export class Batch {
-  private joined: Buffer | undefined
-  private chunk: Buffer | undefined
+  /** Index 0: named SSE records, 1: unnamed. */
+  private readonly records: (Buffer | undefined)[] = [undefined, undefined]
+  private readonly chunks: (Buffer | undefined)[] = [undefined, undefined]
   private wsBytes: Buffer | undefined
 
   constructor(readonly frames: Frame[]) {}
@@ -57,21 +58,33 @@ export class Batch {
     return this.frames[this.frames.length - 1].id
   }
 
-  get sse(): Buffer {
-    if (this.joined === undefined) {
-      this.joined = this.frames.length === 1 ? this.frames[0].sse : Buffer.concat(this.frames.map((f) => f.sse))
-    }
-    return this.joined
+  /** Each event's SSE record, or the slices of it without its `event:` line (no copy either way). */
+  private parts(unnamed: boolean): Buffer[] {
+    return unnamed ? this.frames.flatMap((f) => unnamedSse(f.sse)) : this.frames.map((f) => f.sse)
   }
 
-  /** The SSE bytes framed as one chunk of a chunked HTTP/1.1 body (built in one copy when `sse` is not needed). */
-  get sseChunk(): Buffer {
-    if (this.chunk === undefined) {
-      const parts = this.joined !== undefined ? [this.joined] : this.frames.map((f) => f.sse)
-      const length = parts.reduce((n, p) => n + p.length, 0)
-      this.chunk = Buffer.concat([Buffer.from(`${length.toString(16)}\r\n`), ...parts, CRLF])
+  /** The SSE records, back to back. */
+  sse(unnamed = false): Buffer {
+    const i = unnamed ? 1 : 0
+    let bytes = this.records[i]
+    if (bytes === undefined) {
+      const parts = this.parts(unnamed)
+      this.records[i] = bytes = parts.length === 1 ? parts[0] : Buffer.concat(parts)
     }
-    return this.chunk
+    return bytes
+  }
+
+  /** The SSE records framed as one chunk of a chunked HTTP/1.1 body (built in one copy when `sse()` is not needed). */
+  sseChunk(unnamed = false): Buffer {
+    const i = unnamed ? 1 : 0
+    let chunk = this.chunks[i]
+    if (chunk === undefined) {
+      const joined = this.records[i]
+      const parts = joined !== undefined ? [joined] : this.parts(unnamed)
+      const length = parts.reduce((n, p) => n + p.length, 0)
+      this.chunks[i] = chunk = Buffer.concat([Buffer.from(`${length.toString(16)}\r\n`), ...parts, CRLF])
+    }
+    return chunk
   }
 
   /** One WebSocket text frame per event, back to back. */

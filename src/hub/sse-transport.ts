@@ -1,6 +1,6 @@
 import type { ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
-import type { Frame } from '../event.js'
+import { unnamedSse, type Frame } from '../event.js'
 import type { Batch } from './frames.js'
 import type { CloseReason, Transport } from './transport.js'
 
@@ -15,13 +15,17 @@ export const SSE_HEADERS = {
 
 /**
  * SSE written straight to the response: each client gets the shared bytes of a batch in one write,
- * and the socket's queue is what backpressure measures.
+ * and the socket's queue is what backpressure measures. `unnamed`: records without `event:` lines
+ * (control events too), so that `EventSource.onmessage` sees every event; the type is in the JSON.
  */
 export class SseTransport implements Transport {
   readonly kind = 'sse'
   private closed = false
 
-  constructor(private readonly res: ServerResponse) {
+  constructor(
+    private readonly res: ServerResponse,
+    private readonly unnamed = false,
+  ) {
     res.on('close', () => {
       this.closed = true
     })
@@ -46,14 +50,15 @@ export class SseTransport implements Transport {
     const res = this.res as ServerResponse & { outputSize: number; chunkedEncoding: boolean }
     const socket = res.socket as (Socket & { _httpMessage?: unknown }) | null
     if (socket !== null && res.headersSent && res.outputSize === 0 && socket._httpMessage === res && socket.writable) {
-      socket.write(res.chunkedEncoding ? batch.sseChunk : batch.sse)
+      socket.write(res.chunkedEncoding ? batch.sseChunk(this.unnamed) : batch.sse(this.unnamed))
     } else {
-      res.write(batch.sse)
+      res.write(batch.sse(this.unnamed))
     }
   }
 
+  /** Control events are made per client, so their unnamed record is too. */
   sendControl(frame: Frame): void {
-    if (!this.closed) this.res.write(frame.sse)
+    if (!this.closed) this.res.write(this.unnamed ? Buffer.concat(unnamedSse(frame.sse)) : frame.sse)
   }
 
   buffered(): number {

@@ -1,7 +1,7 @@
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import t from 'tap'
-import { frameOf } from '../../src/event.js'
+import { controlFrame, frameOf, unnamedSse } from '../../src/event.js'
 import { Batch } from '../../src/hub/frames.js'
 import { SseTransport } from '../../src/hub/sse-transport.js'
 
@@ -65,4 +65,31 @@ t.test('direct socket writes: a reader that stops is seen, drained() waits for i
   await ended
   const ids = [...body.matchAll(/^id: ?(\d+)$/gm)].map((m) => Number(m[1]))
   t.same(ids, Array.from({ length: id }, (_, i) => i + 1), 'every event arrived once, in order, and the chunked body ended cleanly')
+})
+
+t.test('Batch: the unnamed SSE variant is the named record without its event: line, built lazily once per batch and shared', async (t) => {
+  const time = '2026-11-22T18:00:00.000Z'
+  const frames = [
+    frameOf({ id: 7, type: 'LapCompleted', competitionId: 'c1', time, data: { lap: 1 } }),
+    frameOf({ id: 8, type: 'ScoreEvent', competitionId: 'c1', time, data: { home: 2 } }),
+  ]
+  const json = frames.map((f) => f.json.toString())
+  const batch = new Batch(frames)
+  t.equal(batch.sse().toString(), `id: 7\nevent: LapCompleted\ndata: ${json[0]}\n\nid: 8\nevent: ScoreEvent\ndata: ${json[1]}\n\n`)
+  const unnamed = batch.sse(true)
+  t.equal(unnamed.toString(), `id: 7\ndata: ${json[0]}\n\nid: 8\ndata: ${json[1]}\n\n`)
+  t.equal(batch.sse(true), unnamed, 'the same buffer for every client')
+  const chunk = batch.sseChunk(true)
+  t.equal(chunk.toString(), `${unnamed.length.toString(16)}\r\n${unnamed.toString()}\r\n`)
+  t.equal(batch.sseChunk(true), chunk, 'the same chunk for every client')
+  t.not(batch.sseChunk(false), chunk, 'named and unnamed chunks are distinct')
+  // Per event nothing is copied: the slices are views of the record built once per process.
+  for (const f of frames) for (const part of unnamedSse(f.sse)) t.equal(part.buffer, f.sse.buffer, 'a view of the shared record')
+  const one = new Batch([frames[0]])
+  t.equal(one.sse(), frames[0].sse, 'named, one event: the record itself')
+  // Control frames: live keeps its id: line, reset has none.
+  const live = controlFrame('live', 8)
+  t.equal(Buffer.concat(unnamedSse(live.sse)).toString(), `id: 8\ndata: ${live.json.toString()}\n\n`)
+  const reset = controlFrame('reset', 0, { lastEventId: '99', reason: 'test' })
+  t.equal(Buffer.concat(unnamedSse(reset.sse)).toString(), `data: ${reset.json.toString()}\n\n`)
 })
