@@ -1,8 +1,8 @@
-import { STATUS_CODES } from 'node:http'
 import cors from '@fastify/cors'
 import websocket from '@fastify/websocket'
-import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
+import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import { redactUrl, type Config } from './config.js'
+import { clientErrorHandler, RouteTable, sendError } from './errors.js'
 import { WS_CLOSE } from './hub/ws-transport.js'
 import type { EventStore } from './store/event-store.js'
 import configPlugin from './plugins/config.js'
@@ -30,21 +30,27 @@ function logRequest(req: FastifyRequest): Record<string, unknown> {
   return { method: req.method, url: redactUrl(req.url), host: req.host, remoteAddress: req.ip, remotePort: req.socket?.remotePort }
 }
 
-/**
- * Errors thrown by routes and by Fastify itself, in the one error shape. A 4xx is the client's to
- * read: its message as is, logged without a stack. A 5xx can carry internals (a store's source
- * positions, addresses): the client gets the request id to quote, the log the details.
- */
-function sendError(err: FastifyError, req: FastifyRequest, reply: FastifyReply): FastifyReply {
-  const code = err.statusCode ?? (err as { status?: unknown }).status
-  const statusCode = typeof code === 'number' && code >= 400 && code <= 599 ? code : 500
-  const error = STATUS_CODES[statusCode] ?? 'Error'
-  if (statusCode < 500) {
-    req.log.info({ statusCode, reason: err.message }, 'request refused')
-    return reply.code(statusCode).send({ statusCode, error, message: err.message })
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** The level of this route's per-request lines ("incoming request", "request completed"); default info. */
+    requestLogLevel?: 'debug' | 'info'
   }
-  req.log.error({ err }, 'request failed')
-  return reply.code(statusCode).send({ statusCode, error, message: `internal error (request id ${req.id}); see the server log`, requestId: req.id })
+}
+
+/**
+ * Fastify's per-request lines at the level the route asks for: streams, health, readiness and
+ * metrics are polled or held open by many clients and say `debug`, so `info` keeps lifecycle,
+ * posts and errors readable.
+ */
+class RequestLog extends LogController {
+  override incomingRequest(request: FastifyRequest): void {
+    request.log[request.routeOptions?.config?.requestLogLevel ?? 'info']({ req: request }, 'incoming request')
+  }
+
+  override requestCompleted(error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {
+    if (error) reply.log.error({ res: reply, err: error, responseTime: reply.elapsedTime }, 'request errored')
+    else reply.log[request.routeOptions?.config?.requestLogLevel ?? 'info']({ res: reply, responseTime: reply.elapsedTime }, 'request completed')
+  }
 }
 
 /** The whole server, ready to `listen`: external plugins, then app plugins, then routes. */
@@ -56,6 +62,7 @@ export async function buildApp(config: Config, opts: AppOptions = {}): Promise<F
     // every connectionsCheckingInterval (30 s by default) and wants headersTimeout <= requestTimeout.
     requestTimeout,
     http: { headersTimeout: Math.min(60_000, requestTimeout), connectionsCheckingInterval: Math.min(5000, Math.ceil(requestTimeout / 4)) },
+    logController: new RequestLog(),
     logger: {
       level: config.logLevel,
       redact: ['req.headers.authorization', 'req.headers.cookie'],
@@ -70,15 +77,19 @@ export async function buildApp(config: Config, opts: AppOptions = {}): Promise<F
     // Long competition ids get a 400 that says why, rather than the router's 404.
     routerOptions: { maxParamLength: 512 },
     forceCloseConnections: 'idle',
+    // Unknown query parameters are refused (additionalProperties: false), not silently removed;
+    // verbose: a schema error carries the value and the schema whose description states the rule.
+    ajv: { customOptions: { removeAdditional: false, verbose: true } },
+    frameworkErrors: sendError,
+    clientErrorHandler: clientErrorHandler(config.requestTimeoutSeconds),
   })
 
   // First: a route keeps the error handler in place when it is added.
   app.setErrorHandler(sendError)
+  const routes = new RouteTable()
+  app.addHook('onRoute', (route) => routes.add(route.url, route.method))
   // Fastify's own 404 quotes and logs the URL with its query, which may hold a token.
-  app.setNotFoundHandler((req, reply) => {
-    const path = req.url.split('?')[0]
-    reply.code(404).send({ statusCode: 404, error: 'Not Found', message: `Route ${req.method}:${path} not found` })
-  })
+  app.setNotFoundHandler(routes.notFound)
 
   const origins = config.cors.origins
   await app.register(cors, {

@@ -26,7 +26,9 @@ export const ROOM_MESSAGE = 'message'
 export const CONTROL_TYPES = ['live', 'reset'] as const
 export type ControlType = (typeof CONTROL_TYPES)[number]
 
-const NAME = '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$'
+/** Room names and competition ids: the pattern, and the rule in words for error messages. */
+export const NAME_PATTERN = '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$'
+export const NAME_RULE = '1-128 letters, digits or "_.:-", starting with a letter or digit'
 
 const roomMessageSchema = {
   type: 'object',
@@ -34,7 +36,7 @@ const roomMessageSchema = {
   required: ['text', 'room'],
   properties: {
     text: { type: 'string', minLength: 1, maxLength: 10000 },
-    room: { type: 'string', pattern: NAME },
+    room: { type: 'string', pattern: NAME_PATTERN, description: NAME_RULE },
   },
 } as const
 
@@ -43,15 +45,21 @@ const fullEventSchema = {
   additionalProperties: false,
   required: ['type', 'data'],
   properties: {
-    type: { type: 'string', pattern: '^[A-Za-z][A-Za-z0-9_.:-]{0,127}$', not: { enum: [...CONTROL_TYPES] } },
-    competitionId: { type: 'string', pattern: NAME },
-    room: { type: 'string', pattern: NAME },
+    type: {
+      type: 'string',
+      pattern: '^[A-Za-z][A-Za-z0-9_.:-]{0,127}$',
+      description: '1-128 letters, digits or "_.:-", starting with a letter',
+      not: { enum: [...CONTROL_TYPES] },
+    },
+    competitionId: { type: 'string', pattern: NAME_PATTERN, description: NAME_RULE },
+    room: { type: 'string', pattern: NAME_PATTERN, description: NAME_RULE },
     time: { type: 'string', maxLength: 40 },
     data: { type: 'object' },
   },
 } as const
 
-const ajv = new Ajv({ allErrors: false, strict: true })
+// verbose: errors carry the failing value and its schema (whose description states the rule).
+const ajv = new Ajv({ allErrors: false, strict: true, verbose: true })
 const validateRoomMessage = ajv.compile(roomMessageSchema)
 const validateFullEvent = ajv.compile(fullEventSchema)
 
@@ -59,14 +67,33 @@ export class InvalidEventError extends Error {
   override name = 'InvalidEventError'
 }
 
+/** Ajv's first error as a sentence a person understands: the field, the rule, and what was sent. */
 function describe(errors: ErrorObject[] | null | undefined): string {
   const e = errors?.[0]
   if (!e) return 'invalid event'
   const where = e.instancePath ? e.instancePath.slice(1).replaceAll('/', '.') : 'event'
-  if (e.keyword === 'additionalProperties') return `unknown field "${(e.params as { additionalProperty: string }).additionalProperty}"`
-  if (e.keyword === 'required') return `missing field "${(e.params as { missingProperty: string }).missingProperty}"`
-  if (e.keyword === 'not' && where === 'type') return `type "live" and "reset" are reserved for control events`
+  const p = e.params as Record<string, unknown>
+  switch (e.keyword) {
+    case 'additionalProperties':
+      return `unknown field "${String(p.additionalProperty)}"`
+    case 'required':
+      return `missing field "${String(p.missingProperty)}"`
+    case 'not':
+      return `type "live" and "reset" are reserved for control events`
+    case 'type':
+      return `${where} must be ${p.type === 'object' ? 'an object' : `a ${String(p.type)}`}`
+    case 'minLength':
+      return `${where} must be at least ${plural(Number(p.limit), 'character')}`
+    case 'maxLength':
+      return `${where} must be at most ${plural(Number(p.limit), 'character')} (got ${String(e.data).length})`
+    case 'pattern':
+      return `${where} must be ${String((e.parentSchema as { description?: string }).description)} (got ${JSON.stringify(e.data).slice(0, 60)})`
+  }
   return `${where} ${e.message ?? 'is invalid'}`
+}
+
+export function plural(n: number, unit: string): string {
+  return `${n} ${unit}${n === 1 ? '' : 's'}`
 }
 
 /**

@@ -58,18 +58,69 @@ t.test('a 5xx tells the client a request id, not internals; the log has the deta
 
 t.test('request logs hide credentials in the query string, the authorization header and cookies', async (t) => {
   const log = captureLog()
-  const server = await startServer({ logLevel: 'info' }, { logStream: log.stream })
+  const server = await startServer({ logLevel: 'debug' }, { logStream: log.stream })
   t.teardown(() => server.close())
   const secret = { authorization: 'Bearer hunter2-header', cookie: 'session=hunter2-cookie' }
-  const sse = openSse(`${server.url}/messages?room=r&access_token=hunter2-query`, secret)
+  const sse = openSse(`${server.url}/messages?room=r&lastEventId=0`, secret)
   await sse.waitFor(isLive)
   sse.close()
+  // A parameter the stream does not take is refused; the refusal is logged with the token hidden.
+  t.equal(await openSse(`${server.url}/messages?room=r&access_token=hunter2-query`, secret).status, 400)
   t.equal((await fetch(`${server.url}/nope?Token=hunter2-404&page=2`, { headers: secret })).status, 404)
   t.equal((await server.post({ text: 'x', room: 'r' }, { ...secret })).status, 202)
-  const urls = log.lines.filter((l) => l.req?.url !== undefined).map((l) => l.req.url as string)
-  t.ok(urls.includes('/messages?room=r&access_token=[redacted]'), 'the stream request is logged, its token hidden')
+  const urls = log.lines.map((l) => (l.req?.url ?? l.url) as string | undefined).filter((u) => u !== undefined)
+  t.ok(urls.includes('/messages?room=r&lastEventId=0'), 'the stream request is logged (at debug)')
+  t.ok(urls.includes('/messages?room=r&access_token=[redacted]'), 'the refused stream request is logged, its token hidden')
   t.ok(urls.includes('/nope?Token=[redacted]&page=2'), 'other parameters stay visible')
   t.notMatch(log.text(), /hunter2/, 'no credential in the log')
+})
+
+t.test('logs at info: lifecycle, posts and refusals (without stacks); streams, /health, /ready and /metrics only at debug', async (t) => {
+  const run = async (logLevel: string) => {
+    const log = captureLog()
+    const server = await startServer({ logLevel }, { logStream: log.stream })
+    const sse = openSse(`${server.url}/v1/competitions`)
+    const ws = openWs(`${server.wsUrl}/messages?room=r`)
+    await Promise.all([sse.waitFor(isLive), ws.waitFor(isLive)])
+    for (const path of ['/health', '/ready', '/metrics']) t.equal((await fetch(server.url + path)).status, 200, `${logLevel}: ${path}`)
+    t.equal((await server.post({ text: 'x', room: 'r' })).status, 202)
+    t.equal((await fetch(`${server.url}/messages?rom=r`)).status, 400)
+    t.equal((await server.post({ text: 'x'.repeat(server.config.bodyLimit), room: 'r' })).status, 413)
+    t.equal((await fetch(`${server.url}/nope`)).status, 404)
+    sse.close()
+    ws.close()
+    await server.close()
+    return log.lines
+  }
+  /** The per-request lines ("incoming request", "request completed") of GET requests to `path`, by request id. */
+  const requestLines = (lines: Record<string, any>[], path: RegExp) => {
+    const ids = new Set(lines.filter((l) => l.msg === 'incoming request' && l.req.method === 'GET' && path.test(l.req.url)).map((l) => l.reqId))
+    return lines.filter((l) => ids.has(l.reqId) && (l.msg === 'incoming request' || l.msg === 'request completed'))
+  }
+  const quiet = /^\/(health|ready|metrics|v1\/competitions|messages\?room=r$)/
+
+  const info = await run('info')
+  t.ok(info.some((l) => l.level === 30 && /^Server listening at /.test(l.msg)), 'info: the server says where it listens')
+  t.same(requestLines(info, quiet), [], 'info: no per-request line for streams, /health, /ready, /metrics')
+  const posts = info.filter((l) => l.msg === 'incoming request' && l.req.method === 'POST')
+  t.equal(posts.length, 2, 'info: each POST /messages is logged')
+  t.ok(posts.every((l) => l.level === 30), 'info: at info')
+  const refused = info.filter((l) => l.msg === 'request refused')
+  t.same(refused.map((l) => [l.level, l.statusCode, l.method, l.url]), [
+    [30, 400, 'GET', '/messages?rom=r'],
+    [30, 413, 'POST', '/messages'],
+    [30, 404, 'GET', '/nope'],
+  ], 'info: each refusal once, with its path')
+  t.match(refused[0].reason, /^unknown query parameter "rom"/, 'with the reason the client got')
+  t.notMatch(JSON.stringify(info), /"stack"|"err"/, 'no stack trace and no error object for a client error')
+  t.ok(info.every((l) => l.level >= 30), 'nothing below info')
+
+  const debug = await run('debug')
+  const streamLines = requestLines(debug, quiet)
+  for (const path of ['/health', '/ready', '/metrics', '/v1/competitions', '/messages?room=r']) {
+    const lines = streamLines.filter((l) => l.msg === 'incoming request' && l.req.url === path)
+    t.ok(lines.length === 1 && lines[0].level === 20, `debug: ${path} is logged at debug`)
+  }
 })
 
 /**

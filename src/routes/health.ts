@@ -4,10 +4,12 @@ import { redactUrl } from '../config.js'
 /** Liveness and readiness for load balancers and orchestrators. */
 export default async function health(app: FastifyInstance): Promise<void> {
   // pid: which process answered, for operators running several workers on one port.
-  app.get('/health', async () => ({ status: 'ok', pid: process.pid }))
+  // Polled by load balancers and orchestrators: their per-request log lines are debug.
+  const quiet = { config: { requestLogLevel: 'debug' as const } }
+  app.get('/health', quiet, async () => ({ status: 'ok', pid: process.pid }))
 
   /** 200 when the store answers and every configured source (NATS, an upstream) is usable; else 503 saying which is not. */
-  app.get('/ready', async (_req, reply) => {
+  app.get('/ready', quiet, async (_req, reply) => {
     const nats = app.nats === null ? undefined : app.nats.state
     const upstream = app.upstream === null || app.upstream === undefined ? undefined : app.upstream.stopped ?? (app.upstream.connected ? 'connected' : 'reconnecting')
     try {

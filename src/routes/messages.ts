@@ -1,9 +1,13 @@
 import { createHash, timingSafeEqual } from 'node:crypto'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { Type } from 'typebox'
+import { errorBody, refuse, schemaErrors } from '../errors.js'
 import { decodeEvent, InvalidEventError } from '../event.js'
 import { StoreRejectedError, StoreUnavailableError } from '../store/event-store.js'
 
 const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,200}$/
+/** POST /messages takes its event in the body: a query parameter is a mistake worth a 400. */
+const NO_QUERY = Type.Object({}, { additionalProperties: false })
 
 function digest(s: string): Buffer {
   return createHash('sha256').update(s).digest()
@@ -24,25 +28,20 @@ export default async function messages(app: FastifyInstance): Promise<void> {
   async function jsonOnly(req: FastifyRequest, reply: FastifyReply): Promise<void> {
     if (req.mediaType === 'application/json') return
     const got = req.headers['content-type'] === undefined ? 'no content-type' : `content-type ${JSON.stringify(req.headers['content-type']).slice(0, 80)}`
-    return reply
-      .code(415)
-      .send({ statusCode: 415, error: 'Unsupported Media Type', message: `POST /messages takes a JSON body with content-type: application/json (got ${got})` })
+    return refuse(reply, 415, `send the event as JSON with content-type: application/json (got ${got})`)
   }
 
   async function authorize(req: FastifyRequest, reply: FastifyReply): Promise<void> {
-    if (!enabled) return reply.code(403).send({ statusCode: 403, error: 'Forbidden', message: 'posting is disabled on this server' })
+    if (!enabled) return refuse(reply, 403, 'posting is disabled on this server')
     if (expected === null) return
     const header = req.headers.authorization ?? ''
     const m = /^Bearer (.+)$/i.exec(header)
     if (m === null) {
-      return reply
-        .code(401)
-        .header('www-authenticate', 'Bearer')
-        .send({ statusCode: 401, error: 'Unauthorized', message: 'POST /messages needs "Authorization: Bearer <token>"' })
+      return refuse(reply.header('www-authenticate', 'Bearer'), 401, 'POST /messages needs "Authorization: Bearer <token>"')
     }
     // Compare digests so that neither the length nor the content of the token leaks through timing.
     if (!timingSafeEqual(digest(m[1]), expected)) {
-      return reply.code(403).send({ statusCode: 403, error: 'Forbidden', message: 'the bearer token is not valid' })
+      return refuse(reply, 403, 'the bearer token is not valid')
     }
   }
 
@@ -53,24 +52,22 @@ export default async function messages(app: FastifyInstance): Promise<void> {
     return { enabled: true, tokenRequired: expected !== null }
   })
 
-  app.post('/messages', { onRequest: authorize, preParsing: jsonOnly }, async (req, reply) => {
-    if (!Buffer.isBuffer(req.body)) {
-      return reply.code(400).send({ statusCode: 400, error: 'Bad Request', message: 'the body must be a JSON event (content-type: application/json)' })
-    }
+  app.post('/messages', { onRequest: authorize, preParsing: jsonOnly, schema: { querystring: NO_QUERY }, schemaErrorFormatter: schemaErrors(NO_QUERY) }, async (req, reply) => {
+    if (!Buffer.isBuffer(req.body) || req.body.length === 0) return refuse(reply, 400, 'the body is empty: send one JSON event')
     let event
     try {
       event = decodeEvent(req.body)
     } catch (err) {
       if (err instanceof InvalidEventError) {
         app.metrics.dropped.inc({ reason: 'invalid' })
-        return reply.code(400).send({ statusCode: 400, error: 'Bad Request', message: err.message })
+        return refuse(reply, 400, err.message)
       }
       throw err
     }
     const key = req.headers['idempotency-key']
     if (key !== undefined) {
       if (typeof key !== 'string' || !IDEMPOTENCY_KEY.test(key)) {
-        return reply.code(400).send({ statusCode: 400, error: 'Bad Request', message: 'the Idempotency-Key header must be 1-200 visible ASCII characters (e.g. a UUID)' })
+        return refuse(reply, 400, 'the Idempotency-Key header must be 1-200 visible ASCII characters (e.g. a UUID)')
       }
       event.idempotencyKey = key
     }
@@ -80,16 +77,17 @@ export default async function messages(app: FastifyInstance): Promise<void> {
     } catch (err) {
       // The answer tells the truth about the store: refused or not stored is never a 202.
       if (err instanceof StoreRejectedError) {
-        req.log.warn({ err }, 'the store refused an event the decoder accepted')
+        // A gap between the decoder and the store, for the operator; the reason, not a stack (a 4xx).
+        req.log.warn({ reason: err.message }, 'the store refused an event the decoder accepted')
         app.metrics.dropped.inc({ reason: 'refused' })
-        return reply.code(400).send({ statusCode: 400, error: 'Bad Request', message: 'the store refused this event; nothing was stored' })
+        return refuse(reply, 400, 'the store refused this event; nothing was stored')
       }
       if (err instanceof StoreUnavailableError) {
         req.log.error({ err }, 'POST /messages: the store is unavailable')
         const message = err.certain
           ? 'the store is unavailable; the event was not stored: retry later'
           : 'the store did not confirm the write, so the event may have been stored: retry with the same Idempotency-Key header to store it exactly once'
-        return reply.code(503).header('retry-after', '1').send({ statusCode: 503, error: 'Service Unavailable', message, requestId: req.id })
+        return reply.code(503).header('retry-after', '1').send({ ...errorBody(503, message), requestId: req.id })
       }
       throw err
     }

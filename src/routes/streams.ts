@@ -1,5 +1,9 @@
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { Type } from 'typebox'
 import type { WebSocket } from 'ws'
+import { quoted, refuse, schemaErrors } from '../errors.js'
+import { NAME_PATTERN, NAME_RULE } from '../event.js'
 import { SseTransport } from '../hub/sse-transport.js'
 import type { Transport } from '../hub/transport.js'
 import { WsTransport } from '../hub/ws-transport.js'
@@ -7,11 +11,27 @@ import type { StreamFilter } from '../stream.js'
 
 /** Resume ids are positive integers as decimal text; "0" means "from the start". */
 const RESUME_ID = /^(0|[1-9][0-9]{0,15})$/
-const NAME = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/
+const RESUME_RULE = `must be a whole number from 0 to ${Number.MAX_SAFE_INTEGER} (the id of the last event received; 0: from the start)`
+
+/**
+ * The query parameters of the stream paths: anything else, an empty value or a repeated one is a
+ * 400 that lists these (see errors.ts). The rule of each is its schema's description.
+ */
+const lastEventId = Type.Optional(Type.String({ minLength: 1, description: `lastEventId ${RESUME_RULE}` }))
+const unnamed = Type.Optional(
+  Type.String({ pattern: '^(1|true|0|false)$', description: 'unnamed must be 1 or true (every event without an "event:" line, for EventSource.onmessage), or 0 or false' }),
+)
+const STREAM_QUERY = Type.Object({ lastEventId, unnamed }, { additionalProperties: false })
+const ROOM_QUERY = Type.Object(
+  { room: Type.Optional(Type.String({ pattern: NAME_PATTERN, description: `room must be ${NAME_RULE} (one room per stream; leave it out to follow every room)` })), lastEventId, unnamed },
+  { additionalProperties: false },
+)
+const COMPETITION_PARAMS = Type.Object({ id: Type.String({ pattern: NAME_PATTERN, description: `the competition id must be ${NAME_RULE}` }) })
 
 interface StreamRequest {
   filter: StreamFilter
   resumeId: number | null
+  unnamed: boolean
 }
 
 declare module 'fastify' {
@@ -28,56 +48,50 @@ class BadStreamRequest extends Error {}
  */
 export function resumeIdOf(req: FastifyRequest): number | null {
   const header = req.headers['last-event-id']
-  const query = (req.query as Record<string, unknown>).lastEventId
-  const raw = typeof header === 'string' && header !== '' ? header : query
-  if (raw === undefined || raw === '') return null
-  if (typeof raw !== 'string' || !RESUME_ID.test(raw)) {
-    throw new BadStreamRequest(`lastEventId must be a positive integer as decimal text (at most 16 digits), got ${JSON.stringify(raw).slice(0, 60)}`)
-  }
+  const fromHeader = typeof header === 'string' && header !== ''
+  const raw = fromHeader ? header : (req.query as { lastEventId?: string }).lastEventId
+  if (raw === undefined) return null
   const id = Number(raw)
-  if (!Number.isSafeInteger(id)) throw new BadStreamRequest('lastEventId is out of range')
+  if (!RESUME_ID.test(raw) || !Number.isSafeInteger(id)) {
+    throw new BadStreamRequest(`${fromHeader ? 'the Last-Event-ID header' : 'lastEventId'} ${RESUME_RULE}, got ${quoted(raw)}`)
+  }
   return id === 0 ? null : id
 }
 
+/** What the (already validated) path and query of a stream request follow. */
 function filterOf(req: FastifyRequest, windowMs: number): StreamFilter {
-  const params = req.params as Record<string, string | undefined>
-  const query = req.query as Record<string, unknown>
   if (req.routeOptions.url === '/v1/competitions') return { kind: 'competitions', windowMs }
-  if (req.routeOptions.url === '/v1/competitions/:id') {
-    const id = params.id ?? ''
-    if (!NAME.test(id)) throw new BadStreamRequest('the competition id must be 1-128 letters, digits or "_.:-"')
-    return { kind: 'competition', competitionId: id }
-  }
-  const room = query.room
-  if (room === undefined || room === '') return { kind: 'room', room: null }
-  if (typeof room !== 'string' || !NAME.test(room)) throw new BadStreamRequest('room must be 1-128 letters, digits or "_.:-" (one room per stream)')
-  return { kind: 'room', room }
+  if (req.routeOptions.url === '/v1/competitions/:id') return { kind: 'competition', competitionId: (req.params as { id: string }).id }
+  return { kind: 'room', room: (req.query as { room?: string }).room ?? null }
 }
 
 /** The stream paths. Each path serves SSE to a plain GET and a WebSocket to an upgrade request. */
-export default async function streams(app: FastifyInstance): Promise<void> {
+export default async function streams(fastify: FastifyInstance): Promise<void> {
+  const app = fastify.withTypeProvider<TypeBoxTypeProvider>()
   const windowMs = app.config.streams.competitionsWindowHours * 3_600_000
   const perAddress = app.config.streams.maxConnectionsPerAddress
   const open = new Map<string, number>()
   const origins = app.config.cors.origins
   app.decorateRequest('stream', null)
 
-  // Runs before any stream starts (and before a WebSocket upgrade), so bad input is a plain 400.
+  // Runs after the schema checks and before any stream starts (and before a WebSocket upgrade),
+  // so bad input is a plain 400.
   async function parse(req: FastifyRequest, reply: FastifyReply): Promise<void> {
     // Browsers apply CORS to what a page reads from an EventSource, but let any page open a
     // WebSocket anywhere: upgrades are checked here. No Origin: not a browser (wscat, servers).
     const origin = req.headers.origin
     if (req.ws && origin !== undefined && !origins.includes('*') && !origins.includes(origin)) {
-      return reply.code(403).send({ statusCode: 403, error: 'Forbidden', message: `WebSocket connections from origin ${JSON.stringify(origin).slice(0, 200)} are not allowed (cors.origins)` })
+      return refuse(reply, 403, `WebSocket connections from origin ${JSON.stringify(origin).slice(0, 200)} are not allowed (cors.origins)`)
     }
     try {
-      req.stream = { filter: filterOf(req, windowMs), resumeId: resumeIdOf(req) }
+      const flag = (req.query as { unnamed?: string }).unnamed
+      req.stream = { filter: filterOf(req, windowMs), resumeId: resumeIdOf(req), unnamed: flag === '1' || flag === 'true' }
     } catch (err) {
       if (!(err instanceof BadStreamRequest)) throw err
-      return reply.code(400).send({ statusCode: 400, error: 'Bad Request', message: err.message })
+      return refuse(reply, 400, err.message)
     }
     if (perAddress > 0 && (open.get(req.ip) ?? 0) >= perAddress) {
-      return reply.code(429).send({ statusCode: 429, error: 'Too Many Requests', message: `at most ${perAddress} streams per client address` })
+      return refuse(reply, 429, `at most ${perAddress} streams per client address`)
     }
   }
 
@@ -97,14 +111,22 @@ export default async function streams(app: FastifyInstance): Promise<void> {
     })
   }
 
-  for (const url of ['/v1/competitions', '/v1/competitions/:id', '/messages']) {
+  const paths = [
+    { url: '/v1/competitions', schema: { querystring: STREAM_QUERY } },
+    { url: '/v1/competitions/:id', schema: { querystring: STREAM_QUERY, params: COMPETITION_PARAMS } },
+    { url: '/messages', schema: { querystring: ROOM_QUERY } },
+  ]
+  for (const { url, schema } of paths) {
     app.route({
       method: 'GET',
       url,
-      preValidation: parse,
+      schema,
+      schemaErrorFormatter: schemaErrors(schema.querystring),
+      config: { requestLogLevel: 'debug' },
+      preHandler: parse,
       handler: async (req, reply) => {
         reply.hijack()
-        const transport = new SseTransport(reply.raw)
+        const transport = new SseTransport(reply.raw, (req.stream as StreamRequest).unnamed)
         transport.open(reply.getHeaders(), app.config.streams.retryMs)
         // Fastify answers HEAD with this GET handler: the same head (node drops the body of a HEAD
         // response, and adds no content-length), then the end, nothing attached.

@@ -45,7 +45,7 @@ t.test('recording files: missing, empty, corrupt line, ids out of order', async 
   writeFileSync(join(dir, 'order.jsonl'), [ok(5), ok(4, 1)].join('\n') + '\n')
   t.throws(() => readRecording(join(dir, 'order.jsonl')), /order\.jsonl:2: event id 4 is not above the previous id 5/)
   writeFileSync(join(dir, 'badevent.jsonl'), ok(1).replace('"data":{"i":0}', '"data":"text"') + '\n')
-  t.throws(() => readRecording(join(dir, 'badevent.jsonl')), /badevent\.jsonl:1: event: data must be object/)
+  t.throws(() => readRecording(join(dir, 'badevent.jsonl')), /badevent\.jsonl:1: event: data must be an object/)
   writeFileSync(join(dir, 'proto.jsonl'), ok(1).replace('"type":"message"', '"type":"message","__proto__":{"x":1}') + '\n')
   t.throws(() => readRecording(join(dir, 'proto.jsonl')), /proto\.jsonl:1: event: key "__proto__" is not allowed/)
   await t.rejects(startReplay({ file: join(dir, 'corrupt.jsonl'), port: 0, logLevel: 'silent', output: sink() }), /corrupt\.jsonl:3/)

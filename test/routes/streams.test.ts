@@ -109,7 +109,7 @@ for (const stream of STREAMS) {
         t.test(`malformed resume id ${JSON.stringify(bad).slice(0, 20)}: 400 JSON before any stream`, async (t) => {
           const c = transport === 'sse' ? openSse(`${s.url}${stream.path}`, { 'last-event-id': bad }) : openWs(`${s.wsUrl}${stream.path}${stream.path.includes('?') ? '&' : '?'}lastEventId=${encodeURIComponent(bad)}`)
           t.equal(await c.status, 400)
-          t.match(await c.errorBody, { statusCode: 400, error: 'Bad Request', message: /lastEventId/ })
+          t.match(await c.errorBody, { statusCode: 400, error: 'Bad Request', message: transport === 'sse' ? /^the Last-Event-ID header must be a whole number from 0 to 9007199254740991 / : /^lastEventId must be a whole number from 0 to 9007199254740991 / })
           await c.ended
           t.same(c.events, [])
         })
@@ -187,6 +187,74 @@ t.test('SSE wire details: headers, retry, heartbeat comments', async (t) => {
   t.equal(raw.headers['access-control-allow-origin'], '*', 'CORS applies to streams')
   t.ok(raw.text.startsWith('retry: 1234\n\n'), 'retry: first')
   t.match(raw.text, /event: live\n/)
+})
+
+t.test('?unnamed=1: SSE records without event: lines (every event reaches onmessage), control events too; the same ids, resume and heartbeats; WebSocket unchanged', async (t) => {
+  const s = await startServer({ streams: { heartbeatSeconds: 0.05 } })
+  t.teardown(() => s.close())
+  const before = [
+    await post(s, competitionEvent('c-u', { name: 'Cup' }, 'CompetitionActivatedEvent')),
+    await post(s, competitionEvent('c-u', { lap: 1 }, 'LapCompleted')),
+    await post(s, competitionEvent('c-u', { home: 1 }, 'ScoreEvent')),
+  ]
+  const unnamed = openSse(`${s.url}/v1/competitions/c-u?unnamed=1`)
+  const named = openSse(`${s.url}/v1/competitions/c-u`)
+  const ws = openWs(`${s.wsUrl}/v1/competitions/c-u?unnamed=1`)
+  t.teardown(() => [unnamed, named, ws].forEach((c) => c.close()))
+  await Promise.all([unnamed, named, ws].map((c) => c.waitFor(isLive, 5000, 'live')))
+  const after = [await post(s, competitionEvent('c-u', { lap: 2 }, 'LapCompleted')), await post(s, competitionEvent('c-u', { heat: 3 }, 'HeatStarted'))]
+  const all = [...before, ...after]
+  for (const c of [unnamed, named, ws]) await c.waitFor((es) => es.some((e) => e.id === after[1]), 5000, 'the events posted after live')
+  const types = ['CompetitionActivatedEvent', 'LapCompleted', 'ScoreEvent', 'live', 'LapCompleted', 'HeatStarted']
+  t.same(unnamed.events.map((e) => e.type), types, 'every event, of every type, and live in its place')
+  t.same(unnamed.events.map((e) => e.sseEvent), types.map(() => undefined), 'no event: line on any record: EventSource hands each to onmessage')
+  t.same(ids(unnamed.events), all)
+  t.same(dataEvents(unnamed.events).map((e) => e.sseId), all, 'id: lines as without the option')
+  const live = unnamed.events[3]
+  t.equal(live.sseId, live.id, 'live carries id: (the stream position), so EventSource resumes from there')
+  t.same(named.events.map((e) => e.sseEvent), types, 'without the option: event: <type> as before')
+  t.same(named.events.map((e) => e.raw), unnamed.events.map((e) => e.raw).map((raw, i) => (types[i] === 'live' ? named.events[i].raw : raw)), 'the same JSON either way')
+  t.same(ws.events.map((e) => e.type), types, 'WebSocket: unaffected (the JSON carries the type)')
+
+  // Resume: exact after an id, and reset (without id:) for an id newer than the newest.
+  const resumed = openSse(`${s.url}/v1/competitions/c-u?unnamed=1`, { 'last-event-id': before[1] })
+  t.teardown(() => resumed.close())
+  await resumed.waitFor(isLive, 5000, 'live after a resume')
+  t.same(resumed.events.map((e) => [e.type, e.sseEvent]), [['ScoreEvent', undefined], ['LapCompleted', undefined], ['HeatStarted', undefined], ['live', undefined]])
+  const newer = String(BigInt(after[1]) + 1_000_000n)
+  const reset = openSse(`${s.url}/v1/competitions/c-u?unnamed=true&lastEventId=${newer}`)
+  t.teardown(() => reset.close())
+  await reset.waitFor(isLive, 5000, 'live after a reset')
+  t.match(reset.events[0], { type: 'reset', sseEvent: undefined, sseId: undefined, data: { lastEventId: newer } }, 'reset: unnamed and without id:, told apart by its type')
+  t.same(ids(reset.events), all, 'then the full live state')
+
+  // Heartbeat comments are the same in both modes; unnamed=0 is the default (named).
+  const raw = await new Promise<string>((resolve, reject) => {
+    const req = http.get(`${s.url}/v1/competitions/c-u?unnamed=0&lastEventId=${after[1]}`, (res) => {
+      let text = ''
+      res.setEncoding('utf8')
+      res.on('data', (d: string) => {
+        text += d
+        if (/: ping \d+\n\n[\s\S]*: ping \d+\n\n/.test(text)) {
+          req.destroy()
+          resolve(text)
+        }
+      })
+    })
+    req.on('error', reject)
+  })
+  t.match(raw, /^retry: \d+\n\nid: \d+\nevent: live\ndata: /, 'unnamed=0: named records')
+})
+
+t.test('named and unnamed SSE clients of one stream each get their variant of the same event', async (t) => {
+  const s = await startServer()
+  t.teardown(() => s.close())
+  const clients = [0, 1, 2, 3].map((i) => openSse(`${s.url}/messages?room=shared${i % 2 === 0 ? '' : '&unnamed=1'}`))
+  t.teardown(() => clients.forEach((c) => c.close()))
+  await Promise.all(clients.map((c) => c.waitFor(isLive)))
+  const id = await post(s, { text: 'to all', room: 'shared' })
+  await Promise.all(clients.map((c) => c.waitFor((es) => es.some((e) => e.id === id), 5000, 'the event')))
+  t.same(clients.map((c) => c.events[c.events.length - 1].sseEvent), ['message', undefined, 'message', undefined])
 })
 
 t.test('WebSocket upgrades check Origin against cors.origins (browsers do not apply CORS to WebSockets); SSE is left to the browser', async (t) => {
