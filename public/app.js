@@ -4,48 +4,11 @@
 'use strict'
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/
-const TYPE = /^[A-Za-z][A-Za-z0-9_.:-]{0,127}$/
 const COMPETITION_ACTIVATED = 'CompetitionActivatedEvent'
 /** Events kept in a view; older ones are dropped from the page (never from the server). */
 const MAX_ITEMS = 5000
-const TYPES_KEY = 'tailcast.eventTypes'
-/** Types added in this page's lifetime, in case localStorage refuses to keep them. */
-const sessionTypes = new Set()
 
 const $ = (id) => document.getElementById(id)
-
-// ---- event types -------------------------------------------------------------------------------
-// An SSE record `event: X` reaches only listeners of X: there is no wildcard, and an event of a type
-// nobody listens for is silently skipped by the browser. So the page cannot learn unknown types by
-// watching the stream. It listens for: the types in <meta name="tailcast-event-types"> (the
-// operator's list), the types the user added in a competition view (kept in localStorage), and
-// `message` (records without `event:`). Adding a type re-opens the stream from the start and
-// rebuilds the view, so events of that type that were skipped before are shown too.
-function storedTypes() {
-  try {
-    const v = JSON.parse(localStorage.getItem(TYPES_KEY) || '[]')
-    return Array.isArray(v) ? v.filter((t) => typeof t === 'string' && TYPE.test(t)) : []
-  } catch {
-    return []
-  }
-}
-
-function eventTypes() {
-  const meta = document.querySelector('meta[name="tailcast-event-types"]')
-  const fromMeta = (meta ? meta.content : '').split(/\s+/).filter((t) => TYPE.test(t))
-  return [...new Set([COMPETITION_ACTIVATED, 'message', ...fromMeta, ...storedTypes(), ...sessionTypes])]
-}
-
-function addEventType(type) {
-  const list = storedTypes()
-  if (!list.includes(type)) list.push(type)
-  try {
-    localStorage.setItem(TYPES_KEY, JSON.stringify(list))
-  } catch {
-    // Storage refused (private mode): the type still applies until the page is reloaded.
-  }
-  sessionTypes.add(type)
-}
 
 // ---- connection state --------------------------------------------------------------------------
 const conn = {
@@ -77,7 +40,10 @@ function setConn(state, detail) {
 }
 
 /**
- * One stream followed with EventSource. States: connecting (first request), replaying (connected,
+ * One stream followed with EventSource, opened with `?unnamed=1`: the server sends every event
+ * without an `event:` line, so `onmessage` sees all of them whatever their type (SSE has no wildcard
+ * listener), and the type in the JSON says what each is, the control events `live` and `reset`
+ * included (no stored event may have those types). States: connecting (first request), replaying (connected,
  * stored events arriving), live (after the server's `live` control event), reconnecting (the
  * connection dropped; the browser retries after the server's `retry:` and sends Last-Event-ID),
  * reset (the server could not resume from our id: the store wrapped or was replaced; the view is
@@ -101,15 +67,14 @@ class Feed {
 
   open(resumeId) {
     if (this.closed) return
+    const url = new URL(this.path, location.href)
+    url.searchParams.set('unnamed', '1')
     // A new EventSource cannot set Last-Event-ID; the server also reads `lastEventId` from the query.
-    const url = resumeId === null ? this.path : `${this.path}${this.path.includes('?') ? '&' : '?'}lastEventId=${encodeURIComponent(resumeId)}`
-    const es = new EventSource(url)
+    if (resumeId !== null) url.searchParams.set('lastEventId', resumeId)
+    const es = new EventSource(url.pathname + url.search)
     this.es = es
     if (this.attempt === 0 && !this.everOpened) setConn('connecting', '')
-    const onData = (e) => this.data(es, e)
-    for (const type of eventTypes()) es.addEventListener(type, onData)
-    es.addEventListener('live', (e) => this.live(es, e))
-    es.addEventListener('reset', (e) => this.reset(es, e))
+    es.onmessage = (e) => this.message(es, e)
     es.onopen = () => {
       if (this.es !== es) return
       this.everOpened = true
@@ -118,7 +83,7 @@ class Feed {
     es.onerror = () => this.error(es)
   }
 
-  data(es, e) {
+  message(es, e) {
     if (this.es !== es) return
     let ev
     try {
@@ -126,21 +91,17 @@ class Feed {
     } catch {
       return
     }
-    if (!ev || typeof ev !== 'object' || typeof ev.id !== 'string') return
+    if (!ev || typeof ev !== 'object' || typeof ev.id !== 'string' || typeof ev.type !== 'string') return
+    if (ev.type === 'live') return this.live(ev)
+    if (ev.type === 'reset') return this.reset(ev)
     conn.lastId = ev.id
     this.handlers.onEvent(ev)
     renderConn()
   }
 
-  live(es, e) {
-    if (this.es !== es) return
-    try {
-      const ev = JSON.parse(e.data)
-      // `live` carries the stream position: every event of this stream up to it has been delivered.
-      if (ev && typeof ev.id === 'string' && ev.id !== '0') conn.lastId = ev.id
-    } catch {
-      // The state switch matters, not the payload.
-    }
+  live(ev) {
+    // `live` carries the stream position: every event of this stream up to it has been delivered.
+    if (ev.id !== '0') conn.lastId = ev.id
     this.attempt = 0
     const detail = []
     if (conn.reconnects > 0) detail.push(`${conn.reconnects} reconnect${conn.reconnects === 1 ? '' : 's'}`)
@@ -150,15 +111,8 @@ class Feed {
     if (this.handlers.onLive) this.handlers.onLive()
   }
 
-  reset(es, e) {
-    if (this.es !== es) return
-    let reason = 'the server could not resume from the last event id'
-    try {
-      const ev = JSON.parse(e.data)
-      if (ev && ev.data && typeof ev.data.reason === 'string') reason = ev.data.reason
-    } catch {
-      // keep the generic reason
-    }
+  reset(ev) {
+    const reason = ev.data && typeof ev.data.reason === 'string' ? ev.data.reason : 'the server could not resume from the last event id'
     conn.resets++
     this.resetting = true
     this.handlers.onReset()
@@ -274,14 +228,13 @@ function homeView() {
   return new Feed('/v1/competitions', { onEvent: add, onReset: () => clearList(list, empty) })
 }
 
-/** #/competitions/ID : its live state, then its events as they arrive. */
+/** #/competitions/ID : its live state, then its events as they arrive, of every type. */
 function competitionView(id) {
   const list = $('competition-events')
   const empty = $('competition-events-empty')
   clearList(list, empty)
   $('competition-title').textContent = `Competition ${id}`
   document.title = `${id} · tailcast`
-  $('types-list').textContent = `Listening for: ${eventTypes().join(', ')}, and the control events live and reset.`
   const add = (ev) => {
     if (ev.type === COMPETITION_ACTIVATED) {
       $('competition-title').textContent = competitionName(ev)
@@ -430,14 +383,6 @@ function init() {
     e.preventDefault()
     const room = $('room-input').value.trim()
     if (NAME.test(room)) location.hash = `#/rooms/${encodeURIComponent(room)}`
-  })
-  $('types-form').addEventListener('submit', (e) => {
-    e.preventDefault()
-    const type = $('types-input').value.trim()
-    if (!TYPE.test(type) || type === 'live' || type === 'reset') return
-    addEventType(type)
-    $('types-input').value = ''
-    route(false)
   })
   $('send-form').addEventListener('submit', (e) => {
     e.preventDefault()

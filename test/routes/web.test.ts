@@ -244,28 +244,94 @@ t.test('when EventSource gives up on a 503 the page opens a new one that resumes
   await page.close()
 })
 
-t.test('an event type the page does not know yet is shown once the user adds it', async (t) => {
+t.test('the competition view shows every event of the competition whatever its type, posted before and after it opened', async (t) => {
   const server = await startServer()
   t.teardown(() => server.close())
-  const known = await posted(server, competitionEvent('cup-t', { n: 1 }))
-  const heat = await posted(server, { type: 'HeatStartedEvent', competitionId: 'cup-t', data: { heat: 1 } })
+  const before = [
+    await posted(server, competition('cup-t', 'Typed Cup')),
+    await posted(server, { type: 'LapCompleted', competitionId: 'cup-t', data: { lap: 1 } }),
+    await posted(server, { type: 'ScoreEvent', competitionId: 'cup-t', data: { home: 1 } }),
+  ]
+  await posted(server, { type: 'LapCompleted', competitionId: 'other', data: { lap: 9 } })
   const page = await openPage(`${server.url}/#/competitions/cup-t`)
   await waitLive(page)
-  // SSE delivers `event: HeatStartedEvent` only to listeners of that name: the page cannot see it yet.
-  t.same(await idsIn(page, 'competition-events'), [known])
-  await page.click('#view-competition summary')
-  await page.fill('#types-input', 'HeatStartedEvent')
-  await page.press('#types-input', 'Enter')
-  await page.waitForSelector(`#competition-events li[data-event-id="${heat}"]`, { timeout: 5000 })
-  await waitLive(page)
-  t.same(await idsIn(page, 'competition-events'), [known, heat], 'the view is rebuilt from the replay, each event once')
-  const later = await posted(server, { type: 'HeatStartedEvent', competitionId: 'cup-t', data: { heat: 2 } })
-  await page.waitForSelector(`#competition-events li[data-event-id="${later}"]`, { timeout: 5000 })
-  t.match(await page.textContent('#types-list'), /HeatStartedEvent/)
-  await page.reload()
-  await waitLive(page)
-  t.same(await idsIn(page, 'competition-events'), [known, heat, later], 'the added type is kept in this browser')
-  await page.screenshot({ path: browser.shot('competition-event-types'), fullPage: true })
+  t.same(await idsIn(page, 'competition-events'), before, 'the live state: every type, oldest first')
+  const after = [
+    await posted(server, { type: 'LapCompleted', competitionId: 'cup-t', data: { lap: 2 } }),
+    await posted(server, { type: 'HeatStartedEvent', competitionId: 'cup-t', data: { heat: 2 } }),
+    await posted(server, { type: 'x.custom:Type_1', competitionId: 'cup-t', data: {} }),
+  ]
+  await page.waitForSelector(`#competition-events li[data-event-id="${after[2]}"]`, { timeout: 5000 })
+  t.same(await idsIn(page, 'competition-events'), [...before, ...after], 'then every event as it arrives, each once')
+  t.same(
+    await page.$$eval('#competition-events li', (els) => els.map((e) => (e as HTMLElement).dataset.type)),
+    ['CompetitionActivatedEvent', 'LapCompleted', 'ScoreEvent', 'LapCompleted', 'HeatStartedEvent', 'x.custom:Type_1'],
+  )
+  t.match(await page.textContent('#competition-events'), /LapCompleted[\s\S]*"lap":1[\s\S]*LapCompleted[\s\S]*"lap":2/)
+  t.equal(await page.getAttribute('#conn', 'data-last-id'), after[2])
+  await page.screenshot({ path: browser.shot('competition-every-type'), fullPage: true })
+  await page.close()
+})
+
+t.test('EventSource: with ?unnamed=1 onmessage gets every event (control events too); without it addEventListener(type) works as before', async (t) => {
+  const server = await startServer()
+  t.teardown(() => server.close())
+  const before = [
+    await posted(server, competition('c1', 'Final')),
+    await posted(server, { type: 'LapCompleted', competitionId: 'c1', data: { lap: 1 } }),
+    await posted(server, { type: 'ScoreEvent', competitionId: 'c1', data: { home: 1 } }),
+  ]
+  // A page of this origin (any will do: the API's JSON), where a script follows the stream twice.
+  const page = await browser.context.newPage()
+  page.on('pageerror', (e) => pageErrors.push(`${page.url()}: ${e.message}`))
+  await page.goto(`${server.url}/health`)
+  await page.evaluate(() => {
+    type Got = { via: string; type: string; lastEventId: string; id: string; jsonType: string }
+    const w = window as unknown as { got: Got[] }
+    w.got = []
+    const record = (via: string) => (e: MessageEvent) => {
+      const ev = JSON.parse(e.data as string) as { id: string; type: string }
+      w.got.push({ via, type: e.type, lastEventId: e.lastEventId, id: ev.id, jsonType: ev.type })
+    }
+    const unnamed = new EventSource('/v1/competitions/c1?unnamed=1')
+    unnamed.onmessage = record('unnamed onmessage')
+    unnamed.addEventListener('LapCompleted', record('unnamed LapCompleted'))
+    const named = new EventSource('/v1/competitions/c1')
+    named.onmessage = record('named onmessage')
+    for (const type of ['LapCompleted', 'live']) named.addEventListener(type, record(`named ${type}`))
+  })
+  const got = () => page.evaluate(() => (window as unknown as { got: { via: string; type: string; lastEventId: string; id: string; jsonType: string }[] }).got)
+  const seen = async (pred: (g: Awaited<ReturnType<typeof got>>) => boolean, what: string) => {
+    for (const end = Date.now() + 10_000; Date.now() < end; await new Promise((r) => setTimeout(r, 50))) if (pred(await got())) return
+    t.fail(`timed out waiting for ${what}: ${JSON.stringify(await got())}`)
+  }
+  await seen((g) => g.some((x) => x.via === 'unnamed onmessage' && x.jsonType === 'live') && g.some((x) => x.via === 'named live'), 'live on both')
+  const after = [
+    await posted(server, { type: 'LapCompleted', competitionId: 'c1', data: { lap: 2 } }),
+    await posted(server, { type: 'HeatStartedEvent', competitionId: 'c1', data: {} }),
+    await posted(server, { type: 'message', competitionId: 'c1', data: { note: 'typed message' } }),
+  ]
+  await seen((g) => g.filter((x) => x.id === after[2]).length === 2, 'the last event on both')
+  const all = await got()
+  const unnamed = all.filter((x) => x.via === 'unnamed onmessage')
+  t.same(unnamed.map((x) => x.jsonType), ['CompetitionActivatedEvent', 'LapCompleted', 'ScoreEvent', 'live', 'LapCompleted', 'HeatStartedEvent', 'message'], 'onmessage: every event type, and live in its place')
+  t.ok(unnamed.every((x) => x.type === 'message'), 'each as a message event')
+  t.same(unnamed.filter((x) => x.jsonType !== 'live').map((x) => x.lastEventId), [...before, ...after], 'lastEventId is each event id')
+  t.equal(unnamed[3].lastEventId, unnamed[3].id, 'live moves lastEventId to the stream position')
+  t.same(all.filter((x) => x.via === 'unnamed LapCompleted'), [], 'a typed listener hears nothing in unnamed mode')
+  t.same(all.filter((x) => x.via === 'named LapCompleted').map((x) => x.id), [before[1], after[0]], 'without the option: addEventListener(type) as before')
+  t.same(all.filter((x) => x.via === 'named onmessage').map((x) => x.id), [after[2]], 'without the option onmessage sees only type "message"')
+
+  // reset, unnamed: told apart by the type in the JSON; then the whole live state and live.
+  const newer = String(BigInt(after[2]) + 1_000_000n)
+  await page.evaluate((url) => {
+    const w = window as unknown as { resumed: string[] }
+    w.resumed = []
+    const es = new EventSource(url)
+    es.onmessage = (e) => w.resumed.push((JSON.parse(e.data as string) as { type: string }).type)
+  }, `/v1/competitions/c1?unnamed=1&lastEventId=${newer}`)
+  await page.waitForFunction(() => (window as unknown as { resumed: string[] }).resumed.includes('live'), undefined, { timeout: 10_000 })
+  t.same(await page.evaluate(() => (window as unknown as { resumed: string[] }).resumed), ['reset', 'CompetitionActivatedEvent', 'LapCompleted', 'ScoreEvent', 'LapCompleted', 'HeatStartedEvent', 'message', 'live'])
   await page.close()
 })
 
