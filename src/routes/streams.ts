@@ -15,9 +15,9 @@ const RESUME_RULE = `must be a whole number from 0 to ${Number.MAX_SAFE_INTEGER}
 
 /**
  * The query parameters of the stream paths: anything else, an empty value or a repeated one is a
- * 400 that lists these (see errors.ts). The rule of each is its schema's description.
+ * 400 that lists these (see errors.ts). The rule of each is its schema's description; the value
+ * of lastEventId is checked in resumeIdOf, with the Last-Event-ID header (one rule for both).
  */
-// Its value is checked in resumeIdOf, with the Last-Event-ID header: one rule for both.
 const lastEventId = Type.Optional(Type.String({ minLength: 1, description: `lastEventId ${RESUME_RULE}` }))
 const unnamed = Type.Optional(
   Type.String({ pattern: '^(1|true|0|false)$', description: 'unnamed must be 1 or true (every event without an "event:" line, for EventSource.onmessage), or 0 or false' }),
