@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify'
 import { buildApp } from '../app.js'
-import { loadConfig } from '../config.js'
+import { loadConfig, type LogLevel } from '../config.js'
 import { COMPETITION_ACTIVATED, type NewEvent } from '../event.js'
 import { readRecording, type Recorded } from './file.js'
 import { Progress, type ProgressOutput } from './progress.js'
@@ -15,7 +15,7 @@ export interface ReplayOptions {
   loop?: boolean
   /** A config file for everything else (CORS, heartbeat, ...). */
   config?: string
-  logLevel?: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
+  logLevel?: LogLevel
   output?: ProgressOutput
   progressIntervalMs?: number
   /** false: serve, but feed only when start() is called (tests connect their clients first). */
