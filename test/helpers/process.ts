@@ -25,9 +25,11 @@ export interface ServerProcess {
  * cannot show: kill -9, signals, its own memory. `npm test` builds dist/ first.
  */
 export async function spawnServer(env: Record<string, string> = {}, args: string[] = []): Promise<ServerProcess> {
-  const port = env.PORT !== undefined ? Number(env.PORT) : await freePort()
+  // `serve --port N` wins over env PORT: then the server is awaited on N.
+  const portArg = args.indexOf('--port')
+  const port = portArg >= 0 ? Number(args[portArg + 1]) : env.PORT !== undefined ? Number(env.PORT) : await freePort()
   const child = spawn(process.execPath, [CLI, 'serve', ...args], {
-    env: { PATH: process.env.PATH ?? '', HOST: '127.0.0.1', LOG_LEVEL: 'warn', ...env, PORT: String(port) },
+    env: { PATH: process.env.PATH ?? '', HOST: '127.0.0.1', LOG_LEVEL: 'warn', ...env, PORT: env.PORT ?? String(port) },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
   let out = ''
