@@ -114,9 +114,10 @@ program
   .option('-p, --port <port>', 'port to listen on', portNumber, 3000)
   .option('--host <host>', 'address to listen on (0.0.0.0: every interface)', '127.0.0.1')
   .option('--loop', 'start over at the end (ids of each pass continue above the previous pass)', false)
+  .option('--start-on-connect', 'start the schedule when the first client opens a stream, not at once', false)
   .option('-c, --config <file>', 'config file for the other server settings (CORS, heartbeat, ...)')
   .option('--progress-interval <seconds>', 'seconds between progress lines when stderr is not a terminal', positiveNumber, 10)
-  .action(async (opts: { file: string; speed: number; port: number; host: string; loop: boolean; config?: string; progressInterval: number }) => {
+  .action(async (opts: { file: string; speed: number; port: number; host: string; loop: boolean; startOnConnect: boolean; config?: string; progressInterval: number }) => {
     const replay = await startReplay({ ...opts, progressIntervalMs: opts.progressInterval * 1000 })
     onStopSignal(() => replay.close())
   })

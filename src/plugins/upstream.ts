@@ -1,6 +1,7 @@
 import fp from 'fastify-plugin'
 import { StreamClient } from '../client/stream-client.js'
 import { redactUrl } from '../config.js'
+import { isStreamRequest } from '../stream.js'
 
 /** What a relay knows about its upstream (for logs, tests, and later /ready and /metrics). */
 export interface UpstreamStatus {
@@ -20,8 +21,6 @@ declare module 'fastify' {
     upstream: UpstreamStatus | null
   }
 }
-
-const STREAM_PATHS = /^\/(v1\/competitions(\/[^/?]*)?|messages)(\?|$)/
 
 /**
  * Relay mode: events come from an upstream tailcast stream (WS or SSE) through the shared stream
@@ -63,7 +62,7 @@ export default fp(
           message: `this server is a read-only relay of ${shown}: post events to the upstream`,
         })
       }
-      if (req.method === 'GET' && !status.caughtUp && status.stopped === null && STREAM_PATHS.test(req.url)) {
+      if (!status.caughtUp && status.stopped === null && isStreamRequest(req.method, req.url)) {
         let timer: NodeJS.Timeout | undefined
         await Promise.race([caughtUp, new Promise<void>((resolve) => (timer = setTimeout(resolve, cfg.catchUpTimeoutMs)))])
         clearTimeout(timer)
