@@ -84,3 +84,26 @@ t.test('serve --port/--host/--config: options over environment over file over de
   await t.rejects(fetch(`http://127.0.0.1:${envPort}/health`), 'not on env PORT')
   t.same(await server.kill('SIGTERM'), { code: 0, signal: null })
 })
+
+t.test('serve --upstream: a malformed URL is shown with only its credentials hidden; a wrong one is not ready and says why', async (t) => {
+  const bad = await cli(['serve', '--upstream', 'htps://bob:hunter2@up.example:8080/messages?room=a&token=hunter2'])
+  t.equal(bad.code, 2, 'a config error exits 2')
+  t.match(bad.stderr, /upstream\.url = "htps:\/\/\[redacted\]@up\.example:8080\/messages\?room=a&token=\[redacted\]": must match pattern/, 'the typo can be seen')
+  t.notMatch(bad.stderr, /hunter2|bob/)
+
+  const producer = await spawnServer()
+  t.teardown(() => producer.kill('SIGKILL'))
+  const relay = await spawnServer({}, ['--upstream', `${producer.url}/health`], { until: '/health' })
+  t.teardown(() => relay.kill('SIGKILL'))
+  let ready = await relay.ready()
+  for (let i = 0; i < 250 && !/not a stream/.test(String(ready.body.upstream)); i++) {
+    await new Promise((r) => setTimeout(r, 20))
+    ready = await relay.ready()
+  }
+  t.equal(ready.status, 503)
+  t.match(ready.body, { status: 'not ready', upstream: /relaying stopped: http:\/\/127\.0\.0\.1:\d+\/health answered 200: application\/json.*not a stream/ })
+  const stream = await fetch(`${relay.url}/messages`, { headers: { accept: 'text/event-stream' } })
+  t.equal(stream.status, 503, 'a stream request gets 503')
+  t.match(await stream.json(), { statusCode: 503, error: 'Service Unavailable', message: /not a stream/ })
+  t.match(relay.output(), /upstream refused: .*not a stream/, 'the log says it too')
+})
