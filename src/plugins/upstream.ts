@@ -13,7 +13,7 @@ export interface UpstreamStatus {
   position: number
   /** Set when relaying stopped for good: the upstream refused (a wrong URL), or its history was replaced. */
   stopped: string | null
-  /** Why the last connection to the upstream failed or ended (null once it is live again). */
+  /** Why the last connection to the upstream failed or ended (null while one is open). */
   error: string | null
 }
 
@@ -24,7 +24,7 @@ export interface UpstreamStatus {
 export function upstreamProblem(status: UpstreamStatus): string | null {
   if (status.stopped !== null) return `relaying stopped: ${status.stopped}`
   if (status.caughtUp) return null
-  return `not yet following the upstream ${status.url}: ${status.error ?? 'connecting'}`
+  return `not yet following the upstream ${status.url}: ${status.error ?? (status.connected ? 'connected, catching up' : 'connecting')}`
 }
 
 declare module 'fastify' {
@@ -109,7 +109,6 @@ export default fp(
           app.hub.followUpstream(position, status.position)
           if (!status.caughtUp) app.log.info({ upstream: shown, position }, 'relay caught up with the upstream')
           status.caughtUp = true
-          status.error = null
           markCaughtUp()
         },
         onReset: (c) => {
@@ -127,6 +126,7 @@ export default fp(
         },
         onStatus: (s) => {
           status.connected = s.state === 'open'
+          if (s.state === 'open') status.error = null
           if (s.state === 'down') {
             status.error = `${redactUrl(s.error)} (retrying in ${s.retryInMs} ms)`
             app.log.warn({ upstream: shown, error: s.error, retryInMs: s.retryInMs }, 'upstream disconnected; reconnecting')
