@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-import { Command, InvalidArgumentError } from 'commander'
+import { readFileSync } from 'node:fs'
+import { Command, CommanderError, Help, InvalidArgumentError } from 'commander'
 import { ConfigError, loadConfig, redact } from './config.js'
 import { serveWorkers } from './cluster.js'
 import { startRecording } from './recorder/record.js'
@@ -7,17 +8,46 @@ import { RecordingError } from './recorder/file.js'
 import { startReplay } from './recorder/replay.js'
 import { serve } from './server.js'
 
-const program = new Command()
-program.name('tailcast').description('Live events over Server-Sent Events and WebSockets, with exact resume')
+/** Exit code of a usage error (unknown command or option, bad option value) and of a bad config or recording. */
+const USAGE = 2
 
+const { version } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }
+
+const program = new Command()
 program
+  .name('tailcast')
+  .description('Live events over Server-Sent Events and WebSockets, with exact resume')
+  .version(version, '-V, --version', 'print the version and exit')
+  // Commander errors (it prints them) become CommanderErrors, so the exit code is decided below.
+  .exitOverride()
+  // serve's catch-all argument (below) is not one to show.
+  .configureHelp({ subcommandTerm: (cmd) => (cmd.name() === 'serve' ? 'serve [options]' : new Help().subcommandTerm(cmd)) })
+
+const serveCommand = program
   .command('serve', { isDefault: true })
-  .description('run the server (embedded store unless configured otherwise)')
+  .description('run the server (embedded store unless configured otherwise); the default command')
+  // Anything left over is a mistyped command (`tailcast srve`) or a stray word: said so below.
+  .argument('[words...]')
+  .usage('[options]')
   .option('-c, --config <file>', 'config file (JSON); default /etc/tailcast/config.json when present')
-  .option('--print-config', 'print the effective configuration (secrets redacted) and exit')
+  .option('-p, --port <port>', 'port to listen on (over env PORT and the config file)', portNumber)
+  .option('--host <host>', 'address to listen on, e.g. 127.0.0.1 (over env HOST and the config file)')
   .option('--upstream <url>', 'relay mode: take events from this upstream tailcast stream (ws://, wss://, http://, https://) instead of POST; env TAILCAST_UPSTREAM')
-  .action(async (opts: { config?: string; printConfig?: boolean; upstream?: string }) => {
-    const config = loadConfig({ file: opts.config, overrides: opts.upstream === undefined ? undefined : { upstream: { url: opts.upstream } } })
+  .option('--print-config', 'print the effective configuration (secrets redacted) and exit')
+  .addHelpText('after', '\nPrecedence: these options > environment variables > config file > config/default.json.')
+  .action(async (words: string[], opts: { config?: string; port?: number; host?: string; printConfig?: boolean; upstream?: string }) => {
+    if (words.length > 0) {
+      // program.args holds what came before the dispatch: `serve` itself when it was named.
+      if (program.args[0] === 'serve') program.error(`error: serve takes no arguments, got '${words[0]}'`, { exitCode: USAGE, code: 'tailcast.excessArguments' })
+      if (commandNames().includes(words[0])) program.error(`error: the command comes first: tailcast ${words[0]} [options]`, { exitCode: USAGE, code: 'tailcast.commandAfterOptions' })
+      program.error(`error: unknown command '${words[0]}'. Commands: ${commandNames().join(', ')} (see tailcast --help)`, { exitCode: USAGE, code: 'tailcast.unknownCommand' })
+    }
+    const overrides = {
+      ...(opts.port === undefined ? {} : { port: opts.port }),
+      ...(opts.host === undefined ? {} : { host: opts.host }),
+      ...(opts.upstream === undefined ? {} : { upstream: { url: opts.upstream } }),
+    }
+    const config = loadConfig({ file: opts.config, overrides })
     if (opts.printConfig) {
       process.stdout.write(JSON.stringify(redact(config), null, 2) + '\n')
       return
@@ -25,6 +55,10 @@ program
     if (config.workers > 1) await serveWorkers(config)
     else await serve(config)
   })
+
+function commandNames(): string[] {
+  return [...program.commands.map((c) => c.name()), 'help']
+}
 
 function positiveNumber(raw: string): number {
   const n = Number(raw)
@@ -80,17 +114,27 @@ program
   .option('-p, --port <port>', 'port to listen on', portNumber, 3000)
   .option('--host <host>', 'address to listen on (0.0.0.0: every interface)', '127.0.0.1')
   .option('--loop', 'start over at the end (ids of each pass continue above the previous pass)', false)
+  .option('--start-on-connect', 'start the schedule when the first client opens a stream, not at once', false)
   .option('-c, --config <file>', 'config file for the other server settings (CORS, heartbeat, ...)')
   .option('--progress-interval <seconds>', 'seconds between progress lines when stderr is not a terminal', positiveNumber, 10)
-  .action(async (opts: { file: string; speed: number; port: number; host: string; loop: boolean; config?: string; progressInterval: number }) => {
+  .action(async (opts: { file: string; speed: number; port: number; host: string; loop: boolean; startOnConnect: boolean; config?: string; progressInterval: number }) => {
     const replay = await startReplay({ ...opts, progressIntervalMs: opts.progressInterval * 1000 })
     onStopSignal(() => replay.close())
   })
 
+// `tailcast --help` shows what `tailcast` alone does: serve, with these options.
+program.addHelpText('after', () => {
+  const help = serveCommand.createHelp()
+  const options = help.visibleOptions(serveCommand).filter((o) => o.long !== '--help')
+  const width = Math.max(...options.map((o) => o.flags.length))
+  return `\nOptions of serve, the default command (tailcast serve --help):\n${options.map((o) => `  ${o.flags.padEnd(width)}  ${o.description}`).join('\n')}\n`
+})
+
 program.parseAsync().catch((err: unknown) => {
+  if (err instanceof CommanderError) process.exit(err.exitCode === 0 ? 0 : USAGE)
   if (err instanceof ConfigError || err instanceof RecordingError) {
     process.stderr.write(`tailcast: ${err.message}\n`)
-    process.exit(2)
+    process.exit(USAGE)
   }
   process.stderr.write(`tailcast: ${err instanceof Error ? err.message : String(err)}\n`)
   process.exit(1)

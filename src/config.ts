@@ -1,151 +1,113 @@
 import { readFileSync, existsSync } from 'node:fs'
 import { Ajv } from 'ajv'
+import { Type, type Static } from 'typebox'
 
-export interface Config {
-  host: string
-  port: number
-  workers: number
-  shutdownTimeoutSeconds: number
-  /** How long receiving one request (headers and body) may take; streams, once open, are not cut. */
-  requestTimeoutSeconds: number
-  logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
-  bodyLimit: number
-  store: {
-    type: 'memory' | 'mongodb'
-    capacity: number
-    mongodb: { url: string; database: string; collection: string; cappedSize: number; cappedMax: number }
-  }
-  streams: {
-    competitionsWindowHours: number
-    heartbeatSeconds: number
-    retryMs: number
-    replayPageSize: number
-    maxPendingEvents: number
-    maxBufferedBytes: number
-    frameCacheSize: number
-    maxConnectionsPerAddress: number
+/*
+ * The configuration's JSON schema, written once with TypeBox: `Config` is derived from it, Ajv
+ * validates against it (TypeBox schemas are plain JSON Schema), and routes can reuse the pieces.
+ */
+
+const PositiveInt = Type.Integer({ minimum: 1 })
+
+export const LogLevelSchema = Type.Enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
+export const HostSchema = Type.String({ minLength: 1 })
+export const PortSchema = Type.Integer({ minimum: 0, maximum: 65535 })
+
+export const StoreConfigSchema = Type.Object(
+  {
+    type: Type.Enum(['memory', 'mongodb']),
+    capacity: PositiveInt,
+    mongodb: Type.Object(
+      {
+        url: Type.String({ pattern: '^mongodb(\\+srv)?://' }),
+        database: Type.String({ pattern: '^[A-Za-z0-9_-]{1,63}$' }),
+        collection: Type.String({ pattern: '^[A-Za-z0-9_.-]{1,120}$' }),
+        cappedSize: Type.Integer({ minimum: 4096 }),
+        cappedMax: PositiveInt,
+      },
+      { additionalProperties: false },
+    ),
+  },
+  { additionalProperties: false },
+)
+
+export const StreamsConfigSchema = Type.Object(
+  {
+    competitionsWindowHours: Type.Number({ exclusiveMinimum: 0 }),
+    heartbeatSeconds: Type.Number({ minimum: 0.01 }),
+    retryMs: Type.Integer({ minimum: 0 }),
+    replayPageSize: PositiveInt,
+    maxPendingEvents: PositiveInt,
+    maxBufferedBytes: Type.Integer({ minimum: 1024 }),
+    frameCacheSize: PositiveInt,
+    maxConnectionsPerAddress: Type.Integer({ minimum: 0 }),
     /** The hot history each process keeps (replays and resumes inside it never read the store). */
-    historyMaxBytes: number
-    historyMaxEvents: number
-  }
-  post: { enabled: boolean; token: string }
-  cors: { origins: string[]; methods: string[]; headers: string[] }
-  /** Relay mode: follow this upstream tailcast stream instead of taking POSTs ("" = off). */
-  upstream: { url: string; reconnectMinMs: number; reconnectMaxMs: number; catchUpTimeoutMs: number }
-  nats: {
+    historyMaxBytes: Type.Integer({ minimum: 0 }),
+    historyMaxEvents: Type.Integer({ minimum: 0 }),
+  },
+  { additionalProperties: false },
+)
+
+export const PostConfigSchema = Type.Object({ enabled: Type.Boolean(), token: Type.String() }, { additionalProperties: false })
+
+export const CorsConfigSchema = Type.Object(
+  { origins: Type.Array(Type.String()), methods: Type.Array(Type.String()), headers: Type.Array(Type.String()) },
+  { additionalProperties: false },
+)
+
+/** Relay mode: follow this upstream tailcast stream instead of taking POSTs (url "" = off). */
+export const UpstreamConfigSchema = Type.Object(
+  {
+    url: Type.String({ pattern: '^(|(wss?|https?)://.+)$' }),
+    reconnectMinMs: PositiveInt,
+    reconnectMaxMs: PositiveInt,
+    catchUpTimeoutMs: Type.Integer({ minimum: 0 }),
+  },
+  { additionalProperties: false },
+)
+
+export const NatsConfigSchema = Type.Object(
+  {
     /** Empty: NATS off (POST /messages writes to the store directly). May carry a token or user:password. */
-    url: string
-    stream: string
-    subject: string
-    durable: string
-    deadLetterSubject: string
-    maxPayload: number
-    leaseSeconds: number
-    ackWaitSeconds: number
-    batchSize: number
-  }
-}
+    url: Type.String({ pattern: '^$|^(nats|tls|ws|wss)://' }),
+    stream: Type.String({ pattern: '^[A-Za-z0-9_-]{1,64}$' }),
+    // Tokens separated by dots; `>` only as the last token (POST /messages publishes under it).
+    subject: Type.String({ pattern: '^[A-Za-z0-9_-]+(\\.[A-Za-z0-9_-]+)*(\\.>)?$' }),
+    durable: Type.String({ pattern: '^[A-Za-z0-9_-]{1,64}$' }),
+    deadLetterSubject: Type.String({ pattern: '^[A-Za-z0-9_-]+(\\.[A-Za-z0-9_-]+)*$' }),
+    maxPayload: Type.Integer({ minimum: 256, maximum: 8388608 }),
+    leaseSeconds: Type.Number({ minimum: 1, maximum: 60 }),
+    ackWaitSeconds: Type.Number({ minimum: 0.5, maximum: 3600 }),
+    batchSize: Type.Integer({ minimum: 1, maximum: 10000 }),
+  },
+  { additionalProperties: false },
+)
+
+export const ConfigSchema = Type.Object(
+  {
+    host: HostSchema,
+    port: PortSchema,
+    workers: Type.Integer({ minimum: 1, maximum: 64 }),
+    shutdownTimeoutSeconds: Type.Number({ minimum: 1, maximum: 600 }),
+    /** How long receiving one request (headers and body) may take; streams, once open, are not cut. */
+    requestTimeoutSeconds: Type.Number({ minimum: 1, maximum: 3600 }),
+    logLevel: LogLevelSchema,
+    bodyLimit: Type.Integer({ minimum: 256, maximum: 16777216 }),
+    store: StoreConfigSchema,
+    streams: StreamsConfigSchema,
+    post: PostConfigSchema,
+    cors: CorsConfigSchema,
+    upstream: UpstreamConfigSchema,
+    nats: NatsConfigSchema,
+  },
+  { additionalProperties: false },
+)
+
+export type Config = Static<typeof ConfigSchema>
+export type LogLevel = Static<typeof LogLevelSchema>
 
 const DEFAULTS_URL = new URL('../config/default.json', import.meta.url)
 export const SYSTEM_CONFIG_PATH = '/etc/tailcast/config.json'
-
-const positiveInt = { type: 'integer', minimum: 1 }
-const schema = {
-  type: 'object',
-  additionalProperties: false,
-  required: ['host', 'port', 'workers', 'shutdownTimeoutSeconds', 'requestTimeoutSeconds', 'logLevel', 'bodyLimit', 'store', 'streams', 'post', 'cors', 'upstream', 'nats'],
-  properties: {
-    host: { type: 'string', minLength: 1 },
-    port: { type: 'integer', minimum: 0, maximum: 65535 },
-    workers: { type: 'integer', minimum: 1, maximum: 64 },
-    shutdownTimeoutSeconds: { type: 'number', minimum: 1, maximum: 600 },
-    requestTimeoutSeconds: { type: 'number', minimum: 1, maximum: 3600 },
-    logLevel: { enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] },
-    bodyLimit: { type: 'integer', minimum: 256, maximum: 16777216 },
-    store: {
-      type: 'object',
-      additionalProperties: false,
-      required: ['type', 'capacity', 'mongodb'],
-      properties: {
-        type: { enum: ['memory', 'mongodb'] },
-        capacity: positiveInt,
-        mongodb: {
-          type: 'object',
-          additionalProperties: false,
-          required: ['url', 'database', 'collection', 'cappedSize', 'cappedMax'],
-          properties: {
-            url: { type: 'string', pattern: '^mongodb(\\+srv)?://' },
-            database: { type: 'string', pattern: '^[A-Za-z0-9_-]{1,63}$' },
-            collection: { type: 'string', pattern: '^[A-Za-z0-9_.-]{1,120}$' },
-            cappedSize: { type: 'integer', minimum: 4096 },
-            cappedMax: positiveInt,
-          },
-        },
-      },
-    },
-    streams: {
-      type: 'object',
-      additionalProperties: false,
-      required: ['competitionsWindowHours', 'heartbeatSeconds', 'retryMs', 'replayPageSize', 'maxPendingEvents', 'maxBufferedBytes', 'frameCacheSize', 'maxConnectionsPerAddress', 'historyMaxBytes', 'historyMaxEvents'],
-      properties: {
-        competitionsWindowHours: { type: 'number', exclusiveMinimum: 0 },
-        heartbeatSeconds: { type: 'number', minimum: 0.01 },
-        retryMs: { type: 'integer', minimum: 0 },
-        replayPageSize: positiveInt,
-        maxPendingEvents: positiveInt,
-        maxBufferedBytes: { type: 'integer', minimum: 1024 },
-        frameCacheSize: positiveInt,
-        maxConnectionsPerAddress: { type: 'integer', minimum: 0 },
-        historyMaxBytes: { type: 'integer', minimum: 0 },
-        historyMaxEvents: { type: 'integer', minimum: 0 },
-      },
-    },
-    post: {
-      type: 'object',
-      additionalProperties: false,
-      required: ['enabled', 'token'],
-      properties: { enabled: { type: 'boolean' }, token: { type: 'string' } },
-    },
-    cors: {
-      type: 'object',
-      additionalProperties: false,
-      required: ['origins', 'methods', 'headers'],
-      properties: {
-        origins: { type: 'array', items: { type: 'string' } },
-        methods: { type: 'array', items: { type: 'string' } },
-        headers: { type: 'array', items: { type: 'string' } },
-      },
-    },
-    upstream: {
-      type: 'object',
-      additionalProperties: false,
-      required: ['url', 'reconnectMinMs', 'reconnectMaxMs', 'catchUpTimeoutMs'],
-      properties: {
-        url: { type: 'string', pattern: '^(|(wss?|https?)://.+)$' },
-        reconnectMinMs: positiveInt,
-        reconnectMaxMs: positiveInt,
-        catchUpTimeoutMs: { type: 'integer', minimum: 0 },
-      },
-    },
-    nats: {
-      type: 'object',
-      additionalProperties: false,
-      required: ['url', 'stream', 'subject', 'durable', 'deadLetterSubject', 'maxPayload', 'leaseSeconds', 'ackWaitSeconds', 'batchSize'],
-      properties: {
-        url: { type: 'string', pattern: '^$|^(nats|tls|ws|wss)://' },
-        stream: { type: 'string', pattern: '^[A-Za-z0-9_-]{1,64}$' },
-        // Tokens separated by dots; `>` only as the last token (POST /messages publishes under it).
-        subject: { type: 'string', pattern: '^[A-Za-z0-9_-]+(\\.[A-Za-z0-9_-]+)*(\\.>)?$' },
-        durable: { type: 'string', pattern: '^[A-Za-z0-9_-]{1,64}$' },
-        deadLetterSubject: { type: 'string', pattern: '^[A-Za-z0-9_-]+(\\.[A-Za-z0-9_-]+)*$' },
-        maxPayload: { type: 'integer', minimum: 256, maximum: 8388608 },
-        leaseSeconds: { type: 'number', minimum: 1, maximum: 60 },
-        ackWaitSeconds: { type: 'number', minimum: 0.5, maximum: 3600 },
-        batchSize: { type: 'integer', minimum: 1, maximum: 10000 },
-      },
-    },
-  },
-} as const
 
 /** Environment variables and the config key each sets. */
 export const ENV_KEYS: Record<string, string> = {
@@ -275,15 +237,17 @@ function kindOf(v: unknown): string {
 
 /**
  * A value as a config error shows it: never a secret, nor a value given where a secret's parent
- * goes (`"store": {"mongodb": "mongodb://bob:pw@h"}` holds the URL one level too high).
+ * goes (`"store": {"mongodb": "mongodb://bob:pw@h"}` holds the URL one level too high). A URL is
+ * shown without its credentials, so a typo in its scheme, host or path can be seen.
  */
 function shownValue(key: string, value: unknown): string {
+  if (URL_KEYS.includes(key) && typeof value === 'string') return JSON.stringify(redactMalformedUrl(value))
   if (SECRET_KEYS.includes(key)) return '"[redacted]"'
   if (key === '' || SECRET_KEYS.some((secret) => secret.startsWith(key + '.'))) return `(${kindOf(value)}, value hidden)`
   return JSON.stringify(value)
 }
 
-const validate = new Ajv({ allErrors: true, strict: true }).compile(schema)
+const validate = new Ajv({ allErrors: true, strict: true }).compile<Config>(ConfigSchema)
 
 export interface LoadOptions {
   /** A config file; when absent, /etc/tailcast/config.json is read if it exists. */
@@ -315,7 +279,7 @@ export function loadConfig(opts: LoadOptions = {}): Config {
     })
     throw new ConfigError(`invalid configuration:\n  ${lines.join('\n  ')}`)
   }
-  const config = tree as unknown as Config
+  const config: Config = tree
   if (config.upstream.url !== '' && config.nats.url !== '') {
     throw new ConfigError('invalid configuration:\n  upstream.url and nats.url are both set: a relay takes its events from its upstream only; set one of them')
   }
@@ -330,6 +294,17 @@ export function redact(config: Config): Tree {
     if (typeof v === 'string' && v !== '') setPath(copy, key, URL_KEYS.includes(key) ? redactUrl(v) : '[redacted]')
   }
   return copy
+}
+
+/**
+ * redactUrl, and for a URL too malformed to have its user info after `//` (`wss:/bob:pw@h`,
+ * `bob:pw@h`), everything before its last `@` outside the query.
+ */
+function redactMalformedUrl(url: string): string {
+  const shown = redactUrl(url)
+  const authority = shown.split(/[?#]/, 1)[0]
+  if (!/(?<!\[redacted\])@/.test(authority)) return shown
+  return shown.replace(/^([a-z][a-z0-9+.-]*:\/{1,2})?[^?#]*@/i, (_all, scheme: string | undefined) => `${scheme ?? ''}[redacted]@`)
 }
 
 /** Query parameters whose values are credentials (`authSource`, `keyboard` are not). */

@@ -6,6 +6,13 @@ export type StreamFilter =
   | { kind: 'competition'; competitionId: string }
   | { kind: 'room'; room: string | null }
 
+/** GET paths that open a stream (SSE or WebSocket): `/messages`, `/v1/competitions`, `/v1/competitions/ID`. */
+const STREAM_PATHS = /^\/(v1\/competitions(\/[^/?]*)?|messages)(\?|$)/
+
+export function isStreamRequest(method: string, url: string): boolean {
+  return method === 'GET' && STREAM_PATHS.test(url)
+}
+
 /** The hub routes events by key so that each event costs one lookup per key, not one test per client. */
 export function streamKey(f: StreamFilter): string {
   switch (f.kind) {

@@ -1,11 +1,12 @@
 import { execFile } from 'node:child_process'
-import { mkdtempSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import t from 'tap'
-import { ConfigError, ENV_KEYS, loadConfig, redact, redactUrl } from '../src/config.js'
+import { Ajv } from 'ajv'
+import { ConfigError, ConfigSchema, ENV_KEYS, loadConfig, redact, redactUrl, UpstreamConfigSchema } from '../src/config.js'
 
 const CLI = fileURLToPath(new URL('../dist/cli.js', import.meta.url))
 const run = promisify(execFile)
@@ -41,7 +42,14 @@ const INVALID: { name: string; file?: unknown; env?: Record<string, string>; err
   { name: 'heartbeat negative', env: { TAILCAST_HEARTBEAT_SECONDS: '-1' }, error: /streams.heartbeatSeconds = -1: must be >= 0.01/ },
   { name: 'unknown key', file: { stores: {} }, error: /unknown key "stores"/ },
   { name: 'unknown nested key', file: { streams: { heartbeat: 3 } }, error: /unknown key "streams.heartbeat"/ },
-  { name: 'mongodb url scheme', env: { MONGODB_URL: 'http://user:hunter2@db' }, error: /store.mongodb.url = "\[redacted\]": must match pattern/ },
+  // A URL is shown without its credentials, so the typo can be seen.
+  { name: 'mongodb url scheme', env: { MONGODB_URL: 'http://user:hunter2@db' }, error: /store.mongodb.url = "http:\/\/\[redacted\]@db": must match pattern/ },
+  { name: 'upstream url scheme typo', env: { TAILCAST_UPSTREAM: 'htps://bob:hunter2@up.example/v1/competitions?room=a&token=hunter2' }, error: /upstream.url = "htps:\/\/\[redacted\]@up.example\/v1\/competitions\?room=a&token=\[redacted\]": must match pattern/ },
+  { name: 'upstream url without its colon', env: { TAILCAST_UPSTREAM: 'wss//bob:hunter2@up.example/messages' }, error: /upstream.url = "wss\/\/\[redacted\]@up.example\/messages"/ },
+  { name: 'upstream url with one slash', env: { TAILCAST_UPSTREAM: 'wss:/bob:hunter2@up.example/messages' }, error: /upstream.url = "wss:\/\[redacted\]@up.example\/messages"/ },
+  { name: 'upstream url without a scheme', file: { upstream: { url: 'bob:hunter2@up.example/messages' } }, error: /upstream.url = "\[redacted\]@up.example\/messages"/ },
+  { name: 'nats url scheme typo', env: { NATS_URL: 'nat://tok-hunter2@h1:4222' }, error: /nats.url = "nat:\/\/\[redacted\]@h1:4222"/ },
+  { name: 'an upstream url that is not a string', file: { upstream: { url: 1234 } }, error: /upstream.url = "\[redacted\]": must be string/ },
   { name: 'cors origins type', file: { cors: { origins: 'everyone' } }, error: /cors.origins = "everyone": must be array/ },
   { name: 'a string where the MongoDB settings go', file: { store: { mongodb: 'mongodb://bob:hunter2@h' } }, error: /store.mongodb = \(a string, value hidden\): must be object/ },
   { name: 'a string where the post settings go', file: { post: 'hunter2' }, error: /post = \(a string, value hidden\): must be object/ },
@@ -64,6 +72,15 @@ for (const bad of INVALID) {
     }
   })
 }
+
+t.test('the exported schema is the one loadConfig checks: it accepts the defaults and its pieces validate alone', async (t) => {
+  const defaults = JSON.parse(readFileSync(new URL('../config/default.json', import.meta.url), 'utf8'))
+  const ajv = new Ajv({ allErrors: true, strict: true })
+  t.ok(ajv.validate(ConfigSchema, defaults), 'config/default.json matches ConfigSchema')
+  t.same(Object.keys(ConfigSchema.properties).sort(), Object.keys(defaults).sort(), 'one schema property per top-level key')
+  t.same(loadConfig({ env: {} }), defaults, 'loadConfig returns the validated tree as it is')
+  t.notOk(ajv.validate(UpstreamConfigSchema, { ...defaults.upstream, url: 'ftp://x' }), 'a piece rejects what loadConfig rejects')
+})
 
 t.test('a missing config file is an error naming it', async (t) => {
   t.throws(() => loadConfig({ file: '/nonexistent/tailcast.json', env: {} }), { message: /cannot read config file \/nonexistent\/tailcast.json/ })

@@ -2,6 +2,7 @@ import { isUtf8 } from 'node:buffer'
 import http from 'node:http'
 import https from 'node:https'
 import WebSocket from 'ws'
+import { redactUrl } from '../config.js'
 import { parseNewEvent, type StoredEvent } from '../event.js'
 
 /**
@@ -41,7 +42,10 @@ export interface StreamClientOptions {
    */
   onBehind?(e: StoredEvent): void
   onStatus?(s: StreamStatus): void
-  /** A refusal that retrying cannot fix (HTTP 4xx other than 408/429): the client stops. */
+  /**
+   * A refusal that retrying cannot fix: HTTP 4xx other than 408/429, a redirect, or an answer that
+   * is not a stream (e.g. the JSON of `/health`): the URL is wrong. The client stops.
+   */
   onFatal?(err: Error): void
   /** A handler failed; the client reconnects from the last event handled. */
   onError?(err: Error): void
@@ -91,7 +95,18 @@ interface Connection {
   close(): void
 }
 
-const FATAL = (status: number): boolean => status >= 400 && status < 500 && status !== 408 && status !== 429
+/** Every answer but a stream or a server's passing trouble (5xx, 408, 429) means the URL is wrong: retrying cannot help. */
+const FATAL = (status: number): boolean => status < 500 && status !== 408 && status !== 429
+
+const NOT_A_STREAM = 'not a stream (a tailcast stream URL is /messages, /v1/competitions or /v1/competitions/ID)'
+
+/** Why an HTTP answer other than a stream ended the connection (its body's message, or its status). */
+function refusal(res: http.IncomingMessage, body: string): string {
+  const status = res.statusCode ?? 0
+  if (status >= 300 && status < 400) return `a redirect${res.headers.location ? ` to ${redactUrl(res.headers.location)}` : ''}: give that URL`
+  if (status < 300) return `${res.headers['content-type'] ?? 'no content type'}, ${NOT_A_STREAM}`
+  return body
+}
 
 export class StreamClient {
   private pos: number
@@ -113,7 +128,7 @@ export class StreamClient {
     try {
       u = new URL(opts.url)
     } catch {
-      throw new Error(`not a URL: ${opts.url}`)
+      throw new Error(`not a URL: ${redactUrl(opts.url)}`)
     }
     if (u.protocol === 'ws:' || u.protocol === 'wss:') this.transport = 'ws'
     else if (u.protocol === 'http:' || u.protocol === 'https:') this.transport = 'sse'
@@ -186,7 +201,7 @@ export class StreamClient {
     if (status !== undefined && FATAL(status)) {
       this.stopped = true
       this.opts.onStatus?.({ state: 'closed' })
-      this.opts.onFatal?.(new Error(`${this.opts.url} answered ${status}: ${error}`))
+      this.opts.onFatal?.(new Error(`${redactUrl(this.opts.url)} answered ${status}: ${error}`))
       return
     }
     const min = this.opts.minBackoffMs ?? 200
@@ -273,20 +288,28 @@ export class StreamClient {
     else u.searchParams.delete('lastEventId')
     // UTF-8 is checked per message (receive), so one bad event is skipped rather than closing with 1007.
     const ws = new WebSocket(u, { perMessageDeflate: false, skipUTF8Validation: true })
+    let heard = false
     ws.on('open', h.open)
     ws.on('ping', (data) => {
+      heard = true
       h.activity()
       if (data.length > 0) h.position(data.toString())
     })
     ws.on('message', (data, isBinary) => {
+      heard = true
       if (isBinary) return h.end('the server sent a binary frame')
       // The default binaryType: one Buffer per message.
       h.message(data as Buffer)
     })
     ws.on('unexpected-response', (_req, res) => {
-      readBody(res, (body) => h.end(body, res.statusCode))
+      readBody(res, (body) => h.end(refusal(res, body), res.statusCode))
     })
-    ws.on('close', (code, reason) => h.end(`connection closed (${code}${reason.length > 0 ? ' ' + reason.toString() : ''})`))
+    ws.on('close', (code, reason) => {
+      // A tailcast stream speaks at once (replay, then `live`) and closes with a code (1012, 1013,
+      // ...); a server without a WebSocket at this path (Fastify's /health) accepts and closes bare.
+      if (!heard && code === 1005) return h.end(`switched to WebSocket, then closed it (1005) before any message: ${NOT_A_STREAM}`, 101)
+      h.end(`connection closed (${code}${reason.length > 0 ? ' ' + reason.toString() : ''})`)
+    })
     ws.on('error', (err) => h.end(err.message))
     return { close: () => ws.terminate() }
   }
@@ -298,8 +321,9 @@ export class StreamClient {
     const get = u.protocol === 'https:' ? https.get : http.get
     // A dedicated connection (no keep-alive pool): a pooled socket may be one the server just closed.
     const req = get(u, { headers, agent: false }, (res) => {
-      if (res.statusCode !== 200) {
-        readBody(res, (body) => h.end(body, res.statusCode))
+      const type = res.headers['content-type']
+      if (res.statusCode !== 200 || (type !== undefined && !/^text\/event-stream\b/i.test(type))) {
+        readBody(res, (body) => h.end(refusal(res, body), res.statusCode))
         return
       }
       h.open()

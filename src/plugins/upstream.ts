@@ -1,6 +1,7 @@
 import fp from 'fastify-plugin'
 import { StreamClient } from '../client/stream-client.js'
 import { redactUrl } from '../config.js'
+import { isStreamRequest } from '../stream.js'
 
 /** What a relay knows about its upstream (for logs, tests, and later /ready and /metrics). */
 export interface UpstreamStatus {
@@ -10,8 +11,20 @@ export interface UpstreamStatus {
   caughtUp: boolean
   /** Id of the last upstream event stored. */
   position: number
-  /** Set when relaying stopped for good: the upstream refused, or its history was replaced. */
+  /** Set when relaying stopped for good: the upstream refused (a wrong URL), or its history was replaced. */
   stopped: string | null
+  /** Why the last connection to the upstream failed or ended (null while one is open). */
+  error: string | null
+}
+
+/**
+ * Why the relay does not serve streams now, or null when it does: it stopped relaying, or it has
+ * not yet followed its upstream to `live` since it started. For /ready and stream requests.
+ */
+export function upstreamProblem(status: UpstreamStatus): string | null {
+  if (status.stopped !== null) return `relaying stopped: ${status.stopped}`
+  if (status.caughtUp) return null
+  return `not yet following the upstream ${status.url}: ${status.error ?? (status.connected ? 'connected, catching up' : 'connecting')}`
 }
 
 declare module 'fastify' {
@@ -20,8 +33,6 @@ declare module 'fastify' {
     upstream: UpstreamStatus | null
   }
 }
-
-const STREAM_PATHS = /^\/(v1\/competitions(\/[^/?]*)?|messages)(\?|$)/
 
 /**
  * Relay mode: events come from an upstream tailcast stream (WS or SSE) through the shared stream
@@ -40,7 +51,9 @@ const STREAM_PATHS = /^\/(v1\/competitions(\/[^/?]*)?|messages)(\?|$)/
  *   An upstream restarted on an empty embedded store is not this case: its ids are clock-seeded
  *   and keep increasing, so the relay simply follows.
  * Until the upstream first reaches `live`, stream requests wait (up to `upstream.catchUpTimeoutMs`)
- * so that a restarted relay does not answer a resume id it is about to receive with `reset`.
+ * so that a restarted relay does not answer a resume id it is about to receive with `reset`; past
+ * that they get 503 naming the problem (connection refused, a 404, not a stream URL), as does
+ * /ready. Once followed, a passing upstream outage does not stop the relay serving what it holds.
  */
 export default fp(
   async (app) => {
@@ -50,7 +63,7 @@ export default fp(
       return
     }
     const shown = redactUrl(cfg.url)
-    const status: UpstreamStatus = { url: shown, connected: false, caughtUp: false, position: 0, stopped: null }
+    const status: UpstreamStatus = { url: shown, connected: false, caughtUp: false, position: 0, stopped: null, error: null }
     app.decorate('upstream', status)
     let markCaughtUp!: () => void
     const caughtUp = new Promise<void>((resolve) => (markCaughtUp = resolve))
@@ -63,10 +76,18 @@ export default fp(
           message: `this server is a read-only relay of ${shown}: post events to the upstream`,
         })
       }
-      if (req.method === 'GET' && !status.caughtUp && status.stopped === null && STREAM_PATHS.test(req.url)) {
-        let timer: NodeJS.Timeout | undefined
-        await Promise.race([caughtUp, new Promise<void>((resolve) => (timer = setTimeout(resolve, cfg.catchUpTimeoutMs)))])
-        clearTimeout(timer)
+      if ((!status.caughtUp || status.stopped !== null) && isStreamRequest(req.method, req.url)) {
+        if (status.stopped === null) {
+          let timer: NodeJS.Timeout | undefined
+          await Promise.race([caughtUp, new Promise<void>((resolve) => (timer = setTimeout(resolve, cfg.catchUpTimeoutMs)))])
+          clearTimeout(timer)
+        }
+        // An empty stream would look like a quiet upstream: say that the relay does not follow one.
+        const problem = upstreamProblem(status)
+        if (problem !== null) {
+          if (status.stopped === null) void reply.header('retry-after', String(Math.max(1, Math.ceil(cfg.reconnectMaxMs / 1000))))
+          return reply.code(503).send({ statusCode: 503, error: 'Service Unavailable', message: `this relay cannot serve streams: ${problem}` })
+        }
       }
     })
 
@@ -105,10 +126,14 @@ export default fp(
         },
         onStatus: (s) => {
           status.connected = s.state === 'open'
-          if (s.state === 'down') app.log.warn({ upstream: shown, error: s.error, retryInMs: s.retryInMs }, 'upstream disconnected; reconnecting')
+          if (s.state === 'open') status.error = null
+          if (s.state === 'down') {
+            status.error = `${redactUrl(s.error)} (retrying in ${s.retryInMs} ms)`
+            app.log.warn({ upstream: shown, error: s.error, retryInMs: s.retryInMs }, 'upstream disconnected; reconnecting')
+          }
         },
         onFatal: (err) => {
-          status.stopped = err.message.replace(cfg.url, shown)
+          status.stopped = err.message
           app.log.error({ upstream: shown }, `upstream refused: ${status.stopped}; relaying stopped`)
           markCaughtUp()
         },

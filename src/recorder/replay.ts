@@ -1,7 +1,8 @@
 import type { FastifyInstance } from 'fastify'
 import { buildApp } from '../app.js'
-import { loadConfig } from '../config.js'
+import { loadConfig, redactUrl, type LogLevel } from '../config.js'
 import { COMPETITION_ACTIVATED, type NewEvent } from '../event.js'
+import { isStreamRequest } from '../stream.js'
 import { readRecording, type Recorded } from './file.js'
 import { Progress, type ProgressOutput } from './progress.js'
 
@@ -15,11 +16,13 @@ export interface ReplayOptions {
   loop?: boolean
   /** A config file for everything else (CORS, heartbeat, ...). */
   config?: string
-  logLevel?: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
+  logLevel?: LogLevel
   output?: ProgressOutput
   progressIntervalMs?: number
   /** false: serve, but feed only when start() is called (tests connect their clients first). */
   autoStart?: boolean
+  /** Start the schedule when the first client opens a stream (instead of at once). */
+  startOnConnect?: boolean
 }
 
 export interface Replay {
@@ -58,6 +61,11 @@ export async function startReplay(opts: ReplayOptions): Promise<Replay> {
     },
   })
   const app = await buildApp(config)
+  if (opts.startOnConnect) {
+    app.addHook('onRequest', async (req) => {
+      if (!started && isStreamRequest(req.method, req.url)) start(`the first client connected: ${redactUrl(req.url)}`)
+    })
+  }
   await app.listen({ host: config.host, port: config.port })
   const address = app.server.address()
   const port = address !== null && typeof address === 'object' ? address.port : config.port
@@ -132,24 +140,29 @@ export async function startReplay(opts: ReplayOptions): Promise<Replay> {
     rejectDone = reject
   })
   done.catch(() => {})
-  const start = (): void => {
+  const spanSeconds = (last.receivedAt - first.receivedAt) / speed / 1000
+  const schedule = `${recording.length} events over ${spanSeconds.toFixed(1)} s at speed ${speed}${opts.loop ? ', looping' : ''}`
+  /** Begin the schedule: the first event now, the others at their recorded gaps from it. */
+  const start = (why?: string): void => {
     if (started) return
     started = true
-    progress.note(`replaying ${recording.length} events from ${opts.file} at speed ${speed}${opts.loop ? ', looping' : ''} on http://${shownHost}:${port} and ws://${shownHost}:${port}`)
+    progress.note(`replay: schedule started at ${new Date().toISOString()}${why === undefined ? '' : ` (${why})`}: ${schedule}`)
     progress.start()
     feed().then(() => {
       if (!stopped) progress.stop(`replay finished: ${fed} events served at speed ${speed}, last id ${lastId}; still serving, Ctrl-C to stop`)
       resolveDone()
     }, rejectDone)
   }
-  if (opts.autoStart !== false) start()
+  const waits = opts.startOnConnect || opts.autoStart === false
+  progress.note(`replay: serving ${opts.file} on http://${shownHost}:${port} and ws://${shownHost}:${port}${opts.startOnConnect ? '; the schedule starts when the first client connects' : waits ? '; the schedule has not started' : ''}`)
+  if (!waits) start()
 
   return {
     app,
     url: `http://${shownHost}:${port}`,
     wsUrl: `ws://${shownHost}:${port}`,
     events: recording.length,
-    start,
+    start: () => start(),
     done,
     async close() {
       stopped = true

@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify'
 import { redactUrl } from '../config.js'
+import { upstreamProblem } from '../plugins/upstream.js'
 
 /** Liveness and readiness for load balancers and orchestrators. */
 export default async function health(app: FastifyInstance): Promise<void> {
@@ -11,7 +12,8 @@ export default async function health(app: FastifyInstance): Promise<void> {
   /** 200 when the store answers and every configured source (NATS, an upstream) is usable; else 503 saying which is not. */
   app.get('/ready', quiet, async (_req, reply) => {
     const nats = app.nats === null ? undefined : app.nats.state
-    const upstream = app.upstream === null || app.upstream === undefined ? undefined : app.upstream.stopped ?? (app.upstream.connected ? 'connected' : 'reconnecting')
+    const upstreamDown = app.upstream ? upstreamProblem(app.upstream) : null
+    const upstream = app.upstream === null || app.upstream === undefined ? undefined : upstreamDown ?? (app.upstream.connected ? 'connected' : 'reconnecting')
     try {
       await app.store.ping()
     } catch (err) {
@@ -21,9 +23,9 @@ export default async function health(app: FastifyInstance): Promise<void> {
     // Until the history is warm every replay reads the store: a storm of resumes sent here now
     // would cost one store query per client.
     if (!app.hub.history.isWarm) return reply.code(503).send({ status: 'not ready', store: 'ok', history: 'warming', nats, upstream })
-    // A relay that stopped relaying for good (see plugins/upstream.ts), or a NATS writer whose
+    // A relay that does not follow its upstream (see plugins/upstream.ts), or a NATS writer whose
     // batches keep failing (the store refuses writes, the lease keeps slipping), is not ready.
-    if ((nats !== undefined && (!nats.connected || (nats.writer && nats.writerFailures >= 3))) || app.upstream?.stopped) {
+    if ((nats !== undefined && (!nats.connected || (nats.writer && nats.writerFailures >= 3))) || upstreamDown !== null) {
       return reply.code(503).send({ status: 'not ready', store: 'ok', nats, upstream })
     }
     return { status: 'ready', store: 'ok', nats, upstream }

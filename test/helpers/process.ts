@@ -24,10 +24,12 @@ export interface ServerProcess {
  * The built server (`node dist/cli.js serve`) as a child process, for what an in-process server
  * cannot show: kill -9, signals, its own memory. `npm test` builds dist/ first.
  */
-export async function spawnServer(env: Record<string, string> = {}, args: string[] = []): Promise<ServerProcess> {
-  const port = env.PORT !== undefined ? Number(env.PORT) : await freePort()
+export async function spawnServer(env: Record<string, string> = {}, args: string[] = [], opts: { until?: '/ready' | '/health' } = {}): Promise<ServerProcess> {
+  // `serve --port N` wins over env PORT: then the server is awaited on N.
+  const portArg = args.indexOf('--port')
+  const port = portArg >= 0 ? Number(args[portArg + 1]) : env.PORT !== undefined ? Number(env.PORT) : await freePort()
   const child = spawn(process.execPath, [CLI, 'serve', ...args], {
-    env: { PATH: process.env.PATH ?? '', HOST: '127.0.0.1', LOG_LEVEL: 'warn', ...env, PORT: String(port) },
+    env: { PATH: process.env.PATH ?? '', HOST: '127.0.0.1', LOG_LEVEL: 'warn', ...env, PORT: env.PORT ?? String(port) },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
   let out = ''
@@ -44,9 +46,10 @@ export async function spawnServer(env: Record<string, string> = {}, args: string
   const deadline = Date.now() + 30_000
   for (;;) {
     if (gone) throw new Error(`server exited before answering:\n${out}`)
-    if (Date.now() > deadline) throw new Error(`server was not ready in 30 s:\n${out}`)
+    if (Date.now() > deadline) throw new Error(`server did not answer ${opts.until ?? '/ready'} in 30 s:\n${out}`)
     try {
-      if ((await fetch(`http://127.0.0.1:${port}/ready`)).ok) break
+      // '/health': up, even if not ready (a relay whose upstream is wrong).
+      if ((await fetch(`http://127.0.0.1:${port}${opts.until ?? '/ready'}`)).ok) break
     } catch {}
     await new Promise((r) => setTimeout(r, 50))
   }

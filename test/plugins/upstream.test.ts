@@ -1,3 +1,5 @@
+import http from 'node:http'
+import type { AddressInfo } from 'node:net'
 import t from 'tap'
 import { MemoryEventStore } from '../../src/store/memory-store.js'
 import { dataEvents, isLive, openSse, openWs } from '../helpers/clients.js'
@@ -79,34 +81,71 @@ t.test('producer -> relay (WS) -> relay (SSE) -> consumer: the middle relay rest
   t.same(await ready.json(), { status: 'ready', store: 'ok', upstream: 'connected' })
 })
 
-t.test('an upstream that refuses, then comes up: the relay waits, then follows', async (t) => {
+t.test('an upstream that refuses, then comes up: streams get 503 naming the problem until the relay follows it', async (t) => {
   const port = await freePort() // nothing listens there yet
   const relay = await relayOf(`ws://127.0.0.1:${port}/messages?room=late`, 0, { catchUpTimeoutMs: 300 })
   t.teardown(() => relay.close())
   const started = Date.now()
-  const consumer = openWs(`${relay.wsUrl}/messages?room=late`)
-  t.teardown(() => consumer.close())
-  await consumer.waitFor(isLive, 5000, 'live after the catch-up timeout')
-  t.ok(Date.now() - started >= 250, 'stream requests waited for the upstream (bounded)')
+  const early = openWs(`${relay.wsUrl}/messages?room=late`)
+  t.teardown(() => early.close())
+  t.equal(await early.status, 503, 'a stream request is refused while the upstream is not followed')
+  t.ok(Date.now() - started >= 250, 'after waiting for the upstream (bounded)')
+  t.match(await early.errorBody, { statusCode: 503, error: 'Service Unavailable', message: new RegExp(`not yet following the upstream ws://127\\.0\\.0\\.1:${port}/messages\\?room=late: connect ECONNREFUSED`) })
+  const sse = openSse(`${relay.url}/messages?room=late`)
+  t.teardown(() => sse.close())
+  t.equal(await sse.status, 503, 'over SSE too')
+  t.match(await sse.errorBody, { message: /ECONNREFUSED/ })
+  const ready = await fetch(`${relay.url}/ready`)
+  t.equal(ready.status, 503, '/ready: not ready')
+  t.match(await ready.json(), { status: 'not ready', store: 'ok', upstream: /not yet following .*ECONNREFUSED/ })
   t.equal(relay.app.upstream?.connected, false, 'not connected while the upstream refuses')
+
   const producer = await startServer({ port })
   t.teardown(() => producer.close())
+  for (let i = 0; (await fetch(`${relay.url}/ready`)).status !== 200; i++) {
+    if (i > 250) throw new Error('the relay did not become ready once the upstream was up')
+    await sleep(20)
+  }
+  t.same(await (await fetch(`${relay.url}/ready`)).json(), { status: 'ready', store: 'ok', upstream: 'connected' }, 'ready once it follows the upstream')
+  const consumer = openWs(`${relay.wsUrl}/messages?room=late`)
+  t.teardown(() => consumer.close())
+  await consumer.waitFor(isLive, 5000, 'the stream works once the upstream is followed')
   const ids: string[] = []
   for (let i = 0; i < 5; i++) ids.push((await producer.post({ text: `late${i}`, room: 'late' })).body.id)
   await consumer.waitFor((ev) => dataEvents(ev).length >= 5, 10_000, 'events once the upstream is up')
   t.same(dataEvents(consumer.events).map((e) => e.id), ids)
 })
 
-t.test('an upstream URL that answers 404 stops the relay with a clear status', async (t) => {
+t.test('an upstream URL that is wrong (a 404, /health which is JSON, a redirect) stops the relay: /ready and streams say why', async (t) => {
   const producer = await startServer()
   t.teardown(() => producer.close())
-  const relay = await relayOf(`${producer.url}/nowhere`, 0, { catchUpTimeoutMs: 2000 })
-  t.teardown(() => relay.close())
-  for (let i = 0; i < 100 && relay.app.upstream?.stopped === null; i++) await sleep(20)
-  t.match(relay.app.upstream?.stopped, /404/, 'the status says why relaying stopped')
-  const ready = await fetch(`${relay.url}/ready`)
-  t.equal(ready.status, 503, 'a relay that stopped relaying is not ready')
-  t.match(await ready.json(), { status: 'not ready', upstream: /404/ })
+  const redirect = http.createServer((_req, res) => res.writeHead(301, { location: `${producer.url}/messages?room=a&token=hunter2` }).end())
+  await new Promise<void>((r) => redirect.listen(0, '127.0.0.1', r))
+  t.teardown(() => redirect.close())
+  const cases: [string, string, RegExp][] = [
+    ['404 over SSE', `${producer.url}/nowhere`, /answered 404/],
+    ['404 over WebSocket', `${producer.wsUrl}/nowhere?token=hunter2`, /ws:\/\/127\.0\.0\.1:\d+\/nowhere\?token=\[redacted\] answered 404/],
+    ['/health over SSE', `${producer.url}/health`, /answered 200: application\/json.*, not a stream \(a tailcast stream URL is \/messages, \/v1\/competitions or \/v1\/competitions\/ID\)/],
+    ['/health over WebSocket', `${producer.wsUrl}/health`, /\/health answered 101: switched to WebSocket, then closed it \(1005\) before any message: not a stream/],
+    ['a redirect', `http://127.0.0.1:${(redirect.address() as AddressInfo).port}/messages`, /answered 301: a redirect to http:\/\/127\.0\.0\.1:\d+\/messages\?room=a&token=\[redacted\]: give that URL/],
+  ]
+  for (const [name, url, reason] of cases) {
+    const relay = await relayOf(url, 0, { catchUpTimeoutMs: 5000 })
+    for (let i = 0; i < 250 && relay.app.upstream?.stopped === null; i++) await sleep(20)
+    t.match(relay.app.upstream?.stopped, reason, `${name}: the status says why relaying stopped`)
+    const ready = await fetch(`${relay.url}/ready`)
+    t.equal(ready.status, 503, `${name}: /ready 503`)
+    const readyBody = await ready.json()
+    t.match(readyBody, { status: 'not ready', upstream: reason }, `${name}: /ready names the problem`)
+    for (const open of [openSse, openWs]) {
+      const c = open === openSse ? openSse(`${relay.url}/v1/competitions`) : openWs(`${relay.wsUrl}/messages`)
+      t.equal(await c.status, 503, `${name}: a stream request gets 503 at once`)
+      t.match(await c.errorBody, { statusCode: 503, error: 'Service Unavailable', message: reason })
+      c.close()
+    }
+    t.notMatch(JSON.stringify(readyBody), /hunter2/, `${name}: no credential shown`)
+    await relay.close()
+  }
 })
 
 t.test('serve --upstream config: env TAILCAST_UPSTREAM and a bad URL', async (t) => {

@@ -89,6 +89,12 @@ t.test('record from an upstream that refuses, then comes up; a 404 URL is fatal'
   const bad = await startRecording({ url: `${server.url}/nowhere`, file: join(dir, 'nowhere.jsonl'), output: sink() })
   await t.rejects(bad.failed, /answered 404/)
   await bad.stop()
+  // A URL that answers, but not with a stream (the JSON of /health), is as wrong as a 404: not retried forever.
+  for (const url of [`${server.url}/health`, `${server.wsUrl}/health`]) {
+    const notStream = await startRecording({ url, file: join(dir, 'health.jsonl'), output: sink() })
+    await t.rejects(notStream.failed, /\/health answered (200: application\/json|101: switched to WebSocket, then closed it \(1005\) before any message).*not a stream \(a tailcast stream URL is/, url)
+    await notStream.stop()
+  }
   const badResume = await startRecording({ url: `${server.wsUrl}/v1/competitions/bad%20id`, file: join(dir, 'bad.jsonl'), output: sink() })
   await t.rejects(badResume.failed, /answered 400: the competition id/)
   await badResume.stop()
