@@ -50,7 +50,9 @@ t.test('replay --start-on-connect: a client that connects late still gets the re
     await onConnect.kill()
   })
   const [, plainPort] = await plain.waitFor(/replay: serving .* on http:\/\/127\.0\.0\.1:(\d+) and ws:/)
-  t.match(plain.stderr(), /replay: schedule started at \d{4}-\d\d-\d\dT[\d:.]+Z: 6 events over 1\.5 s at speed 1\n/, 'the plain replay says when its schedule starts')
+  // Its own line, written after the listen line: wait for it rather than expect it already there.
+  await plain.waitFor(/replay: schedule started at \d{4}-\d\d-\d\dT[\d:.]+Z: 6 events over 1\.5 s at speed 1\n/)
+  t.pass('the plain replay says when its schedule starts')
   const [, port] = await onConnect.waitFor(/replay: serving .* on http:\/\/127\.0\.0\.1:(\d+) and ws:.*; the schedule starts when the first client connects\n/)
   await plain.waitFor(/replay finished: 6 events served/)
   t.notMatch(onConnect.stderr(), /schedule started/, 'no client yet: the schedule waits')
