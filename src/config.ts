@@ -33,7 +33,7 @@ export interface Config {
   /** Relay mode: follow this upstream tailcast stream instead of taking POSTs ("" = off). */
   upstream: { url: string; reconnectMinMs: number; reconnectMaxMs: number; catchUpTimeoutMs: number }
   nats: {
-    /** Empty: NATS off (POST /messages writes to the store directly). May carry a token or user:password. */
+    /** Empty: NATS off (POST /messages writes to the store directly). Comma-separated for a cluster's nodes. May carry a token or user:password. */
     url: string
     stream: string
     subject: string
@@ -43,6 +43,8 @@ export interface Config {
     leaseSeconds: number
     ackWaitSeconds: number
     batchSize: number
+    /** Copies of the JetStream streams and the lease bucket (3 on a 3-node cluster). */
+    replicas: number
   }
 }
 
@@ -130,7 +132,7 @@ const schema = {
     nats: {
       type: 'object',
       additionalProperties: false,
-      required: ['url', 'stream', 'subject', 'durable', 'deadLetterSubject', 'maxPayload', 'leaseSeconds', 'ackWaitSeconds', 'batchSize'],
+      required: ['url', 'stream', 'subject', 'durable', 'deadLetterSubject', 'maxPayload', 'leaseSeconds', 'ackWaitSeconds', 'batchSize', 'replicas'],
       properties: {
         url: { type: 'string', pattern: '^$|^(nats|tls|ws|wss)://' },
         stream: { type: 'string', pattern: '^[A-Za-z0-9_-]{1,64}$' },
@@ -142,6 +144,7 @@ const schema = {
         leaseSeconds: { type: 'number', minimum: 1, maximum: 60 },
         ackWaitSeconds: { type: 'number', minimum: 0.5, maximum: 3600 },
         batchSize: { type: 'integer', minimum: 1, maximum: 10000 },
+        replicas: { type: 'integer', minimum: 1, maximum: 5 },
       },
     },
   },
@@ -182,6 +185,7 @@ export const ENV_KEYS: Record<string, string> = {
   TAILCAST_NATS_MAX_PAYLOAD: 'nats.maxPayload',
   TAILCAST_NATS_LEASE_SECONDS: 'nats.leaseSeconds',
   TAILCAST_NATS_ACK_WAIT_SECONDS: 'nats.ackWaitSeconds',
+  TAILCAST_NATS_REPLICAS: 'nats.replicas',
 }
 
 /** Keys whose values never appear in output. */
