@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The production topology on this machine, without containers:
-#   nginx (:8080) -> 3 tailcast instances (:8081-8083) -> FerretDB (:27017, or MONGODB_URL)
-#                                                      -> NATS JetStream cluster of 3 (:4222-4224)
+#   nginx (:8080) -> 3 tailcast instances (:8081-8083) -> FerretDB (:27018, or MONGODB_URL)
+#                                                      -> NATS JetStream cluster of 3 (:14222-14224)
 #
 #   bash deploy/local.sh up        start what is not running; prints the address to open
 #   bash deploy/local.sh status    what runs, and each instance's /ready
@@ -23,12 +23,13 @@ DIR=${TAILCAST_LOCAL_DIR:-/tmp/tailcast-local}
 LISTEN_PORT=${TAILCAST_LOCAL_PORT:-8080}
 SITE="$ROOT/deploy/nginx/tailcast.conf"
 NODE=${NODE:-node}
-# The instances' ports are the ones in deploy/nginx/tailcast.conf.
+# The instances' ports are the ones in deploy/nginx/tailcast.conf. The others stay clear of the
+# usual ones (4222, 27017): Debian's nats-server package runs its own server on 4222.
 INSTANCE_PORTS=(8081 8082 8083)
-NATS_PORTS=(4222 4223 4224)
-NATS_ROUTE_PORTS=(6222 6223 6224)
-NATS_MONITOR_PORTS=(8222 8223 8224)
-FERRETDB_PORT=27017
+NATS_PORTS=(14222 14223 14224)
+NATS_ROUTE_PORTS=(16222 16223 16224)
+NATS_MONITOR_PORTS=(18222 18223 18224)
+FERRETDB_PORT=27018
 
 die() {
   echo "local.sh: $*" >&2
