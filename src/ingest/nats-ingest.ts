@@ -192,6 +192,8 @@ export class NatsIngest {
     await this.ensureStream(this.cfg.stream, [this.cfg.subject])
     await this.ensureStream(deadLetterStream(this.cfg), [this.cfg.deadLetterSubject])
     this.kv = await this.js.views.kv(leaseBucket(this.cfg), { history: 1, ttl: this.cfg.leaseSeconds * 1000, replicas: this.cfg.replicas })
+    // A bucket made before nats.replicas changed keeps its copies: scaled like the streams.
+    await this.ensureStream(`KV_${leaseBucket(this.cfg)}`, [])
     this.leaseTimer = setInterval(() => void this.leaseTick(), Math.max(200, (this.cfg.leaseSeconds * 1000) / 3))
     await this.leaseTick()
   }
@@ -259,7 +261,7 @@ export class NatsIngest {
     }
   }
 
-  /** Create the stream with `nats.replicas` copies, or add missing subjects and scale an existing one to them. */
+  /** Create the stream with `nats.replicas` copies, or add missing subjects to an existing one and scale it to them. */
   private async ensureStream(name: string, subjects: string[]): Promise<void> {
     const replicas = this.cfg.replicas
     try {
