@@ -1,7 +1,7 @@
 import t from 'tap'
 import { startNginx } from '../helpers/nginx.js'
 import { rawSse, rawWs, type RawStream } from '../helpers/raw.js'
-import { startServer } from '../helpers/server.js'
+import { freePort, startServer } from '../helpers/server.js'
 import { postTo } from '../helpers/clients.js'
 
 /**
@@ -28,6 +28,19 @@ t.test('through nginx a stream has the bytes and headers it has straight from th
     t.equal(r.status, 202, `POST through nginx is stored (${JSON.stringify(r.body)})`)
     ids.push(r.body.id)
   }
+
+  t.test('refusals through nginx are JSON: the instance\'s own, and nginx\'s for a body over 1 MiB', async (t) => {
+    const big = await postTo(nginx.url, JSON.stringify({ text: 'x'.repeat(100_000), room: 'bytes' }))
+    t.match(big, { status: 413, body: { statusCode: 413, message: /bodyLimit|too large|body/i } }, `over bodyLimit: tailcast's 413 (${JSON.stringify(big.body).slice(0, 120)})`)
+    const huge = await postTo(nginx.url, JSON.stringify({ text: 'x'.repeat(2_000_000), room: 'bytes' }))
+    t.match(huge, { status: 413, body: { statusCode: 413, message: /nothing was stored/ } }, 'over 1 MiB: nginx\'s 413, as JSON')
+    const bad = await postTo(nginx.url, '{"text":')
+    t.match(bad, { status: 400, body: { statusCode: 400 } }, 'invalid JSON: tailcast\'s 400 passes through')
+    const nowhere = await startNginx([`127.0.0.1:${await freePort()}`])
+    t.teardown(() => nowhere.stop())
+    const down = await postTo(nowhere.url, { text: 'x', room: 'bytes' })
+    t.match(down, { status: 502, body: { statusCode: 502, message: /Idempotency-Key/ } }, 'no instance answers: a JSON 502 that says what to do')
+  })
 
   t.test('Last-Event-ID reaches the instance', async (t) => {
     const s = rawSse(nginx.url, PATH, { 'Last-Event-ID': ids[2] })
