@@ -113,9 +113,9 @@ t.test('nginx -> 3 instances -> FerretDB + NATS x3: kill -9 writer, kill -9 its 
 
   /** Events flow again: 20 posts accepted after the fault, and every client has the newest accepted one. */
   const recovered = async (what: string, since: number): Promise<void> => {
-    await waitUntil(() => (accepted().filter((p) => p.sentAt > since).length >= 20 ? true : undefined), 60_000, `20 posts accepted after ${what}`)
+    await waitUntil(() => (accepted().filter((p) => p.sentAt > since).length >= 20 ? true : undefined), 40_000, `20 posts accepted after ${what}`)
     const id = newestAcceptedId()!
-    await waitUntil(() => (followers.every((f) => hasId(f, id)) ? true : undefined), 60_000, `every client to receive event ${id} after ${what}`)
+    await waitUntil(() => (followers.every((f) => hasId(f, id)) ? true : undefined), 40_000, `every client to receive event ${id} after ${what}`)
   }
 
   const phases: { what: string; from: number; to: number; note: string }[] = []
