@@ -99,6 +99,9 @@ export function natsConnectOptions(url: string): { servers: string[]; user?: str
       // Never echo the entry: it may hold credentials.
       throw new Error(`nats.url: server ${servers.length + 1} is not a URL (expected nats://host:port, comma-separated for several)`)
     }
+    if (!/^(nats|tls|ws|wss):$/.test(u.protocol) || u.host === '') {
+      throw new Error(`nats.url: server ${servers.length + 1} is not a NATS URL (expected nats://host:port, comma-separated for several)`)
+    }
     servers.push(`${u.protocol}//${u.host}`)
     if (u.username === '' && u.password === '') continue
     const mine = { user: decodeURIComponent(u.username), pass: u.password === '' ? undefined : decodeURIComponent(u.password) }

@@ -52,6 +52,7 @@ t.test('nats.url: several servers (a cluster), their credentials taken out as op
   t.same(natsConnectOptions('nats://s3cret@h1:4222,nats://h2:4223'), { servers: ['nats://h1:4222', 'nats://h2:4223'], token: 's3cret' }, 'user info alone is a token')
   t.same(natsConnectOptions('nats://127.0.0.1:4222'), { servers: ['nats://127.0.0.1:4222'] }, 'one server, no credentials')
   t.throws(() => natsConnectOptions('nats://a:b@h1,nats://c:d@h2'), /different credentials/, 'two sets of credentials are refused')
+  t.throws(() => natsConnectOptions('nats://h1:4222,localhost:4223'), /server 2 is not a NATS URL/, 'every entry must be a NATS URL, not only the first')
   const bad = (() => {
     try {
       natsConnectOptions('nats://a:b@h1,nats://c:d@h2')
