@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test services, shared by `npm test` and `.ci/run`.
 #
-#   bash scripts/test-services.sh install       install what is missing (FerretDB, nats-server)
+#   bash scripts/test-services.sh install       install what is missing (FerretDB, nats-server, nginx, Chromium)
 #   bash scripts/test-services.sh run -- CMD..   start FerretDB and NATS (unless MONGODB_URL / NATS_URL
 #                                                are set), run CMD with their URLs exported, stop them
 #                                                on exit and return CMD's exit code
@@ -182,6 +182,30 @@ run() {
   return "$status"
 }
 
+nginx_bin() {
+  if [ -x /usr/sbin/nginx ]; then echo /usr/sbin/nginx; return; fi
+  command -v nginx 2>/dev/null || true
+}
+
+# nginx for the deployment tests (test/deploy/): the harness runs its own nginx, as the current user
+# with its own prefix, pid file and log; the package's own service is not needed.
+install_nginx() {
+  if [ -n "$(nginx_bin)" ]; then
+    echo "test-services: nginx present at $(nginx_bin)"
+    return
+  fi
+  [ "$(id -u)" = 0 ] || die "nginx is missing; install it as root: apt-get install -y nginx"
+  echo "test-services: installing nginx (apt-get)"
+  # policy-rc.d: the package would start its own nginx on port 80; the tests start theirs.
+  local policy=/usr/sbin/policy-rc.d created=""
+  if [ ! -e "$policy" ]; then printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && created=1; fi
+  { DEBIAN_FRONTEND=noninteractive apt-get install -y -o DPkg::Lock::Timeout=300 nginx >/dev/null ||
+    { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -o DPkg::Lock::Timeout=300 nginx >/dev/null; }; } ||
+    { [ -z "$created" ] || rm -f "$policy"; die "apt-get install -y nginx failed"; }
+  [ -z "$created" ] || rm -f "$policy"
+  [ -n "$(nginx_bin)" ] || die "nginx is still missing after apt-get install"
+}
+
 # Chromium for the browser tests (test/routes/web.test.ts), from Debian's packages.
 install_chromium() {
   command -v chromium >/dev/null 2>&1 && return 0
@@ -193,6 +217,7 @@ install_chromium() {
 install_all() {
   install_ferretdb
   install_nats
+  install_nginx
   install_chromium
 }
 

@@ -68,7 +68,7 @@ export const UpstreamConfigSchema = Type.Object(
 
 export const NatsConfigSchema = Type.Object(
   {
-    /** Empty: NATS off (POST /messages writes to the store directly). May carry a token or user:password. */
+    /** Empty: NATS off (POST /messages writes to the store directly). Comma-separated for a cluster's nodes. May carry a token or user:password. */
     url: Type.String({ pattern: '^$|^(nats|tls|ws|wss)://' }),
     stream: Type.String({ pattern: '^[A-Za-z0-9_-]{1,64}$' }),
     // Tokens separated by dots; `>` only as the last token (POST /messages publishes under it).
@@ -79,6 +79,8 @@ export const NatsConfigSchema = Type.Object(
     leaseSeconds: Type.Number({ minimum: 1, maximum: 60 }),
     ackWaitSeconds: Type.Number({ minimum: 0.5, maximum: 3600 }),
     batchSize: Type.Integer({ minimum: 1, maximum: 10000 }),
+    /** Copies of the JetStream streams and the lease bucket (3 on a 3-node cluster). */
+    replicas: Type.Integer({ minimum: 1, maximum: 5 }),
   },
   { additionalProperties: false },
 )
@@ -144,6 +146,7 @@ export const ENV_KEYS: Record<string, string> = {
   TAILCAST_NATS_MAX_PAYLOAD: 'nats.maxPayload',
   TAILCAST_NATS_LEASE_SECONDS: 'nats.leaseSeconds',
   TAILCAST_NATS_ACK_WAIT_SECONDS: 'nats.ackWaitSeconds',
+  TAILCAST_NATS_REPLICAS: 'nats.replicas',
 }
 
 /** Keys whose values never appear in output. */

@@ -17,7 +17,7 @@ import {
 } from 'nats'
 import type { Config } from '../config.js'
 import { decodeEvent, InvalidEventError, type NewEvent } from '../event.js'
-import { StoreRejectedError, type EventStore } from '../store/event-store.js'
+import { StoreRejectedError, StoreUnavailableError, type EventStore } from '../store/event-store.js'
 
 export type NatsConfig = Config['nats']
 
@@ -30,6 +30,8 @@ interface Log {
 /** What /ready and /metrics see. */
 export interface NatsState {
   connected: boolean
+  /** The server of the cluster this process is connected to now (`host:port`), null while disconnected. */
+  server: string | null
   /** This instance holds the writer lease and consumes the stream into the store. */
   writer: boolean
   /** Stream sequence of the last message this instance finished (stored, or dead-lettered). */
@@ -80,6 +82,45 @@ export function subjectFor(cfg: NatsConfig, e: NewEvent): string {
   return `${prefix}${e.type}`
 }
 
+/**
+ * `nats.url` as nats.js takes it: one or more servers, comma-separated (the nodes of a cluster; the
+ * client learns the others from the server too), and the credentials of their user info as options,
+ * since nats.js ignores user info in a server URL. `nats://TOKEN@host` is a token,
+ * `nats://user:password@host` a user and password; every server that names them must name the same.
+ */
+export function natsConnectOptions(url: string): { servers: string[]; user?: string; pass?: string; token?: string } {
+  const servers: string[] = []
+  let auth: { user: string; pass?: string } | undefined
+  for (const entry of url.split(',').map((s) => s.trim()).filter((s) => s !== '')) {
+    let u: URL
+    try {
+      u = new URL(entry)
+    } catch {
+      // Never echo the entry: it may hold credentials.
+      throw new Error(`nats.url: server ${servers.length + 1} is not a URL (expected nats://host:port, comma-separated for several)`)
+    }
+    if (!/^(nats|tls|ws|wss):$/.test(u.protocol) || u.host === '') {
+      throw new Error(`nats.url: server ${servers.length + 1} is not a NATS URL (expected nats://host:port, comma-separated for several)`)
+    }
+    servers.push(`${u.protocol}//${u.host}`)
+    if (u.username === '' && u.password === '') continue
+    const mine = { user: decodeURIComponent(u.username), pass: u.password === '' ? undefined : decodeURIComponent(u.password) }
+    if (auth !== undefined && (auth.user !== mine.user || auth.pass !== mine.pass)) {
+      throw new Error(`nats.url: the servers name different credentials (server ${servers.length}); one connection uses one set: name them on each server or on none but the first`)
+    }
+    auth = mine
+  }
+  if (servers.length === 0) throw new Error('nats.url names no server')
+  if (auth === undefined) return { servers }
+  return auth.pass === undefined ? { servers, token: auth.user } : { servers, user: auth.user, pass: auth.pass }
+}
+
+/** A failed JetStream publish that is known not to have been stored: no stream took it, or it never left. */
+function publishNotStored(err: unknown): boolean {
+  const e = err as { code?: string; message?: string }
+  return e.code === '503' || /no responders|disconnect|closed|CONNECTION_CLOSED/i.test(`${e.code ?? ''} ${e.message ?? ''}`)
+}
+
 /** One header line: no CR/LF, bounded. */
 function headerValue(s: string): string {
   return s.replace(/[\r\n]+/g, ' ').slice(0, 1000)
@@ -112,6 +153,7 @@ export class NatsIngest {
   private fresh = false
   private readonly st: NatsState = {
     connected: false,
+    server: null,
     writer: false,
     lastSequence: 0,
     written: 0,
@@ -130,10 +172,15 @@ export class NatsIngest {
   /** Connect, ensure the streams and the lease bucket, and start competing for the writer lease. */
   async start(): Promise<void> {
     const nc = await connect({
-      servers: this.cfg.url,
+      ...natsConnectOptions(this.cfg.url),
       name: `tailcast ${this.me}`,
+      // Reconnect for ever, to whichever node of the cluster answers.
       maxReconnectAttempts: -1,
       reconnectTimeWait: 250,
+      // A node that vanished without closing the connection (a host down, a network cut) is noticed
+      // after two missed pings rather than nats.js's default of 2 × 2 minutes.
+      pingInterval: 10_000,
+      maxPingOut: 2,
       waitOnFirstConnect: false,
     }).catch((err: Error) => {
       // The URL may hold credentials: never echo it.
@@ -141,12 +188,15 @@ export class NatsIngest {
     })
     this.nc = nc
     this.st.connected = true
+    this.st.server = nc.getServer()
     void this.watchStatus(nc)
     this.js = nc.jetstream()
     this.jsm = await nc.jetstreamManager()
     await this.ensureStream(this.cfg.stream, [this.cfg.subject])
     await this.ensureStream(deadLetterStream(this.cfg), [this.cfg.deadLetterSubject])
-    this.kv = await this.js.views.kv(leaseBucket(this.cfg), { history: 1, ttl: this.cfg.leaseSeconds * 1000 })
+    this.kv = await this.js.views.kv(leaseBucket(this.cfg), { history: 1, ttl: this.cfg.leaseSeconds * 1000, replicas: this.cfg.replicas })
+    // A bucket made before nats.replicas changed keeps its copies: scaled like the streams.
+    await this.ensureStream(`KV_${leaseBucket(this.cfg)}`, [])
     this.leaseTimer = setInterval(() => void this.leaseTick(), Math.max(200, (this.cfg.leaseSeconds * 1000) / 3))
     await this.leaseTick()
   }
@@ -158,17 +208,25 @@ export class NatsIngest {
    * first sequence; an idempotency key is that id, and travels in a header to the store.
    */
   async publish(e: NewEvent): Promise<number> {
-    if (this.nc === undefined) throw new Error('NATS is not connected')
+    if (this.nc === undefined) throw new StoreUnavailableError([], true, new Error('NATS is not connected'))
     const { idempotencyKey, ...wire } = e
     const h = natsHeaders()
     if (idempotencyKey !== undefined) h.set(IDEMPOTENCY_HEADER, idempotencyKey)
     const msgID = idempotencyKey === undefined ? randomUUID() : `key:${idempotencyKey}`
+    // A cluster electing a new stream leader (the node that led it died) answers "no responders"
+    // for a second or two: retried with a backoff, within a bound that keeps the POST well inside
+    // its request timeout.
+    const until = Date.now() + 6000
+    let sent = false
     for (let attempt = 1; ; attempt++) {
       try {
         const ack = await this.js.publish(subjectFor(this.cfg, e), Buffer.from(JSON.stringify(wire)), { timeout: 3000, msgID, headers: h })
         return ack.seq
       } catch (err) {
-        if (attempt >= 3 || this.closing) throw err
+        // A publish that timed out may have been stored (its ack was lost).
+        if (!publishNotStored(err)) sent = true
+        if (attempt >= 5 || this.closing || Date.now() + 100 * 2 ** attempt > until) throw new StoreUnavailableError([], !sent, err)
+        await new Promise((r) => setTimeout(r, 100 * 2 ** (attempt - 1)))
       }
     }
   }
@@ -194,25 +252,32 @@ export class NatsIngest {
     for await (const s of nc.status()) {
       if (s.type === 'disconnect') {
         this.st.connected = false
-        this.log.warn({ nats: 'disconnected' }, 'NATS connection lost; reconnecting')
+        this.log.warn({ nats: 'disconnected', server: this.st.server }, 'NATS connection lost; reconnecting')
+        this.st.server = null
       } else if (s.type === 'reconnect') {
         this.st.connected = true
-        this.log.info({ nats: 'reconnected' }, 'NATS reconnected')
+        this.st.server = nc.getServer()
+        this.log.info({ nats: 'reconnected', server: this.st.server }, 'NATS reconnected')
         // Deliveries and acks in flight may be lost: restart consuming from the store's position.
         if (this.st.writer) this.restartWriter()
       }
     }
   }
 
+  /** Create the stream with `nats.replicas` copies, or add missing subjects to an existing one and scale it to them. */
   private async ensureStream(name: string, subjects: string[]): Promise<void> {
+    const replicas = this.cfg.replicas
     try {
       const info = await this.jsm.streams.info(name)
       const missing = subjects.filter((s) => !info.config.subjects?.includes(s))
-      if (missing.length > 0) await this.jsm.streams.update(name, { subjects: [...(info.config.subjects ?? []), ...missing] })
+      if (missing.length > 0 || info.config.num_replicas !== replicas) {
+        if (info.config.num_replicas !== replicas) this.log.info({ stream: name, from: info.config.num_replicas, to: replicas }, 'changing the JetStream stream replicas (nats.replicas)')
+        await this.jsm.streams.update(name, { subjects: [...(info.config.subjects ?? []), ...missing], num_replicas: replicas })
+      }
     } catch (err) {
       if (!/stream not found/i.test((err as Error).message)) throw err
       await this.jsm.streams
-        .add({ name, subjects, storage: StorageType.File, retention: RetentionPolicy.Limits, duplicate_window: 120_000_000_000 })
+        .add({ name, subjects, num_replicas: replicas, storage: StorageType.File, retention: RetentionPolicy.Limits, duplicate_window: 120_000_000_000 })
         .catch((e: Error) => {
           // Another instance created it first.
           if (!/already in use/i.test(e.message)) throw e

@@ -252,14 +252,15 @@ export class Follower {
   private stopped = false
   private current: { close(): void } | undefined
 
-  constructor(private readonly transport: 'sse' | 'ws', private readonly instances: { url: string; wsUrl: string; child: ChildProcess }[], private at: number, private readonly path: string) {}
+  /** `instances` without a `child` (a proxy in front of them) are always tried. */
+  constructor(private readonly transport: 'sse' | 'ws', private readonly instances: { url: string; wsUrl: string; child?: ChildProcess }[], private at: number, private readonly path: string) {}
 
   start(): Promise<void> {
     return new Promise((resolveLive) => {
       const connect = (): void => {
         if (this.stopped) return
         const inst = this.instances[this.at % this.instances.length]
-        if (inst.child.exitCode !== null || inst.child.signalCode !== null) {
+        if (inst.child !== undefined && (inst.child.exitCode !== null || inst.child.signalCode !== null)) {
           this.at++
           setTimeout(connect, 10)
           return

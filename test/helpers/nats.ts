@@ -1,6 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync, mkdtempSync, rmSync } from 'node:fs'
-import net from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
@@ -8,6 +7,7 @@ import { connect, type NatsConnection } from 'nats'
 import type { Test } from 'tap'
 import type { EventStore } from '../../src/store/event-store.js'
 import { freePort, startServer, type TestServer } from './server.js'
+import { waitForPort } from './wait.js'
 
 export const NATS_SERVER_BIN = process.env.NATS_SERVER_BIN ?? '/usr/sbin/nats-server'
 
@@ -43,25 +43,6 @@ export async function natsClient(url: string): Promise<NatsConnection> {
 }
 
 
-function waitForPort(port: number, timeoutMs: number): Promise<void> {
-  const until = Date.now() + timeoutMs
-  return new Promise((resolve, reject) => {
-    const attempt = (): void => {
-      const s = net.connect(port, '127.0.0.1')
-      s.once('connect', () => {
-        s.destroy()
-        resolve()
-      })
-      s.once('error', () => {
-        s.destroy()
-        if (Date.now() > until) reject(new Error(`nats-server did not listen on 127.0.0.1:${port} within ${timeoutMs} ms`))
-        else setTimeout(attempt, 50)
-      })
-    }
-    attempt()
-  })
-}
-
 /**
  * A nats-server of the test's own (for tests that stop and restart NATS): loopback, free port,
  * JetStream in a temporary store directory that survives restarts.
@@ -84,7 +65,7 @@ export async function ownNatsServer(): Promise<OwnNats> {
     url: `nats://127.0.0.1:${port}`,
     async start() {
       child = spawn(NATS_SERVER_BIN, ['-js', '-a', '127.0.0.1', '-p', String(port), '-sd', dir], { stdio: 'ignore' })
-      await waitForPort(port, 10_000)
+      await waitForPort(port, 10_000, 'nats-server')
     },
     async stop() {
       const c = child
