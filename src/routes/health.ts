@@ -3,8 +3,9 @@ import { redactUrl } from '../config.js'
 
 /** Liveness and readiness for load balancers and orchestrators. */
 export default async function health(app: FastifyInstance): Promise<void> {
-  // pid: which process answered, for operators running several workers on one port.
-  app.get('/health', async () => ({ status: 'ok', pid: process.pid }))
+  // pid: which process answered, for operators running several workers on one port; node: the
+  // runtime it runs on (the project pins one, see README "Runtime").
+  app.get('/health', async () => ({ status: 'ok', pid: process.pid, node: process.version }))
 
   /** 200 when the store answers and every configured source (NATS, an upstream) is usable; else 503 saying which is not. */
   app.get('/ready', async (_req, reply) => {
