@@ -58,6 +58,8 @@ interface PhaseResult extends Phase {
   eventsSent: number
   connections: number
   connectSeconds: number
+  /** CPU seconds the server spent while the clients connected: all its processes, and the primary alone. */
+  connectCpuSeconds: { all: number; primary: number }
   deliveries: number
   expectedDeliveries: number
   deliveriesPerSec: number
@@ -131,9 +133,7 @@ function procStat(pid: number): { cpu: number; rssMB: number } {
   let rssMB = 0
   for (const p of processTree(pid)) {
     try {
-      const stat = readFileSync(`/proc/${p}/stat`, 'utf8')
-      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-      cpu += (Number(f[11]) + Number(f[12])) / CLK_TCK // utime, stime (fields 14, 15)
+      cpu += processCpu(p)
       const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${p}/status`, 'utf8'))
       rssMB += m ? Number(m[1]) / 1024 : NaN
     } catch {
@@ -141,6 +141,13 @@ function procStat(pid: number): { cpu: number; rssMB: number } {
     }
   }
   return { cpu, rssMB }
+}
+
+/** CPU seconds (user + system) of one process. */
+function processCpu(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return (Number(f[11]) + Number(f[12])) / CLK_TCK // utime, stime (fields 14, 15)
 }
 
 function processTree(pid: number): number[] {
@@ -319,14 +326,19 @@ async function runPhase(p: Phase, profDir: string | null): Promise<PhaseResult> 
     await Promise.all(loads.map((l) => l.ready()))
     const addrs = localAddresses(total)
     const share = (n: number, i: number): number => Math.floor(n / nLoad) + (i < n % nLoad ? 1 : 0)
+    const cpuBeforeConnect = { all: procStat(child.pid!).cpu, primary: processCpu(child.pid!) }
     const t0 = performance.now()
     const url = `http://127.0.0.1:${port}/messages?room=bench`
     const opened = await Promise.all(
       loads.map((l, i) => l.request({ cmd: 'open', url, sse: share(p.sse, i), ws: share(p.ws, i), localAddresses: addrs, concurrency: 200 }, 'opened')),
     )
     const connectSeconds = (performance.now() - t0) / 1000
+    // With workers: how much of the server's CPU while connecting was the primary's (node:cluster
+    // hands connections over from there unless the workers bind the port themselves).
+    const connectCpu = { all: round(procStat(child.pid!).cpu - cpuBeforeConnect.all, 2), primary: round(processCpu(child.pid!) - cpuBeforeConnect.primary, 2) }
     const connections = opened.reduce((s, m) => s + m.open, 0)
-    process.stderr.write(`  ${p.name}: ${connections}/${total} connected in ${connectSeconds.toFixed(1)} s\n`)
+    const cpuNote = p.workers > 1 ? ` (server CPU ${connectCpu.all} s, of which the primary ${connectCpu.primary} s)` : ''
+    process.stderr.write(`  ${p.name}: ${connections}/${total} connected in ${connectSeconds.toFixed(1)} s${cpuNote}\n`)
     await sleep(2000)
     const idle = procStat(child.pid!)
     await Promise.all(loads.map((l) => l.request({ cmd: 'reset' }, 'reset')))
@@ -360,6 +372,7 @@ async function runPhase(p: Phase, profDir: string | null): Promise<PhaseResult> 
       eventsSent: inj.sent,
       connections,
       connectSeconds: round(connectSeconds, 1),
+      connectCpuSeconds: connectCpu,
       deliveries,
       expectedDeliveries: inj.sent * connections,
       deliveriesPerSec: Math.round(deliveries / Math.max(p.seconds, windowS)),
