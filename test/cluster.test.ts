@@ -29,7 +29,11 @@ t.test('several worker processes on one port share the store; a client resumes o
   try {
     const answered = new Set<number>()
     for (let i = 0; i < 150 && answered.size < 2; i++) {
-      const r = await fetch(`${server.url}/health`, { headers: { connection: 'close' }, signal: AbortSignal.timeout(10_000) })
+      const r = await fetch(`${server.url}/health`, { headers: { connection: 'close' }, signal: AbortSignal.timeout(10_000) }).catch((err: Error) => err)
+      if (r instanceof Error) {
+        t.fail(`a new connection got no answer with the primary stopped: ${r.message}`)
+        break
+      }
       answered.add(((await r.json()) as { pid: number }).pid)
     }
     t.same([...answered].sort(), [...pids].sort(), 'both workers take new connections while the primary is stopped')
