@@ -5,11 +5,12 @@
  *                [-- --server-dist DIR]
  *
  * For each phase: start the server (tailcast from dist/, on the embedded store unless --store
- * mongodb, --nats or --workers N; or the raw node:http baseline) as a child process with the highest
+ * mongodb, --nats or --workers N; or the raw node:http baseline; or the same fan-out on fastify +
+ * fastify-sse-v2, bench/fastify-sse.ts) as a child process with the highest
  * fd limit the shell allows, open the clients from separate load processes on loopback (source
  * addresses across 127.0.0.0/8), measure RSS idle, inject events at a set rate for a set time with
  * POST /messages, then collect deliveries/s, latency, CPU and errors. Prints a table and the
- * tailcast/baseline ratio, and writes bench/results/*.json.
+ * tailcast/baseline and tailcast/fastify-sse-v2 ratios, and writes bench/results/*.json.
  */
 import { fork, spawn, type ChildProcess } from 'node:child_process'
 import { existsSync, readFileSync, readdirSync, writeFileSync, mkdirSync } from 'node:fs'
@@ -30,7 +31,9 @@ const MAX_INFLIGHT = 64
 /** Connections per load process: each process has the same fd hard limit (20000 here). */
 const PER_LOAD_PROCESS = 9000
 
-type Target = 'tailcast' | 'baseline'
+type Target = 'tailcast' | 'baseline' | 'fastify-sse-v2'
+/** What each target runs: tailcast's CLI, or one of the bench's own SSE fan-outs. */
+const SCRIPTS: Record<Exclude<Target, 'tailcast'>, string> = { baseline: 'baseline.js', 'fastify-sse-v2': 'fastify-sse.js' }
 interface Setup {
   /** tailcast's store: the embedded one, or MongoDB at MONGODB_URL. */
   store: 'memory' | 'mongodb'
@@ -55,6 +58,8 @@ interface PhaseResult extends Phase {
   eventsSent: number
   connections: number
   connectSeconds: number
+  /** CPU seconds the server spent while the clients connected: all its processes, and the primary alone. */
+  connectCpuSeconds: { all: number; primary: number }
   deliveries: number
   expectedDeliveries: number
   deliveriesPerSec: number
@@ -128,9 +133,7 @@ function procStat(pid: number): { cpu: number; rssMB: number } {
   let rssMB = 0
   for (const p of processTree(pid)) {
     try {
-      const stat = readFileSync(`/proc/${p}/stat`, 'utf8')
-      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-      cpu += (Number(f[11]) + Number(f[12])) / CLK_TCK // utime, stime (fields 14, 15)
+      cpu += processCpu(p)
       const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${p}/status`, 'utf8'))
       rssMB += m ? Number(m[1]) / 1024 : NaN
     } catch {
@@ -138,6 +141,13 @@ function procStat(pid: number): { cpu: number; rssMB: number } {
     }
   }
   return { cpu, rssMB }
+}
+
+/** CPU seconds (user + system) of one process. */
+function processCpu(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return (Number(f[11]) + Number(f[12])) / CLK_TCK // utime, stime (fields 14, 15)
 }
 
 function processTree(pid: number): number[] {
@@ -172,7 +182,7 @@ function startServer(p: Phase, profDir: string | null): { child: ChildProcess; p
   const target = p.target
   const port = 18000 + (process.pid % 1000) * 10 + (portSeq++ % 10)
   const prof = profDir === null ? '' : `--cpu-prof --cpu-prof-dir=${profDir} `
-  const script = target === 'tailcast' ? join(SERVER_DIST, 'cli.js') + ' serve' : join(here, 'baseline.js')
+  const script = target === 'tailcast' ? join(SERVER_DIST, 'cli.js') + ' serve' : join(here, SCRIPTS[target])
   const setup = setupEnv(p)
   const env: NodeJS.ProcessEnv = {
     ...process.env,
@@ -316,14 +326,19 @@ async function runPhase(p: Phase, profDir: string | null): Promise<PhaseResult> 
     await Promise.all(loads.map((l) => l.ready()))
     const addrs = localAddresses(total)
     const share = (n: number, i: number): number => Math.floor(n / nLoad) + (i < n % nLoad ? 1 : 0)
+    const cpuBeforeConnect = { all: procStat(child.pid!).cpu, primary: processCpu(child.pid!) }
     const t0 = performance.now()
     const url = `http://127.0.0.1:${port}/messages?room=bench`
     const opened = await Promise.all(
       loads.map((l, i) => l.request({ cmd: 'open', url, sse: share(p.sse, i), ws: share(p.ws, i), localAddresses: addrs, concurrency: 200 }, 'opened')),
     )
     const connectSeconds = (performance.now() - t0) / 1000
+    // With workers: how much of the server's CPU while connecting was the primary's (node:cluster
+    // hands connections over from there unless the workers bind the port themselves).
+    const connectCpu = { all: round(procStat(child.pid!).cpu - cpuBeforeConnect.all, 2), primary: round(processCpu(child.pid!) - cpuBeforeConnect.primary, 2) }
     const connections = opened.reduce((s, m) => s + m.open, 0)
-    process.stderr.write(`  ${p.name}: ${connections}/${total} connected in ${connectSeconds.toFixed(1)} s\n`)
+    const cpuNote = p.workers > 1 ? ` (server CPU ${connectCpu.all} s, of which the primary ${connectCpu.primary} s)` : ''
+    process.stderr.write(`  ${p.name}: ${connections}/${total} connected in ${connectSeconds.toFixed(1)} s${cpuNote}\n`)
     await sleep(2000)
     const idle = procStat(child.pid!)
     await Promise.all(loads.map((l) => l.request({ cmd: 'reset' }, 'reset')))
@@ -357,6 +372,7 @@ async function runPhase(p: Phase, profDir: string | null): Promise<PhaseResult> 
       eventsSent: inj.sent,
       connections,
       connectSeconds: round(connectSeconds, 1),
+      connectCpuSeconds: connectCpu,
       deliveries,
       expectedDeliveries: inj.sent * connections,
       deliveriesPerSec: Math.round(deliveries / Math.max(p.seconds, windowS)),
@@ -468,11 +484,13 @@ function plan(o: ReturnType<typeof args>): Phase[] {
       phases.push({ name: `load ${n} tailcast sse+ws${label}`, target: 'tailcast', ...t, sse: n / 2, ws: n / 2, rate, seconds })
       phases.push({ name: `load ${n} tailcast sse${label}`, target: 'tailcast', ...t, sse: n, ws: 0, rate, seconds })
       phases.push({ name: `load ${n} baseline sse`, target: 'baseline', ...base, sse: n, ws: 0, rate, seconds })
+      phases.push({ name: `load ${n} fastify-sse-v2 sse`, target: 'fastify-sse-v2', ...base, sse: n, ws: 0, rate, seconds })
       if (o.peak > 1) {
         // Asking for more than either server can deliver: what each achieves is its capacity.
         const peak = Math.round(rate * o.peak)
         phases.push({ name: `peak ${n} tailcast sse${label}`, target: 'tailcast', ...t, sse: n, ws: 0, rate: peak, seconds })
         phases.push({ name: `peak ${n} baseline sse`, target: 'baseline', ...base, sse: n, ws: 0, rate: peak, seconds })
+        phases.push({ name: `peak ${n} fastify-sse-v2 sse`, target: 'fastify-sse-v2', ...base, sse: n, ws: 0, rate: peak, seconds })
       }
     }
   }
@@ -567,19 +585,21 @@ async function main(): Promise<void> {
       for (const f of readdirSync(phaseProfDir).filter((f) => f.endsWith('.cpuprofile'))) profiles.push(formatSelfTimes(join(phaseProfDir, f), 15))
     }
   }
-  const ratios: { phase: string; clients: number; deliveriesPerSec: number; p99: number }[] = []
+  const ratios: { phase: string; clients: number; against: string; deliveriesPerSec: number; p99: number }[] = []
   for (const n of o.clients) {
     for (const kind of ['load', 'peak']) {
       const t = results.find((r) => r.name === `${kind} ${n} tailcast sse${setupLabel(o.setup)}`)
-      const b = results.find((r) => r.name === `${kind} ${n} baseline sse`)
-      if (t && b) ratios.push({ phase: kind, clients: n, deliveriesPerSec: round(t.deliveriesPerSec / b.deliveriesPerSec, 3), p99: round(t.latencyMs.p99 / b.latencyMs.p99, 2) })
+      for (const against of ['baseline', 'fastify-sse-v2']) {
+        const b = results.find((r) => r.name === `${kind} ${n} ${against} sse`)
+        if (t && b) ratios.push({ phase: kind, clients: n, against, deliveriesPerSec: round(t.deliveriesPerSec / b.deliveriesPerSec, 3), p99: round(t.latencyMs.p99 / b.latencyMs.p99, 2) })
+      }
     }
   }
   if (results.length > 0) console.log(table(results))
   if (storms.length > 0) console.log(stormTable(storms))
   for (const p of profiles) console.log(p)
   for (const r of ratios) {
-    console.log(`ratio tailcast/baseline, ${r.phase} at ${r.clients} SSE clients: deliveries/s ${r.deliveriesPerSec}, p99 ${r.p99}`)
+    console.log(`ratio tailcast/${r.against}, ${r.phase} at ${r.clients} SSE clients: deliveries/s ${r.deliveriesPerSec}, p99 ${r.p99}`)
   }
   const dir = join(repo, 'bench', 'results')
   mkdirSync(dir, { recursive: true })

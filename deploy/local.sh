@@ -12,7 +12,7 @@
 #                                  LISTEN (e.g. 127.0.0.1:8080) over the UPSTREAM instances
 #                                  (host:port ...), as the current user; used by `up` and the tests
 #
-# Needs: `npm install` (builds dist/), and nginx, nats-server and FerretDB:
+# Needs: `npx -y -p node@24.21.0 -- npm ci` (builds dist/, fetches the pinned Node), and nginx, nats-server and FerretDB:
 #   bash scripts/test-services.sh install      (as root: apt-get install -y nginx nats-server; FerretDB with go)
 # Environment: TAILCAST_LOCAL_DIR (data, logs, pid files; default /tmp/tailcast-local),
 # TAILCAST_LOCAL_PORT (nginx, default 8080), MONGODB_URL (use that server instead of starting FerretDB).
@@ -22,7 +22,8 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DIR=${TAILCAST_LOCAL_DIR:-/tmp/tailcast-local}
 LISTEN_PORT=${TAILCAST_LOCAL_PORT:-8080}
 SITE="$ROOT/deploy/nginx/tailcast.conf"
-NODE=${NODE:-node}
+# The pinned runtime (README "Runtime") when installed, else the node on PATH.
+if [ -x "$ROOT/node_modules/.bin/node" ]; then NODE=${NODE:-$ROOT/node_modules/.bin/node}; else NODE=${NODE:-node}; fi
 # The instances' ports are the ones in deploy/nginx/tailcast.conf. The others stay clear of the
 # usual ones (4222, 27017): Debian's nats-server package runs its own server on 4222.
 INSTANCE_PORTS=(8081 8082 8083)

@@ -3,12 +3,16 @@ import type { Config } from './config.js'
 import { serve } from './server.js'
 
 /**
- * Several server processes on one port (node:cluster hands connections round-robin). Each worker is
- * a whole tailcast with its own tailing cursor on the shared store, so a client resumes on any of them.
+ * Several server processes on one port. Each worker is a whole tailcast with its own tailing cursor
+ * on the shared store, so a client resumes on any of them. node:cluster only starts and restarts them.
  */
 export async function serveWorkers(config: Config): Promise<void> {
   if (cluster.isWorker) {
-    await serve(config)
+    // On Linux each worker binds the port itself (SO_REUSEPORT; `exclusive` keeps the primary out)
+    // and the kernel spreads new connections over the workers' sockets. Otherwise node:cluster's
+    // primary accepts every connection and passes it over: one process for a whole reconnect storm
+    // (BENCHMARKS.md "Workers: connecting").
+    await serve(config, process.platform === 'linux' ? { reusePort: true, exclusive: true } : {})
     return
   }
   if (config.store.type === 'memory') {

@@ -1,10 +1,10 @@
-import type { Socket } from 'node:net'
+import type { ListenOptions, Socket } from 'node:net'
 import type { FastifyInstance } from 'fastify'
 import { buildApp } from './app.js'
 import type { Config } from './config.js'
 
-/** Build, listen, and shut down gracefully on SIGTERM / SIGINT. */
-export async function serve(config: Config): Promise<FastifyInstance> {
+/** Build, listen, and shut down gracefully on SIGTERM / SIGINT. `listen`: how to bind (see cluster.ts). */
+export async function serve(config: Config, listen: Pick<ListenOptions, 'reusePort' | 'exclusive'> = {}): Promise<FastifyInstance> {
   const app = await buildApp(config)
   // Every socket, upgraded WebSockets included (the HTTP server stops tracking those).
   const sockets = new Set<Socket>()
@@ -14,7 +14,7 @@ export async function serve(config: Config): Promise<FastifyInstance> {
   })
   // A deploy or a load-balancer flip reconnects every client at once: a deep accept queue (the
   // kernel caps it at net.core.somaxconn) takes that storm instead of resetting connections.
-  await app.listen({ port: config.port, host: config.host, backlog: 4096 })
+  await app.listen({ port: config.port, host: config.host, backlog: 4096, ...listen })
   let stopping = false
   const stop = (signal: string): void => {
     if (stopping) return

@@ -23,6 +23,24 @@ t.test('several worker processes on one port share the store; a client resumes o
   }
   t.equal(pids.size, 2, 'two worker processes answer on the one port')
 
+  // Each worker accepts its own connections (SO_REUSEPORT): with the primary stopped, new
+  // connections are still accepted and answered by both workers.
+  process.kill(server.child.pid!, 'SIGSTOP')
+  try {
+    const answered = new Set<number>()
+    for (let i = 0; i < 150 && answered.size < 2; i++) {
+      const r = await fetch(`${server.url}/health`, { headers: { connection: 'close' }, signal: AbortSignal.timeout(10_000) }).catch((err: Error) => err)
+      if (r instanceof Error) {
+        t.fail(`a new connection got no answer with the primary stopped: ${r.message}`)
+        break
+      }
+      answered.add(((await r.json()) as { pid: number }).pid)
+    }
+    t.same([...answered].sort(), [...pids].sort(), 'both workers take new connections while the primary is stopped')
+  } finally {
+    process.kill(server.child.pid!, 'SIGCONT')
+  }
+
   const path = '/messages?room=workers'
   const clients = Array.from({ length: 10 }, (_, i) => openStream(i % 2 === 0 ? 'sse' : 'ws', server, path))
   await Promise.all(clients.map((c) => c.waitFor(isLive, 20_000, 'live')))

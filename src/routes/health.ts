@@ -4,10 +4,11 @@ import { upstreamProblem } from '../plugins/upstream.js'
 
 /** Liveness and readiness for load balancers and orchestrators. */
 export default async function health(app: FastifyInstance): Promise<void> {
-  // pid: which process answered, for operators running several workers on one port.
+  // pid: which process answered, for operators running several workers on one port; node: the
+  // runtime it runs on (the project pins one, see README "Runtime").
   // Polled by load balancers and orchestrators: their per-request log lines are debug.
   const quiet = { config: { requestLogLevel: 'debug' as const } }
-  app.get('/health', quiet, async () => ({ status: 'ok', pid: process.pid }))
+  app.get('/health', quiet, async () => ({ status: 'ok', pid: process.pid, node: process.version }))
 
   /** 200 when the store answers and every configured source (NATS, an upstream) is usable; else 503 saying which is not. */
   app.get('/ready', quiet, async (_req, reply) => {
