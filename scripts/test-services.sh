@@ -72,6 +72,21 @@ install_ferretdb() {
   echo "test-services: FerretDB $FERRETDB_VERSION installed at $target"
 }
 
+# apt_install PACKAGE: one of Debian's packages, as root. Its own service is not started (policy-rc.d):
+# the tests start their own servers on free ports, and nginx's would take port 80.
+apt_install() {
+  local pkg=$1 policy=/usr/sbin/policy-rc.d created="" ok=""
+  [ "$(id -u)" = 0 ] || die "$pkg is missing; install it as root: apt-get install -y $pkg"
+  echo "test-services: installing $pkg (apt-get)"
+  if [ ! -e "$policy" ]; then printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && created=1; fi
+  if DEBIAN_FRONTEND=noninteractive apt-get install -y -o DPkg::Lock::Timeout=300 "$pkg" >/dev/null ||
+    { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -o DPkg::Lock::Timeout=300 "$pkg" >/dev/null; }; then
+    ok=1
+  fi
+  [ -z "$created" ] || rm -f "$policy"
+  [ -n "$ok" ] || die "apt-get install -y $pkg failed"
+}
+
 nats_bin() {
   if [ -x /usr/sbin/nats-server ]; then echo /usr/sbin/nats-server; return; fi
   command -v nats-server 2>/dev/null || true
@@ -82,11 +97,7 @@ install_nats() {
     echo "test-services: nats-server present at $(nats_bin)"
     return
   fi
-  [ "$(id -u)" = 0 ] || die "nats-server is missing; install it as root: apt-get install -y nats-server"
-  echo "test-services: installing nats-server (apt-get)"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y nats-server >/dev/null ||
-    { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y nats-server >/dev/null; } ||
-    die "apt-get install -y nats-server failed"
+  apt_install nats-server
   [ -n "$(nats_bin)" ] || die "nats-server is still missing after apt-get install"
 }
 
@@ -194,24 +205,14 @@ install_nginx() {
     echo "test-services: nginx present at $(nginx_bin)"
     return
   fi
-  [ "$(id -u)" = 0 ] || die "nginx is missing; install it as root: apt-get install -y nginx"
-  echo "test-services: installing nginx (apt-get)"
-  # policy-rc.d: the package would start its own nginx on port 80; the tests start theirs.
-  local policy=/usr/sbin/policy-rc.d created=""
-  if [ ! -e "$policy" ]; then printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && created=1; fi
-  { DEBIAN_FRONTEND=noninteractive apt-get install -y -o DPkg::Lock::Timeout=300 nginx >/dev/null ||
-    { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -o DPkg::Lock::Timeout=300 nginx >/dev/null; }; } ||
-    { [ -z "$created" ] || rm -f "$policy"; die "apt-get install -y nginx failed"; }
-  [ -z "$created" ] || rm -f "$policy"
+  apt_install nginx
   [ -n "$(nginx_bin)" ] || die "nginx is still missing after apt-get install"
 }
 
 # Chromium for the browser tests (test/routes/web.test.ts), from Debian's packages.
 install_chromium() {
   command -v chromium >/dev/null 2>&1 && return 0
-  [ "$(id -u)" = 0 ] || die "chromium is missing: run 'apt-get install -y chromium' as root"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null ||
-    die "could not install chromium: run 'apt-get install -y chromium'"
+  apt_install chromium
 }
 
 install_all() {
