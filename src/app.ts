@@ -5,6 +5,7 @@ import { redactUrl, type Config } from './config.js'
 import { clientErrorHandler, RouteTable, sendError } from './errors.js'
 import { WS_CLOSE } from './hub/ws-transport.js'
 import type { EventStore } from './store/event-store.js'
+import authPlugin from './plugins/auth.js'
 import configPlugin from './plugins/config.js'
 import hubPlugin from './plugins/hub.js'
 import ingestPlugin from './plugins/ingest.js'
@@ -110,6 +111,7 @@ export async function buildApp(config: Config, opts: AppOptions = {}): Promise<F
   })
 
   await app.register(configPlugin, { config })
+  await app.register(authPlugin)
   await app.register(storePlugin, { store: opts.store })
   await app.register(hubPlugin)
   await app.register(natsPlugin)

@@ -13,6 +13,21 @@ export function isStreamRequest(method: string, url: string): boolean {
   return method === 'GET' && STREAM_PATHS.test(url)
 }
 
+/**
+ * The stream's canonical path, as clients open it and as tokens name it: `/v1/competitions`,
+ * `/v1/competitions/ID`, `/messages`, `/messages?room=ROOM`.
+ */
+export function streamPath(f: StreamFilter): string {
+  switch (f.kind) {
+    case 'competitions':
+      return '/v1/competitions'
+    case 'competition':
+      return `/v1/competitions/${f.competitionId}`
+    case 'room':
+      return f.room === null ? '/messages' : `/messages?room=${f.room}`
+  }
+}
+
 /** The hub routes events by key so that each event costs one lookup per key, not one test per client. */
 export function streamKey(f: StreamFilter): string {
   switch (f.kind) {
