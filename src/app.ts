@@ -11,11 +11,13 @@ import hubPlugin from './plugins/hub.js'
 import ingestPlugin from './plugins/ingest.js'
 import metricsPlugin from './plugins/metrics.js'
 import natsPlugin from './plugins/nats.js'
+import presencePlugin from './plugins/presence.js'
 import storePlugin from './plugins/store.js'
 import upstreamPlugin from './plugins/upstream.js'
 import healthRoutes from './routes/health.js'
 import messagesRoutes from './routes/messages.js'
 import metricsRoutes from './routes/metrics.js'
+import presenceRoutes from './routes/presence.js'
 import streamsRoutes from './routes/streams.js'
 import webRoutes from './routes/web.js'
 
@@ -116,6 +118,7 @@ export async function buildApp(config: Config, opts: AppOptions = {}): Promise<F
   await app.register(hubPlugin)
   await app.register(natsPlugin)
   await app.register(ingestPlugin)
+  await app.register(presencePlugin)
   await app.register(metricsPlugin)
   await app.register(upstreamPlugin)
 
@@ -123,6 +126,7 @@ export async function buildApp(config: Config, opts: AppOptions = {}): Promise<F
   await app.register(streamsRoutes)
   await app.register(messagesRoutes)
   await app.register(metricsRoutes)
+  await app.register(presenceRoutes)
   await app.register(webRoutes)
   return app
 }
