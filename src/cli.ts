@@ -96,9 +96,11 @@ program
   .requiredOption('-u, --url <url>', 'stream URL: ws://, wss:// (WebSocket) or http://, https:// (SSE), e.g. ws://localhost:8080/v1/competitions/ID')
   .requiredOption('-f, --file <file>', 'recording file (JSON Lines); an existing one is continued after its last id')
   .option('--progress-interval <seconds>', 'seconds between progress lines when stderr is not a terminal', positiveNumber, 10)
+  .option('--token <jwt>', 'a JWT for a private stream, sent as Authorization: Bearer; env TAILCAST_TOKEN (keeps it out of the process list)')
   .addHelpText('after', '\nEach line: {"receivedAt":"<ISO time>","event":{<the event as on the wire>}}. Ctrl-C flushes and stops.')
-  .action(async (opts: { url: string; file: string; progressInterval: number }) => {
-    const recorder = await startRecording({ url: opts.url, file: opts.file, progressIntervalMs: opts.progressInterval * 1000 })
+  .action(async (opts: { url: string; file: string; progressInterval: number; token?: string }) => {
+    const token = opts.token ?? process.env.TAILCAST_TOKEN
+    const recorder = await startRecording({ url: opts.url, file: opts.file, token, progressIntervalMs: opts.progressInterval * 1000 })
     onStopSignal(async () => void (await recorder.stop()))
     await recorder.failed.catch(async (err: unknown) => {
       await recorder.stop()

@@ -59,6 +59,8 @@ export const CorsConfigSchema = Type.Object(
 export const UpstreamConfigSchema = Type.Object(
   {
     url: Type.String({ pattern: '^(|(wss?|https?)://.+)$' }),
+    /** A JWT for a private upstream stream, sent as `Authorization: Bearer`. */
+    token: Type.String(),
     reconnectMinMs: PositiveInt,
     reconnectMaxMs: PositiveInt,
     catchUpTimeoutMs: Type.Integer({ minimum: 0 }),
@@ -160,6 +162,7 @@ export const ENV_KEYS: Record<string, string> = {
   TAILCAST_POST_TOKEN: 'post.token',
   TAILCAST_CORS_ORIGINS: 'cors.origins',
   TAILCAST_UPSTREAM: 'upstream.url',
+  TAILCAST_UPSTREAM_TOKEN: 'upstream.token',
   NATS_URL: 'nats.url',
   TAILCAST_NATS_STREAM: 'nats.stream',
   TAILCAST_NATS_SUBJECT: 'nats.subject',
@@ -177,7 +180,7 @@ export const ENV_KEYS: Record<string, string> = {
 }
 
 /** Keys whose values never appear in output. */
-export const SECRET_KEYS = ['post.token', 'store.mongodb.url', 'upstream.url', 'nats.url', 'auth.jwt.secret']
+export const SECRET_KEYS = ['post.token', 'store.mongodb.url', 'upstream.url', 'upstream.token', 'nats.url', 'auth.jwt.secret']
 
 /** Secret keys that are URLs: their host stays visible, their credentials do not. */
 const URL_KEYS = ['store.mongodb.url', 'upstream.url', 'nats.url']

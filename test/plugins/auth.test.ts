@@ -8,7 +8,8 @@ import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import { exportJWK, SignJWT, type JWTPayload } from 'jose'
 import t from 'tap'
-import { isLive, openSse, openWs, type StreamClient } from '../helpers/clients.js'
+import { startRecording } from '../../src/recorder/record.js'
+import { dataEvents, isLive, openSse, openWs, type StreamClient } from '../helpers/clients.js'
 import { startServer, type TestServer } from '../helpers/server.js'
 
 const CLI = fileURLToPath(new URL('../../dist/cli.js', import.meta.url))
@@ -239,4 +240,29 @@ t.test('the secret is never printed: --print-config, config errors', async (t) =
   )
   t.match(both?.stderr, /auth.jwt.secret and auth.jwt.jwksFile are set together/)
   t.notOk(both?.stderr.includes(SECRET))
+})
+
+t.test('a relay (upstream.token) and the recorder (--token) follow a private upstream; without a token the recorder stops on the 401', async (t) => {
+  const producer = await startServer({ auth: { jwt: { secret: SECRET } }, post: { token: 'producer-post-token' } })
+  t.teardown(() => producer.close())
+  const token = await sign(VIP)
+  const relay = await startServer({ upstream: { url: `${producer.wsUrl}/messages?room=vip`, token, reconnectMinMs: 50, reconnectMaxMs: 300 } })
+  t.teardown(() => relay.close())
+  const dir = mkdtempSync(join(tmpdir(), 'tailcast-auth-rec-'))
+  const quiet = { write: () => true }
+  const recorder = await startRecording({ url: `${producer.url}/messages?room=vip`, token, file: join(dir, 'vip.jsonl'), output: quiet, minBackoffMs: 50, maxBackoffMs: 200 })
+  t.teardown(() => recorder.stop().then(() => undefined))
+  const consumer = openSse(`${relay.url}/messages?room=vip`)
+  t.teardown(() => consumer.close())
+  await consumer.waitFor(isLive, 10_000, 'the relay\'s consumer live')
+  for (let i = 0; i < 3; i++) t.equal((await producer.post({ text: `v${i}`, room: 'vip' }, { authorization: 'Bearer producer-post-token' })).status, 202)
+  await consumer.waitFor((e) => dataEvents(e).length === 3, 10_000, 'three events through the relay')
+  const deadline = Date.now() + 10_000
+  while (recorder.recorded < 3 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50))
+  t.equal(recorder.recorded, 3, 'the recorder wrote the three events')
+
+  const refused = await startRecording({ url: `${producer.wsUrl}/messages?room=vip`, file: join(dir, 'none.jsonl'), output: quiet })
+  const err = await Promise.race([refused.failed.catch((e: Error) => e), new Promise<null>((r) => setTimeout(() => r(null), 10_000))])
+  t.match(err?.message, /answered 401: this stream needs a token/, 'no token: the recorder stops and says why')
+  await refused.stop()
 })
