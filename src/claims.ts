@@ -1,3 +1,5 @@
+import { createPrivateKey, type KeyObject } from 'node:crypto'
+import { SignJWT } from 'jose'
 import type { NewEvent } from './event.js'
 
 /**
@@ -72,4 +74,39 @@ export function deniedTargets(grant: Grant, e: Pick<NewEvent, 'room' | 'competit
   const targets = publishTargets(e)
   if (targets.length === 0) return ['(an event without room or competitionId)']
   return targets.filter((t) => !grant.publish.some((p) => p.test(t)))
+}
+
+export interface MintOptions {
+  subscribe: string[]
+  publish: string[]
+  /** A jose time span: `1h`, `30m`, `7d`. */
+  expiresIn: string
+  subject?: string
+  issuer?: string
+  audience?: string
+}
+
+/** The signing key for `tailcast token`: an HS256 secret, or a PEM private key (RSA: RS256, EC P-256: ES256). */
+export function signingKey(source: { secret: string } | { privateKeyPem: string }): { key: Uint8Array | KeyObject; alg: string } {
+  if ('secret' in source) return { key: new TextEncoder().encode(source.secret), alg: 'HS256' }
+  const key = createPrivateKey(source.privateKeyPem)
+  if (key.asymmetricKeyType === 'rsa') return { key, alg: 'RS256' }
+  if (key.asymmetricKeyType === 'ec' && key.asymmetricKeyDetails?.namedCurve === 'prime256v1') return { key, alg: 'ES256' }
+  throw new ClaimError(`an RSA (RS256) or EC P-256 (ES256) private key is needed, got ${key.asymmetricKeyType ?? 'another kind'}`)
+}
+
+/** A token carrying the tailcast claim (see Grant), as the server checks it. */
+export async function mintToken(signer: { key: Uint8Array | KeyObject; alg: string }, o: MintOptions): Promise<string> {
+  for (const p of o.subscribe) if (!p.startsWith('/')) throw new ClaimError(`a subscribe pattern is a stream path starting with "/", got ${JSON.stringify(p)}`)
+  for (const p of o.publish) if (!/^(room|competition):./.test(p)) throw new ClaimError(`a publish pattern is room:NAME or competition:ID, got ${JSON.stringify(p)}`)
+  const jwt = new SignJWT({ tailcast: { subscribe: o.subscribe, publish: o.publish } }).setProtectedHeader({ alg: signer.alg }).setIssuedAt()
+  try {
+    jwt.setExpirationTime(o.expiresIn)
+  } catch {
+    throw new ClaimError(`--expires must be a time span such as 30m, 1h or 7d, got ${JSON.stringify(o.expiresIn)}`)
+  }
+  if (o.subject !== undefined) jwt.setSubject(o.subject)
+  if (o.issuer) jwt.setIssuer(o.issuer)
+  if (o.audience) jwt.setAudience(o.audience)
+  return jwt.sign(signer.key)
 }

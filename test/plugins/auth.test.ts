@@ -266,3 +266,52 @@ t.test('a relay (upstream.token) and the recorder (--token) follow a private ups
   t.match(err?.message, /answered 401: this stream needs a token/, 'no token: the recorder stops and says why')
   await refused.stop()
 })
+
+t.test('tailcast token mints what the server accepts: HS256 from TAILCAST_JWT_SECRET, RS256 from --key', async (t) => {
+  const cli = (args: string[], env: Record<string, string> = {}) =>
+    run(process.execPath, [CLI, 'token', ...args], { env: { PATH: process.env.PATH ?? '', ...env } }).then(
+      ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
+      (e: { code: number; stdout: string; stderr: string }) => e,
+    )
+  const s = await startServer({ auth: { jwt: { secret: SECRET } } })
+  t.teardown(() => s.close())
+  const hs = await cli(['-s', '/messages?room=vip', '-s', '/v1/competitions/*', '-e', '5m'], { TAILCAST_JWT_SECRET: SECRET })
+  t.equal(hs.code, 0)
+  const token = hs.stdout.trim()
+  for (const [transport, path] of [['sse', '/messages?room=vip'], ['ws', '/v1/competitions/c9']] as const) {
+    const c = open(s, transport, path, token, 'query')
+    await c.waitFor(isLive, 5000, 'live')
+    t.pass(`${transport} ${path}: the minted token opens it`)
+    c.close()
+  }
+  const other = open(s, 'sse', '/messages?room=other', token)
+  t.equal(await other.status, 403, 'and nothing else')
+
+  const dir = mkdtempSync(join(tmpdir(), 'tailcast-token-'))
+  const { publicKey, privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 })
+  writeFileSync(join(dir, 'public.pem'), publicKey.export({ type: 'spki', format: 'pem' }))
+  writeFileSync(join(dir, 'private.pem'), privateKey.export({ type: 'pkcs8', format: 'pem' }))
+  const rsServer = await startServer({ auth: { jwt: { publicKeyFile: join(dir, 'public.pem') } } })
+  t.teardown(() => rsServer.close())
+  const rs = await cli(['-s', '/messages', '--key', join(dir, 'private.pem')])
+  t.equal(rs.code, 0)
+  const c = open(rsServer, 'ws', '/messages?room=any', rs.stdout.trim())
+  await c.waitFor(isLive, 5000, 'live')
+  t.pass('an RS256 token from --key opens every room with /messages')
+  c.close()
+
+  const errors: [string[], Record<string, string>, RegExp][] = [
+    [['-s', '/messages'], {}, /no signing key: set TAILCAST_JWT_SECRET/],
+    [[], { TAILCAST_JWT_SECRET: SECRET }, /give at least one --subscribe or --publish/],
+    [['-s', 'messages'], { TAILCAST_JWT_SECRET: SECRET }, /a subscribe pattern is a stream path starting with "\/"/],
+    [['-P', 'vip'], { TAILCAST_JWT_SECRET: SECRET }, /a publish pattern is room:NAME or competition:ID/],
+    [['-s', '/messages', '-e', 'soon'], { TAILCAST_JWT_SECRET: SECRET }, /--expires must be a time span/],
+    [['-s', '/messages', '--key', join(dir, 'public.pem')], {}, /not a PEM private key/],
+  ]
+  for (const [args, env, message] of errors) {
+    const r = await cli(args, env)
+    t.equal(r.code, 2, `${args.join(' ')}: exit 2`)
+    t.match(r.stderr, message)
+    t.notOk(r.stderr.includes(SECRET), 'the secret is not shown')
+  }
+})
