@@ -45,7 +45,9 @@ export default fp(
       registers: [registry],
       async collect() {
         const byKind = new Map<string, number>([['competitions', 0], ['competition', 0], ['room', 0]])
-        for (const [key, n] of await presence.counts()) byKind.set(kindOfKey(key), (byKind.get(kindOfKey(key)) ?? 0) + n)
+        // The store unreachable: this instance's own counts, rather than no metrics at all.
+        const counts = await presence.counts().catch(() => hub.presence())
+        for (const [key, n] of counts) byKind.set(kindOfKey(key), (byKind.get(kindOfKey(key)) ?? 0) + n)
         this.reset()
         for (const [stream, n] of byKind) this.set({ stream }, n)
       },

@@ -10,6 +10,8 @@ const WRITE_MS = 500
 const REFRESH_MS = 5000
 /** An instance's counts older than this are left out: it stopped or lost the store. */
 export const PRESENCE_STALE_MS = 15_000
+/** Reads of the other instances' counts are shared for this long: every viewer of a page polls. */
+const READ_CACHE_MS = 1000
 
 export interface Presence {
   /** Clients following each stream key, summed over the instances sharing the store. */
@@ -74,7 +76,16 @@ export default fp(
     const timer = setInterval(() => void write(), WRITE_MS)
     timer.unref()
 
-    const others = (): Promise<PresenceDoc[]> => coll.find({ _id: { $ne: id }, at: { $gt: new Date(Date.now() - PRESENCE_STALE_MS) } }).toArray()
+    let cached: { at: number; docs: Promise<PresenceDoc[]> } | undefined
+    const others = (): Promise<PresenceDoc[]> => {
+      if (cached === undefined || Date.now() - cached.at > READ_CACHE_MS) {
+        const docs = coll.find({ _id: { $ne: id }, at: { $gt: new Date(Date.now() - PRESENCE_STALE_MS) } }, { maxTimeMS: 2000 }).toArray()
+        // A failed read is not kept: the next request tries again.
+        docs.catch(() => (cached = undefined))
+        cached = { at: Date.now(), docs }
+      }
+      return cached.docs
+    }
     app.decorate('presence', {
       async counts() {
         const sum = hub.presence()

@@ -1,7 +1,7 @@
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { FastifyInstance } from 'fastify'
 import { Type } from 'typebox'
-import { refuse, schemaErrors } from '../errors.js'
+import { errorBody, refuse, schemaErrors } from '../errors.js'
 import { keyOfPath } from '../stream.js'
 
 const PRESENCE_QUERY = Type.Object(
@@ -31,8 +31,13 @@ export default async function presence(fastify: FastifyInstance): Promise<void> 
         return refuse(reply, 400, `stream must be a stream path: /v1/competitions, /v1/competitions/ID, /messages or /messages?room=ROOM (got ${JSON.stringify(stream).slice(0, 120)})`)
       }
       if (app.auth.authorize(req, reply, stream) !== undefined) return reply
-      const [counts, instances] = await Promise.all([app.presence.counts(), app.presence.instances()])
-      return { stream, clients: counts.get(key) ?? 0, instances }
+      try {
+        const [counts, instances] = await Promise.all([app.presence.counts(), app.presence.instances()])
+        return { stream, clients: counts.get(key) ?? 0, instances }
+      } catch (err) {
+        req.log.warn({ err }, 'presence: the other instances\' counts cannot be read')
+        return reply.code(503).header('retry-after', '5').send(errorBody(503, 'the store is unavailable: the counts of the other instances cannot be read; retry later'))
+      }
     },
   )
 }

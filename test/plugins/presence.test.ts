@@ -1,6 +1,7 @@
 import { SignJWT } from 'jose'
 import t from 'tap'
 import { isLive, openSse, openWs, type StreamClient } from '../helpers/clients.js'
+import { ownFerretDb } from '../helpers/mongo.js'
 import { startServer, storeOverrides, type TestServer } from '../helpers/server.js'
 
 interface PresenceAnswer {
@@ -102,4 +103,27 @@ t.test('with private streams, presence needs a token for that stream', async (t)
   const ok = await presenceOf(s, '/messages?room=vip', { authorization: `Bearer ${token}` })
   t.equal(ok.status, 200)
   t.equal(ok.body.clients, 0)
+})
+
+t.test('the store down: /v1/presence answers 503, /metrics keeps this instance\'s counts; back up: summed again', async (t) => {
+  const db = await ownFerretDb()
+  t.teardown(() => db.destroy())
+  const s = await startServer({ store: { type: 'mongodb', mongodb: { url: db.url, database: 'tailcast_test', collection: 'presence_outage' } } })
+  t.teardown(() => s.close())
+  const c = await live(openSse(`${s.url}/messages?room=vip`))
+  t.teardown(() => c.close())
+  await waitPresence(s, '/messages?room=vip', 1)
+  await db.stop(true)
+  const deadline = Date.now() + 20_000
+  let down = await presenceOf(s, '/messages?room=vip')
+  while (down.status !== 503 && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 200))
+    down = await presenceOf(s, '/messages?room=vip')
+  }
+  t.equal(down.status, 503, 'presence says it cannot sum')
+  t.match(down.body.message, /store is unavailable/)
+  t.equal(await metric(s, 'room'), 1, '/metrics still answers, with this instance\'s own count')
+  await db.start()
+  await waitPresence(s, '/messages?room=vip', 1)
+  t.pass('summed again once the store is back')
 })
