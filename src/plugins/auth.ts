@@ -2,7 +2,7 @@ import { createPublicKey, type KeyObject } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
-import { createLocalJWKSet, errors, jwtVerify, type JSONWebKeySet, type JWTVerifyGetKey } from 'jose'
+import { createLocalJWKSet, errors, jwtVerify, type JSONWebKeySet, type JWTVerifyGetKey, type JWTVerifyOptions, type JWTVerifyResult } from 'jose'
 import { ClaimError, grantOf, mayFollow, type Grant } from '../claims.js'
 import { ConfigError, type Config } from '../config.js'
 import { refuse } from '../errors.js'
@@ -43,14 +43,16 @@ declare module 'fastify' {
   }
 }
 
-type Key = { key: Uint8Array | KeyObject | JWTVerifyGetKey; algorithms: string[] }
+/** jwtVerify bound to the key (a key and a JWKS resolver are different overloads of it). */
+type Key = { algorithms: string[]; verify(token: string, options: JWTVerifyOptions): Promise<JWTVerifyResult> }
 
 /**
  * The key tokens are checked with and the only algorithms accepted with it, so that `none` and
  * HS/RS confusion (an RSA public key used as an HMAC secret) are refused. Null: auth is off.
  */
 function keyOf(jwt: Config['auth']['jwt']): Key | null {
-  if (jwt.secret !== '') return { key: new TextEncoder().encode(jwt.secret), algorithms: ['HS256'] }
+  const bound = (key: Uint8Array | KeyObject, algorithms: string[]): Key => ({ algorithms, verify: (token, options) => jwtVerify(token, key, options) })
+  if (jwt.secret !== '') return bound(new TextEncoder().encode(jwt.secret), ['HS256'])
   if (jwt.publicKeyFile !== '') {
     let key: KeyObject
     try {
@@ -58,8 +60,8 @@ function keyOf(jwt: Config['auth']['jwt']): Key | null {
     } catch (err) {
       throw new ConfigError(`auth.jwt.publicKeyFile ${jwt.publicKeyFile}: not a readable PEM public key (${(err as NodeJS.ErrnoException).code ?? 'unreadable'})`)
     }
-    if (key.asymmetricKeyType === 'rsa') return { key, algorithms: ['RS256'] }
-    if (key.asymmetricKeyType === 'ec' && key.asymmetricKeyDetails?.namedCurve === 'prime256v1') return { key, algorithms: ['ES256'] }
+    if (key.asymmetricKeyType === 'rsa') return bound(key, ['RS256'])
+    if (key.asymmetricKeyType === 'ec' && key.asymmetricKeyDetails?.namedCurve === 'prime256v1') return bound(key, ['ES256'])
     throw new ConfigError(`auth.jwt.publicKeyFile ${jwt.publicKeyFile}: an RSA (RS256) or EC P-256 (ES256) public key is needed, got ${key.asymmetricKeyType ?? 'another kind'}`)
   }
   if (jwt.jwksFile !== '') {
@@ -67,7 +69,8 @@ function keyOf(jwt: Config['auth']['jwt']): Key | null {
     try {
       jwks = JSON.parse(readFileSync(jwt.jwksFile, 'utf8')) as JSONWebKeySet
       if (!Array.isArray(jwks.keys)) throw new Error('no "keys" list')
-      return { key: createLocalJWKSet(jwks), algorithms: ['RS256', 'ES256'] }
+      const keys: JWTVerifyGetKey = createLocalJWKSet(jwks)
+      return { algorithms: ['RS256', 'ES256'], verify: (token, options) => jwtVerify(token, keys, options) }
     } catch (err) {
       const reason = (err as NodeJS.ErrnoException).code ?? (err instanceof SyntaxError ? 'not JSON' : (err as Error).message)
       throw new ConfigError(`auth.jwt.jwksFile ${jwt.jwksFile}: not a readable JWKS ({"keys": [...]}): ${reason}`)
@@ -119,7 +122,7 @@ export default fp(
   async (app) => {
     const { jwt, cookie } = app.config.auth
     const key = keyOf(jwt)
-    const options = {
+    const options: JWTVerifyOptions = {
       algorithms: key?.algorithms ?? [],
       ...(jwt.issuer === '' ? {} : { issuer: jwt.issuer }),
       ...(jwt.audience === '' ? {} : { audience: jwt.audience }),
@@ -140,7 +143,7 @@ export default fp(
       async verify(token) {
         if (key === null) throw new TokenError('authorization is not configured')
         try {
-          const { payload } = typeof key.key === 'function' ? await jwtVerify(token, key.key, options) : await jwtVerify(token, key.key, options)
+          const { payload } = await key.verify(token, options)
           return { grant: grantOf(payload), expiresAt: typeof payload.exp === 'number' ? payload.exp * 1000 : null }
         } catch (err) {
           throw new TokenError(tokenProblem(err))
