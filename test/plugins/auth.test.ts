@@ -241,6 +241,22 @@ t.test('the secret is never printed: --print-config, config errors', async (t) =
   )
   t.match(both?.stderr, /auth.jwt.secret and auth.jwt.jwksFile are set together/)
   t.notOk(both?.stderr.includes(SECRET))
+  const dir = mkdtempSync(join(tmpdir(), 'tailcast-auth-keys-'))
+  writeFileSync(join(dir, 'bad.json'), '{"keys": 1}')
+  writeFileSync(join(dir, 'secret.pem'), generateKeyPairSync('ed25519').publicKey.export({ type: 'spki', format: 'pem' }))
+  const keyFiles: [Record<string, string>, RegExp][] = [
+    [{ TAILCAST_JWT_PUBLIC_KEY_FILE: join(dir, 'missing.pem') }, /auth.jwt.publicKeyFile .*missing.pem: not a readable PEM public key \(ENOENT\)/],
+    [{ TAILCAST_JWT_PUBLIC_KEY_FILE: join(dir, 'secret.pem') }, /an RSA \(RS256\) or EC P-256 \(ES256\) public key is needed, got ed25519/],
+    [{ TAILCAST_JWT_JWKS_FILE: join(dir, 'bad.json') }, /auth.jwt.jwksFile .*: not a readable JWKS/],
+  ]
+  for (const [keyEnv, message] of keyFiles) {
+    const bad = await run(process.execPath, [CLI, 'serve'], { env: { PATH: process.env.PATH ?? '', PORT: '0', HOST: '127.0.0.1', ...keyEnv } }).then(
+      () => null,
+      (e: { code: number; stderr: string }) => e,
+    )
+    t.equal(bad?.code, 2, 'a key that cannot be used stops the start (exit 2)')
+    t.match(bad?.stderr, message)
+  }
 })
 
 t.test('a relay (upstream.token) and the recorder (--token) follow a private upstream; without a token the recorder stops on the 401', async (t) => {
