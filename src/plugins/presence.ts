@@ -57,6 +57,7 @@ export default fp(
     let written = ''
     let writtenAt = 0
     let writing = false
+    let failing = false
     const write = async (): Promise<void> => {
       const counts = [...hub.presence()].map(([k, n]) => ({ k, n }))
       const text = JSON.stringify(counts)
@@ -66,8 +67,12 @@ export default fp(
         await coll.replaceOne({ _id: id }, { at: new Date(), counts }, { upsert: true })
         written = text
         writtenAt = Date.now()
+        if (failing) app.log.info('presence: this instance\'s counts are written again')
+        failing = false
       } catch (err) {
-        app.log.warn({ err }, 'presence: writing this instance\'s counts failed; retrying')
+        // Once per outage, not twice a second.
+        if (!failing) app.log.warn({ err }, 'presence: writing this instance\'s counts failed; retrying every 0.5 s')
+        failing = true
       } finally {
         writing = false
       }
