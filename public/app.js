@@ -10,6 +10,53 @@ const MAX_ITEMS = 5000
 
 const $ = (id) => document.getElementById(id)
 
+// ---- private streams ---------------------------------------------------------------------------
+/**
+ * A JWT for private streams, from the page's own URL (`/?access_token=…#/rooms/vip`); kept for the
+ * tab's session and taken out of the address bar, so it is not shared with a copied link. A token
+ * in the `tailcast_token` cookie needs nothing here: the browser sends it with every request.
+ */
+const token = (() => {
+  const params = new URLSearchParams(location.search)
+  const fromUrl = params.get('access_token')
+  if (fromUrl) {
+    try {
+      sessionStorage.setItem('tailcast_token', fromUrl)
+    } catch {
+      // Storage off: the token lives as long as the page.
+    }
+    params.delete('access_token')
+    const rest = params.toString()
+    history.replaceState(null, '', `${location.pathname}${rest ? `?${rest}` : ''}${location.hash}`)
+    return fromUrl
+  }
+  try {
+    return sessionStorage.getItem('tailcast_token')
+  } catch {
+    return null
+  }
+})()
+
+/** Headers for fetch: the token, when the page has one. */
+function authHeaders(headers = {}) {
+  return token ? { ...headers, authorization: `Bearer ${token}` } : headers
+}
+
+/** Why the server refused a stream (401/403, JSON), or null when it would serve it. */
+async function refusalOf(url) {
+  const abort = new AbortController()
+  try {
+    const res = await fetch(url, { headers: { accept: 'text/event-stream' }, signal: abort.signal })
+    if (res.status !== 401 && res.status !== 403) return null
+    const body = await res.json().catch(() => ({}))
+    return { status: res.status, message: typeof body.message === 'string' ? body.message : `the server answered ${res.status}` }
+  } catch {
+    return null
+  } finally {
+    abort.abort()
+  }
+}
+
 // ---- connection state --------------------------------------------------------------------------
 const conn = {
   state: 'idle',
@@ -63,6 +110,7 @@ class Feed {
     conn.reconnects = 0
     conn.resets = 0
     this.open(null)
+    viewers.follow(path)
   }
 
   open(resumeId) {
@@ -71,6 +119,8 @@ class Feed {
     url.searchParams.set('unnamed', '1')
     // A new EventSource cannot set Last-Event-ID; the server also reads `lastEventId` from the query.
     if (resumeId !== null) url.searchParams.set('lastEventId', resumeId)
+    // EventSource cannot set headers: a private stream's token goes in the query.
+    if (token) url.searchParams.set('access_token', token)
     const es = new EventSource(url.pathname + url.search)
     this.es = es
     if (this.attempt === 0 && !this.everOpened) setConn('connecting', '')
@@ -119,8 +169,20 @@ class Feed {
     setConn('reset', `${reason}: rebuilding the view`)
   }
 
-  error(es) {
+  async error(es) {
     if (this.es !== es || this.closed) return
+    if (es.readyState === EventSource.CLOSED) {
+      // A 401/403 is final until the page gets another token: say so instead of retrying.
+      const url = new URL(es.url)
+      url.searchParams.delete('lastEventId')
+      const refused = await refusalOf(url.pathname + url.search)
+      if (this.es !== es || this.closed) return
+      if (refused) {
+        es.close()
+        const hint = refused.status === 401 && !token ? ' Open this page with ?access_token=YOUR_TOKEN in its address.' : ''
+        return setConn(refused.status === 401 ? 'unauthorized' : 'forbidden', `${refused.message}.${hint}`)
+      }
+    }
     this.attempt++
     // One outage counts once, however many attempts it takes.
     if (this.attempt === 1 && this.everOpened) conn.reconnects++
@@ -140,10 +202,41 @@ class Feed {
 
   close() {
     this.closed = true
+    viewers.follow(null)
     clearTimeout(this.timer)
     if (this.es) this.es.close()
     this.es = null
   }
+}
+
+// ---- viewer count ------------------------------------------------------------------------------
+/** How many follow the open stream (GET /v1/presence, over every instance), polled every 5 s. */
+const viewers = {
+  path: null,
+  timer: null,
+
+  follow(path) {
+    this.path = path
+    clearTimeout(this.timer)
+    $('viewers').hidden = true
+    if (path !== null) this.timer = setTimeout(() => this.poll(path), 300)
+  },
+
+  async poll(path) {
+    try {
+      const res = await fetch(`/v1/presence?stream=${encodeURIComponent(path)}`, { headers: authHeaders() })
+      if (this.path !== path) return
+      if (res.ok) {
+        const { clients } = await res.json()
+        $('viewers-count').textContent = String(clients)
+        $('viewers').dataset.count = String(clients)
+        $('viewers').hidden = false
+      }
+    } catch {
+      // Offline: the connection state says so; try again later.
+    }
+    if (this.path === path) this.timer = setTimeout(() => this.poll(path), 5000)
+  },
 }
 
 // ---- rendering helpers -------------------------------------------------------------------------
@@ -295,8 +388,8 @@ const sendForm = {
   },
 
   refusal(status) {
-    if (status === 401) return 'Posting needs a bearer token on this server; this page can only read.'
-    if (status === 403) return 'Posting is disabled on this server; this page can only read.'
+    if (status === 401) return token ? 'Your token does not allow posting here; this page can only read.' : 'Posting needs a bearer token on this server; this page can only read.'
+    if (status === 403 && !token) return 'Posting is disabled on this server; this page can only read.'
     return null
   },
 
@@ -308,7 +401,8 @@ const sendForm = {
       if (!res.ok) return
       const posting = await res.json()
       if (!posting.enabled) this.disable(`${posting.reason.charAt(0).toUpperCase()}${posting.reason.slice(1)}; this page can only read.`)
-      else if (posting.tokenRequired) this.disable(this.refusal(401))
+      // With a token the server decides (it may allow this room only): try, and show its answer.
+      else if (posting.tokenRequired && !token) this.disable(this.refusal(401))
     } catch {
       // Offline: the send itself will say so.
     }
@@ -322,7 +416,7 @@ const sendForm = {
     try {
       const res = await fetch('/messages', {
         method: 'POST',
-        headers: { 'content-type': 'application/json' },
+        headers: authHeaders({ 'content-type': 'application/json' }),
         body: JSON.stringify({ text, room: this.room }),
       })
       const why = this.refusal(res.status)

@@ -5,16 +5,19 @@ import { redactUrl, type Config } from './config.js'
 import { clientErrorHandler, RouteTable, sendError } from './errors.js'
 import { WS_CLOSE } from './hub/ws-transport.js'
 import type { EventStore } from './store/event-store.js'
+import authPlugin from './plugins/auth.js'
 import configPlugin from './plugins/config.js'
 import hubPlugin from './plugins/hub.js'
 import ingestPlugin from './plugins/ingest.js'
 import metricsPlugin from './plugins/metrics.js'
 import natsPlugin from './plugins/nats.js'
+import presencePlugin from './plugins/presence.js'
 import storePlugin from './plugins/store.js'
 import upstreamPlugin from './plugins/upstream.js'
 import healthRoutes from './routes/health.js'
 import messagesRoutes from './routes/messages.js'
 import metricsRoutes from './routes/metrics.js'
+import presenceRoutes from './routes/presence.js'
 import streamsRoutes from './routes/streams.js'
 import webRoutes from './routes/web.js'
 
@@ -110,10 +113,12 @@ export async function buildApp(config: Config, opts: AppOptions = {}): Promise<F
   })
 
   await app.register(configPlugin, { config })
+  await app.register(authPlugin)
   await app.register(storePlugin, { store: opts.store })
   await app.register(hubPlugin)
   await app.register(natsPlugin)
   await app.register(ingestPlugin)
+  await app.register(presencePlugin)
   await app.register(metricsPlugin)
   await app.register(upstreamPlugin)
 
@@ -121,6 +126,7 @@ export async function buildApp(config: Config, opts: AppOptions = {}): Promise<F
   await app.register(streamsRoutes)
   await app.register(messagesRoutes)
   await app.register(metricsRoutes)
+  await app.register(presenceRoutes)
   await app.register(webRoutes)
   return app
 }

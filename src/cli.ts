@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs'
 import { Command, CommanderError, Help, InvalidArgumentError } from 'commander'
+import { ClaimError, mintToken, signingKey } from './claims.js'
 import { ConfigError, loadConfig, redact } from './config.js'
 import { serveWorkers } from './cluster.js'
 import { startRecording } from './recorder/record.js'
@@ -96,9 +97,11 @@ program
   .requiredOption('-u, --url <url>', 'stream URL: ws://, wss:// (WebSocket) or http://, https:// (SSE), e.g. ws://localhost:8080/v1/competitions/ID')
   .requiredOption('-f, --file <file>', 'recording file (JSON Lines); an existing one is continued after its last id')
   .option('--progress-interval <seconds>', 'seconds between progress lines when stderr is not a terminal', positiveNumber, 10)
+  .option('--token <jwt>', 'a JWT for a private stream, sent as Authorization: Bearer; env TAILCAST_TOKEN (keeps it out of the process list)')
   .addHelpText('after', '\nEach line: {"receivedAt":"<ISO time>","event":{<the event as on the wire>}}. Ctrl-C flushes and stops.')
-  .action(async (opts: { url: string; file: string; progressInterval: number }) => {
-    const recorder = await startRecording({ url: opts.url, file: opts.file, progressIntervalMs: opts.progressInterval * 1000 })
+  .action(async (opts: { url: string; file: string; progressInterval: number; token?: string }) => {
+    const token = opts.token ?? process.env.TAILCAST_TOKEN
+    const recorder = await startRecording({ url: opts.url, file: opts.file, token, progressIntervalMs: opts.progressInterval * 1000 })
     onStopSignal(async () => void (await recorder.stop()))
     await recorder.failed.catch(async (err: unknown) => {
       await recorder.stop()
@@ -122,6 +125,40 @@ program
     onStopSignal(() => replay.close())
   })
 
+const collect = (value: string, list: string[]): string[] => [...list, value]
+
+program
+  .command('token')
+  .description('print a JWT for private streams, signed with the server\'s HS256 secret (auth.jwt.secret, env TAILCAST_JWT_SECRET) or --key')
+  .option('-s, --subscribe <path>', 'a stream it may follow, e.g. /messages?room=vip or /v1/competitions/* (repeat for more)', collect, [])
+  .option('-P, --publish <target>', 'where it may post: room:NAME or competition:ID, * allowed (repeat for more)', collect, [])
+  .option('-e, --expires <span>', 'lifetime: 30m, 1h, 7d, ...', '1h')
+  .option('--subject <sub>', 'the sub claim (who the token is for)')
+  .option('--key <file>', 'PEM private key for RS256 (RSA) or ES256 (EC P-256), when the server checks a public key or a JWKS')
+  .option('-c, --config <file>', 'config file holding auth.jwt (secret, issuer, audience)')
+  .addHelpText('after', "\nExample: TOKEN=$(tailcast token -s '/messages?room=vip' -P room:vip -e 2h)")
+  .action(async (opts: { subscribe: string[]; publish: string[]; expires: string; subject?: string; key?: string; config?: string }) => {
+    const { jwt } = loadConfig({ file: opts.config }).auth
+    if (opts.key === undefined && jwt.secret === '') throw new ClaimError('no signing key: set TAILCAST_JWT_SECRET (as the server has it) or give --key private.pem')
+    if (opts.subscribe.length === 0 && opts.publish.length === 0) throw new ClaimError('give at least one --subscribe or --publish: a token without either allows nothing')
+    let pem: string | undefined
+    if (opts.key !== undefined) {
+      try {
+        pem = readFileSync(opts.key, 'utf8')
+      } catch (err) {
+        throw new ClaimError(`cannot read --key ${opts.key}: ${(err as NodeJS.ErrnoException).code ?? 'unreadable'}`)
+      }
+    }
+    let signer
+    try {
+      signer = signingKey(pem === undefined ? { secret: jwt.secret } : { privateKeyPem: pem })
+    } catch (err) {
+      throw new ClaimError(err instanceof ClaimError ? err.message : `--key ${opts.key}: not a PEM private key`)
+    }
+    const token = await mintToken(signer, { subscribe: opts.subscribe, publish: opts.publish, expiresIn: opts.expires, subject: opts.subject, issuer: jwt.issuer, audience: jwt.audience })
+    process.stdout.write(token + '\n')
+  })
+
 // `tailcast --help` shows what `tailcast` alone does: serve, with these options.
 program.addHelpText('after', () => {
   const help = serveCommand.createHelp()
@@ -132,7 +169,7 @@ program.addHelpText('after', () => {
 
 program.parseAsync().catch((err: unknown) => {
   if (err instanceof CommanderError) process.exit(err.exitCode === 0 ? 0 : USAGE)
-  if (err instanceof ConfigError || err instanceof RecordingError) {
+  if (err instanceof ConfigError || err instanceof RecordingError || err instanceof ClaimError) {
     process.stderr.write(`tailcast: ${err.message}\n`)
     process.exit(USAGE)
   }

@@ -59,6 +59,8 @@ export const CorsConfigSchema = Type.Object(
 export const UpstreamConfigSchema = Type.Object(
   {
     url: Type.String({ pattern: '^(|(wss?|https?)://.+)$' }),
+    /** A JWT for a private upstream stream, sent as `Authorization: Bearer`. */
+    token: Type.String(),
     reconnectMinMs: PositiveInt,
     reconnectMaxMs: PositiveInt,
     catchUpTimeoutMs: Type.Integer({ minimum: 0 }),
@@ -85,6 +87,29 @@ export const NatsConfigSchema = Type.Object(
   { additionalProperties: false },
 )
 
+/**
+ * Subscriber (and publisher) authorization with JWTs: off while no key is set. One key source:
+ * an HS256 secret, a PEM public key (RSA: RS256, EC P-256: ES256) or a JWKS file (RS256, ES256).
+ */
+export const AuthConfigSchema = Type.Object(
+  {
+    jwt: Type.Object(
+      {
+        secret: Type.String(),
+        publicKeyFile: Type.String(),
+        jwksFile: Type.String(),
+        /** When set, tokens must carry this `iss` / `aud`. */
+        issuer: Type.String(),
+        audience: Type.String(),
+      },
+      { additionalProperties: false },
+    ),
+    /** The cookie a browser's token may come in (besides `Authorization: Bearer` and `?access_token=`). */
+    cookie: Type.String({ pattern: "^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$" }),
+  },
+  { additionalProperties: false },
+)
+
 export const ConfigSchema = Type.Object(
   {
     host: HostSchema,
@@ -101,6 +126,7 @@ export const ConfigSchema = Type.Object(
     cors: CorsConfigSchema,
     upstream: UpstreamConfigSchema,
     nats: NatsConfigSchema,
+    auth: AuthConfigSchema,
   },
   { additionalProperties: false },
 )
@@ -138,6 +164,7 @@ export const ENV_KEYS: Record<string, string> = {
   TAILCAST_POST_TOKEN: 'post.token',
   TAILCAST_CORS_ORIGINS: 'cors.origins',
   TAILCAST_UPSTREAM: 'upstream.url',
+  TAILCAST_UPSTREAM_TOKEN: 'upstream.token',
   NATS_URL: 'nats.url',
   TAILCAST_NATS_STREAM: 'nats.stream',
   TAILCAST_NATS_SUBJECT: 'nats.subject',
@@ -147,10 +174,16 @@ export const ENV_KEYS: Record<string, string> = {
   TAILCAST_NATS_LEASE_SECONDS: 'nats.leaseSeconds',
   TAILCAST_NATS_ACK_WAIT_SECONDS: 'nats.ackWaitSeconds',
   TAILCAST_NATS_REPLICAS: 'nats.replicas',
+  TAILCAST_JWT_SECRET: 'auth.jwt.secret',
+  TAILCAST_JWT_PUBLIC_KEY_FILE: 'auth.jwt.publicKeyFile',
+  TAILCAST_JWT_JWKS_FILE: 'auth.jwt.jwksFile',
+  TAILCAST_JWT_ISSUER: 'auth.jwt.issuer',
+  TAILCAST_JWT_AUDIENCE: 'auth.jwt.audience',
+  TAILCAST_AUTH_COOKIE: 'auth.cookie',
 }
 
 /** Keys whose values never appear in output. */
-export const SECRET_KEYS = ['post.token', 'store.mongodb.url', 'upstream.url', 'nats.url']
+export const SECRET_KEYS = ['post.token', 'store.mongodb.url', 'upstream.url', 'upstream.token', 'nats.url', 'auth.jwt.secret']
 
 /** Secret keys that are URLs: their host stays visible, their credentials do not. */
 const URL_KEYS = ['store.mongodb.url', 'upstream.url', 'nats.url']
@@ -285,6 +318,15 @@ export function loadConfig(opts: LoadOptions = {}): Config {
   const config: Config = tree
   if (config.upstream.url !== '' && config.nats.url !== '') {
     throw new ConfigError('invalid configuration:\n  upstream.url and nats.url are both set: a relay takes its events from its upstream only; set one of them')
+  }
+  const jwt = config.auth.jwt
+  const keys = (['secret', 'publicKeyFile', 'jwksFile'] as const).filter((k) => jwt[k] !== '')
+  if (keys.length > 1) {
+    throw new ConfigError(`invalid configuration:\n  ${keys.map((k) => `auth.jwt.${k}`).join(' and ')} are set together: tokens are checked against one key source; set one of them`)
+  }
+  // HS256 with a short secret can be brute-forced offline from any one token.
+  if (jwt.secret !== '' && Buffer.byteLength(jwt.secret) < 32) {
+    throw new ConfigError('invalid configuration:\n  auth.jwt.secret = "[redacted]": must be at least 32 bytes (e.g. `openssl rand -base64 32`)')
   }
   return config
 }

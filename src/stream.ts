@@ -1,4 +1,4 @@
-import { COMPETITION_ACTIVATED, type StoredEvent } from './event.js'
+import { COMPETITION_ACTIVATED, NAME_PATTERN, type StoredEvent } from './event.js'
 
 /** What a client follows. The URL is the topic: each stream path maps to one of these. */
 export type StreamFilter =
@@ -11,6 +11,38 @@ const STREAM_PATHS = /^\/(v1\/competitions(\/[^/?]*)?|messages)(\?|$)/
 
 export function isStreamRequest(method: string, url: string): boolean {
   return method === 'GET' && STREAM_PATHS.test(url)
+}
+
+/**
+ * The stream's canonical path, as clients open it and as tokens name it: `/v1/competitions`,
+ * `/v1/competitions/ID`, `/messages`, `/messages?room=ROOM`.
+ */
+export function streamPath(f: StreamFilter): string {
+  switch (f.kind) {
+    case 'competitions':
+      return '/v1/competitions'
+    case 'competition':
+      return `/v1/competitions/${f.competitionId}`
+    case 'room':
+      return f.room === null ? '/messages' : `/messages?room=${f.room}`
+  }
+}
+
+/** The stream key of a canonical stream path (streamPath's inverse); null when it names no stream. */
+export function keyOfPath(path: string): string | null {
+  if (path === '/v1/competitions') return 'competitions'
+  if (path === '/messages') return 'rooms'
+  const m = /^\/v1\/competitions\/([^/?]+)$|^\/messages\?room=([^&]+)$/.exec(path)
+  if (m === null) return null
+  const name = m[1] ?? m[2]
+  if (!new RegExp(NAME_PATTERN).test(name)) return null
+  return m[1] !== undefined ? `competition:${name}` : `room:${name}`
+}
+
+/** The stream kind of a stream key, as /metrics labels it. */
+export function kindOfKey(key: string): StreamFilter['kind'] {
+  if (key === 'competitions') return 'competitions'
+  return key.startsWith('competition:') ? 'competition' : 'room'
 }
 
 /** The hub routes events by key so that each event costs one lookup per key, not one test per client. */

@@ -43,7 +43,7 @@ t.test('--version prints the version of package.json', async (t) => {
 
 t.test('usage errors exit with code 2 and say what is wrong', async (t) => {
   const cases: [string[], RegExp][] = [
-    [['foo'], /unknown command 'foo'\. Commands: serve, record, replay, help/],
+    [['foo'], /unknown command 'foo'\. Commands: serve, record, replay, token, help/],
     [['srve', '--port', '1'], /unknown command 'srve'/],
     [['serve', 'foo'], /serve takes no arguments, got 'foo'/],
     [['--port', '1', 'record'], /the command comes first: tailcast record \[options\]/],

@@ -49,8 +49,8 @@ interface Case {
 }
 
 const json = { 'content-type': 'application/json' }
-const ALL = 'this path takes: room, lastEventId, unnamed'
-const COMPETITIONS = 'this path takes: lastEventId, unnamed'
+const ALL = 'this path takes: room, lastEventId, unnamed, access_token'
+const COMPETITIONS = 'this path takes: lastEventId, unnamed, access_token'
 const RANGE = 'must be a whole number from 0 to 9007199254740991 \\(the id of the last event received; 0: from the start\\)'
 
 const CASES: Case[] = [
@@ -70,7 +70,7 @@ const CASES: Case[] = [
   { name: 'a room twice', path: '/messages?room=a&room=b', status: 400, message: /^query parameter "room" is given 2 times: give it once$/ },
   { name: 'a room with a space', path: '/messages?room=a%20b', status: 400, message: /^room must be 1-128 letters, digits or "_.:-", starting with a letter or digit \(one room per stream; leave it out to follow every room\), got "a b"$/ },
   { name: 'a room on the competitions stream', path: '/v1/competitions?room=a', status: 400, message: new RegExp(`^unknown query parameter "room": ${COMPETITIONS}$`) },
-  { name: 'an unknown parameter on a competition', path: '/v1/competitions/c1?access_token=hunter2', status: 400, message: new RegExp(`^unknown query parameter "access_token": ${COMPETITIONS}$`) },
+  { name: 'an unknown parameter on a competition', path: '/v1/competitions/c1?token=hunter2', status: 400, message: new RegExp(`^unknown query parameter "token": ${COMPETITIONS}$`) },
   { name: 'unnamed=yes', path: '/v1/competitions?unnamed=yes', status: 400, message: /^unnamed must be 1 or true .*, or 0 or false, got "yes"$/ },
   { name: 'a resume id that is not a number', path: '/v1/competitions?lastEventId=abc', status: 400, message: new RegExp(`^lastEventId ${RANGE}, got "abc"$`) },
   { name: 'a resume id out of range', path: '/v1/competitions?lastEventId=9007199254740992', status: 400, message: new RegExp(`^lastEventId ${RANGE}, got "9007199254740992"$`) },

@@ -26,6 +26,8 @@ export type StreamStatus =
 
 export interface StreamClientOptions {
   url: string
+  /** A JWT for a private stream, sent as `Authorization: Bearer` (never in the URL, so never in a log). */
+  token?: string
   /** Resume after this id; null or 0: from the start (the stream's whole live state). */
   lastEventId?: number | null
   /** Each event above the resume position, in id order; the next one waits for the returned promise. */
@@ -282,12 +284,16 @@ export class StreamClient {
     this.pos = e.id
   }
 
+  private authorization(): Record<string, string> {
+    return this.opts.token === undefined || this.opts.token === '' ? {} : { authorization: `Bearer ${this.opts.token}` }
+  }
+
   private openWs(h: Handlers): Connection {
     const u = new URL(this.opts.url)
     if (this.pos > 0) u.searchParams.set('lastEventId', String(this.pos))
     else u.searchParams.delete('lastEventId')
     // UTF-8 is checked per message (receive), so one bad event is skipped rather than closing with 1007.
-    const ws = new WebSocket(u, { perMessageDeflate: false, skipUTF8Validation: true })
+    const ws = new WebSocket(u, { perMessageDeflate: false, skipUTF8Validation: true, headers: this.authorization() })
     let heard = false
     ws.on('open', h.open)
     ws.on('ping', (data) => {
@@ -316,7 +322,7 @@ export class StreamClient {
 
   private openSse(h: Handlers): Connection {
     const u = new URL(this.opts.url)
-    const headers: Record<string, string> = { accept: 'text/event-stream', 'cache-control': 'no-cache' }
+    const headers: Record<string, string> = { accept: 'text/event-stream', 'cache-control': 'no-cache', ...this.authorization() }
     if (this.pos > 0) headers['last-event-id'] = String(this.pos)
     const get = u.protocol === 'https:' ? https.get : http.get
     // A dedicated connection (no keep-alive pool): a pooled socket may be one the server just closed.

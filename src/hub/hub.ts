@@ -186,6 +186,13 @@ export class Hub implements SubscriberHost {
     }
   }
 
+  /** Clients of this process per stream key (see streamKey): what presence sums across instances. */
+  presence(): Map<string, number> {
+    const counts = new Map<string, number>()
+    for (const [key, topic] of this.topics) counts.set(key, topic.subscribers.size)
+    return counts
+  }
+
   connections(): Map<string, number> {
     const counts = new Map<string, number>()
     for (const s of this.all) {
@@ -194,7 +201,6 @@ export class Hub implements SubscriberHost {
     }
     return counts
   }
-
 
   /**
    * Take the events the tail hands over (the memory store groups the appends of one turn), serialise

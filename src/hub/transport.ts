@@ -3,7 +3,8 @@ import type { Batch } from './frames.js'
 
 export type TransportKind = 'sse' | 'ws'
 /** Why the server ends a connection; each transport maps it to its own signal. */
-export type CloseReason = 'shutdown' | 'slow' | 'error'
+/** `expired`: the client's token expired; it reconnects with a fresh one. */
+export type CloseReason = 'shutdown' | 'slow' | 'error' | 'expired'
 
 /** How a subscriber's frames reach its client. One implementation per wire protocol. */
 export interface Transport {

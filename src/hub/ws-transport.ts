@@ -3,18 +3,20 @@ import type { Frame } from '../event.js'
 import type { Batch } from './frames.js'
 import type { CloseReason, Transport } from './transport.js'
 
-/** Close codes a client sees; after any of them it reconnects with `?lastEventId=`. */
+/** Close codes a client sees; after any of them it reconnects with `?lastEventId=` (after 4401 with a fresh token). */
 export const WS_CLOSE = {
   shutdown: { code: 1012, reason: 'server restarting: reconnect with lastEventId' },
   slow: { code: 1013, reason: 'client too slow: reconnect with lastEventId' },
   error: { code: 1011, reason: 'server error: reconnect with lastEventId' },
+  // 4000-4999: the application's own; 4401 echoes HTTP's 401.
+  expired: { code: 4401, reason: 'token expired: reconnect with a fresh token and lastEventId' },
 } as const
 
 /**
  * A client that does not finish the closing handshake in this time is cut off. A slow reader gets
  * longer, so that it can read up to the close frame and see 1013; on shutdown the process waits.
  */
-const CLOSE_GRACE_MS = { shutdown: 2000, error: 2000, slow: 5000 } as const
+const CLOSE_GRACE_MS = { shutdown: 2000, error: 2000, slow: 5000, expired: 2000 } as const
 
 export class WsTransport implements Transport {
   readonly kind = 'ws'

@@ -1,6 +1,7 @@
 import fp from 'fastify-plugin'
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client'
 import { MongoEventStore } from '../store/mongo-store.js'
+import { kindOfKey } from '../stream.js'
 
 export interface Metrics {
   registry: Registry
@@ -34,6 +35,21 @@ export default fp(
           const [transport, stream] = label.split(':')
           this.set({ transport, stream }, n)
         }
+      },
+    })
+    const presence = app.presence
+    new Gauge({
+      name: 'tailcast_presence',
+      help: 'Clients following streams of each kind, summed over every instance sharing the store (the same on each: take max, not sum)',
+      labelNames: ['stream'],
+      registers: [registry],
+      async collect() {
+        const byKind = new Map<string, number>([['competitions', 0], ['competition', 0], ['room', 0]])
+        // The store unreachable: this instance's own counts, rather than no metrics at all.
+        const counts = await presence.counts().catch(() => hub.presence())
+        for (const [key, n] of counts) byKind.set(kindOfKey(key), (byKind.get(kindOfKey(key)) ?? 0) + n)
+        this.reset()
+        for (const [stream, n] of byKind) this.set({ stream }, n)
       },
     })
     const fromHub = (name: string, help: string, read: () => number): void => {
@@ -88,5 +104,5 @@ export default fp(
     })
     app.decorate('metrics', { registry, dropped })
   },
-  { name: 'metrics', dependencies: ['hub', 'store'] },
+  { name: 'metrics', dependencies: ['hub', 'store', 'presence'] },
 )

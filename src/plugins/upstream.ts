@@ -97,6 +97,7 @@ export default fp(
       status.position = newest ?? 0
       client = new StreamClient({
         url: cfg.url,
+        token: cfg.token,
         lastEventId: newest,
         minBackoffMs: cfg.reconnectMinMs,
         maxBackoffMs: cfg.reconnectMaxMs,

@@ -6,6 +6,8 @@ import { Progress, type ProgressOutput } from './progress.js'
 
 export interface RecordOptions {
   url: string
+  /** A JWT for a private stream (see StreamClientOptions.token). */
+  token?: string
   file: string
   /** Progress and notes; default process.stderr. */
   output?: ProgressOutput
@@ -75,6 +77,7 @@ export async function startRecording(opts: RecordOptions): Promise<Recorder> {
 
   const client = new StreamClient({
     url: opts.url,
+    token: opts.token,
     lastEventId: lastId,
     minBackoffMs: opts.minBackoffMs,
     maxBackoffMs: opts.maxBackoffMs,

@@ -1,8 +1,10 @@
 import { createHash, timingSafeEqual } from 'node:crypto'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { Type } from 'typebox'
+import { deniedTargets } from '../claims.js'
 import { errorBody, refuse, schemaErrors } from '../errors.js'
 import { decodeEvent, InvalidEventError } from '../event.js'
+import { TokenError } from '../plugins/auth.js'
 import { StoreRejectedError, StoreUnavailableError } from '../store/event-store.js'
 
 const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,200}$/
@@ -31,17 +33,28 @@ export default async function messages(app: FastifyInstance): Promise<void> {
     return refuse(reply, 415, `send the event as JSON with content-type: application/json (got ${got})`)
   }
 
+  /**
+   * The server's post token allows everything; with JWT auth on, a JWT allows the rooms and
+   * competitions of its "tailcast.publish" claim (checked once the event is read). Only from the
+   * header: a cookie would let any page post with a visitor's token.
+   */
   async function authorize(req: FastifyRequest, reply: FastifyReply): Promise<void> {
     if (!enabled) return refuse(reply, 403, 'posting is disabled on this server')
-    if (expected === null) return
+    if (expected === null && !app.auth.enabled) return
     const header = req.headers.authorization ?? ''
     const m = /^Bearer (.+)$/i.exec(header)
     if (m === null) {
-      return refuse(reply.header('www-authenticate', 'Bearer'), 401, 'POST /messages needs "Authorization: Bearer <token>"')
+      const what = app.auth.enabled ? 'a JWT with a "tailcast.publish" claim' : '<token>'
+      return refuse(reply.header('www-authenticate', 'Bearer'), 401, `POST /messages needs "Authorization: Bearer ${what}"`)
     }
     // Compare digests so that neither the length nor the content of the token leaks through timing.
-    if (!timingSafeEqual(digest(m[1]), expected)) {
-      return refuse(reply, 403, 'the bearer token is not valid')
+    if (expected !== null && timingSafeEqual(digest(m[1]), expected)) return
+    if (!app.auth.enabled) return refuse(reply, 403, 'the bearer token is not valid')
+    try {
+      req.authorization = await app.auth.verify(m[1])
+    } catch (err) {
+      if (!(err instanceof TokenError)) throw err
+      return refuse(reply.header('www-authenticate', 'Bearer error="invalid_token"'), 401, err.message)
     }
   }
 
@@ -49,7 +62,7 @@ export default async function messages(app: FastifyInstance): Promise<void> {
   app.get('/posting', async () => {
     if (app.upstream) return { enabled: false, tokenRequired: false, reason: `this server is a read-only relay of ${app.upstream.url}: post events to the upstream` }
     if (!enabled) return { enabled: false, tokenRequired: false, reason: 'posting is disabled on this server' }
-    return { enabled: true, tokenRequired: expected !== null }
+    return { enabled: true, tokenRequired: expected !== null || app.auth.enabled }
   })
 
   app.post('/messages', { onRequest: authorize, preParsing: jsonOnly, schema: { querystring: NO_QUERY }, schemaErrorFormatter: schemaErrors(NO_QUERY) }, async (req, reply) => {
@@ -64,6 +77,8 @@ export default async function messages(app: FastifyInstance): Promise<void> {
       }
       throw err
     }
+    const denied = req.authorization === null ? [] : deniedTargets(req.authorization.grant, event)
+    if (denied.length > 0) return refuse(reply, 403, `the token may not post to ${denied.join(' or ')} (its "tailcast.publish" claim); nothing was stored`)
     const key = req.headers['idempotency-key']
     if (key !== undefined) {
       if (typeof key !== 'string' || !IDEMPOTENCY_KEY.test(key)) {

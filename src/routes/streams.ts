@@ -7,7 +7,7 @@ import { NAME_PATTERN, NAME_RULE } from '../event.js'
 import { SseTransport } from '../hub/sse-transport.js'
 import type { Transport } from '../hub/transport.js'
 import { WsTransport } from '../hub/ws-transport.js'
-import type { StreamFilter } from '../stream.js'
+import { streamPath, type StreamFilter } from '../stream.js'
 
 /** Resume ids are positive integers as decimal text; "0" means "from the start". */
 const RESUME_ID = /^(0|[1-9][0-9]{0,15})$/
@@ -22,9 +22,11 @@ const lastEventId = Type.Optional(Type.String({ minLength: 1, description: `last
 const unnamed = Type.Optional(
   Type.String({ pattern: '^(1|true|0|false)$', description: 'unnamed must be 1 or true (every event without an "event:" line, for EventSource.onmessage), or 0 or false' }),
 )
-const STREAM_QUERY = Type.Object({ lastEventId, unnamed }, { additionalProperties: false })
+/** A JWT for EventSource, which cannot set headers; read by the auth plugin (plugins/auth.ts). */
+const access_token = Type.Optional(Type.String({ minLength: 1, description: 'access_token must be a JWT' }))
+const STREAM_QUERY = Type.Object({ lastEventId, unnamed, access_token }, { additionalProperties: false })
 const ROOM_QUERY = Type.Object(
-  { room: Type.Optional(Type.String({ pattern: NAME_PATTERN, description: `room must be ${NAME_RULE} (one room per stream; leave it out to follow every room)` })), lastEventId, unnamed },
+  { room: Type.Optional(Type.String({ pattern: NAME_PATTERN, description: `room must be ${NAME_RULE} (one room per stream; leave it out to follow every room)` })), lastEventId, unnamed, access_token },
   { additionalProperties: false },
 )
 const COMPETITION_PARAMS = Type.Object({ id: Type.String({ pattern: NAME_PATTERN, description: `the competition id must be ${NAME_RULE}` }) })
@@ -91,6 +93,7 @@ export default async function streams(fastify: FastifyInstance): Promise<void> {
       if (!(err instanceof BadStreamRequest)) throw err
       return refuse(reply, 400, err.message)
     }
+    if (app.auth.authorize(req, reply, streamPath(req.stream.filter)) !== undefined) return
     if (perAddress > 0 && (open.get(req.ip) ?? 0) >= perAddress) {
       return refuse(reply, 429, `at most ${perAddress} streams per client address`)
     }
@@ -110,6 +113,7 @@ export default async function streams(fastify: FastifyInstance): Promise<void> {
       req.log.error({ err }, 'stream failed; the client will reconnect')
       transport.close('error')
     })
+    app.auth.endAtExpiry(req, transport)
   }
 
   const paths = [
@@ -124,6 +128,8 @@ export default async function streams(fastify: FastifyInstance): Promise<void> {
       schema,
       schemaErrorFormatter: schemaErrors(schema.querystring),
       config: { requestLogLevel: 'debug' },
+      // Authentication first (401, before the query is even checked), authorization in parse (403).
+      onRequest: app.auth.authenticate,
       preHandler: parse,
       handler: async (req, reply) => {
         reply.hijack()

@@ -1,3 +1,4 @@
+import { SignJWT } from 'jose'
 import type { Page } from 'playwright-core'
 import t from 'tap'
 import { MemoryEventStore } from '../../src/store/memory-store.js'
@@ -333,6 +334,46 @@ t.test('EventSource: with ?unnamed=1 onmessage gets every event (control events 
   await page.waitForFunction(() => (window as unknown as { resumed: string[] }).resumed.includes('live'), undefined, { timeout: 10_000 })
   t.same(await page.evaluate(() => (window as unknown as { resumed: string[] }).resumed), ['reset', 'CompetitionActivatedEvent', 'LapCompleted', 'ScoreEvent', 'LapCompleted', 'HeatStartedEvent', 'message', 'live'])
   await page.close()
+})
+
+t.test('private streams: a token from the page URL or a cookie opens room vip, shows the viewers; without one the page says 401', async (t) => {
+  const secret = 'web-page-secret-that-is-long-enough-012345'
+  const server = await startServer({ auth: { jwt: { secret } } })
+  t.teardown(() => server.close())
+  const sign = (claim: unknown) =>
+    new SignJWT({ tailcast: claim }).setProtectedHeader({ alg: 'HS256' }).setExpirationTime('10m').sign(new TextEncoder().encode(secret))
+  const vip = await sign({ subscribe: ['/messages?room=vip'], publish: ['room:vip'] })
+
+  const withUrl = await openPage(`${server.url}/?access_token=${vip}#/rooms/vip`)
+  await waitLive(withUrl)
+  t.notMatch(withUrl.url(), /access_token/, 'the token is taken out of the address bar')
+  await withUrl.fill('#send-text', 'hello vip')
+  await withUrl.press('#send-text', 'Enter')
+  await withUrl.waitForSelector('#room-messages li:has-text("hello vip")', { timeout: 5000 })
+  t.pass('the page posts with its token (publish: room:vip)')
+
+  await browser.context.addCookies([{ name: 'tailcast_token', value: vip, url: server.url, sameSite: 'Strict' }])
+  const withCookie = await openPage(`${server.url}/#/rooms/vip`)
+  await waitLive(withCookie)
+  await withCookie.waitForSelector('#room-messages li:has-text("hello vip")', { timeout: 5000 })
+  for (const page of [withUrl, withCookie]) {
+    await page.waitForSelector('#viewers[data-count="2"]:not([hidden])', { timeout: 15_000 })
+    t.match(await page.textContent('#viewers'), /2 watching/, 'the viewer count is shown')
+  }
+  await withCookie.screenshot({ path: browser.shot('private-room'), fullPage: true })
+  await browser.context.clearCookies()
+
+  const without = await openPage(`${server.url}/#/rooms/vip`)
+  await without.waitForSelector('#conn[data-state="unauthorized"]', { timeout: 10_000 })
+  t.match(await without.textContent('#conn-detail'), /needs a token[\s\S]*access_token=YOUR_TOKEN/, 'the page says why and what to do')
+  t.equal(await without.$$eval('#room-messages li', (els) => els.length), 0, 'nothing of the room is shown')
+  await without.screenshot({ path: browser.shot('private-room-401'), fullPage: true })
+
+  // Same tab session: the token is kept; another room is not this token's.
+  await withUrl.evaluate(() => (location.hash = '#/rooms/other'))
+  await withUrl.waitForSelector('#conn[data-state="forbidden"]', { timeout: 10_000 })
+  t.match(await withUrl.textContent('#conn-detail'), /does not allow the stream \/messages\?room=other/)
+  for (const p of [withUrl, withCookie, without]) await p.close()
 })
 
 t.test('no page had an uncaught script error', async (t) => {

@@ -1,0 +1,113 @@
+import { randomBytes } from 'node:crypto'
+import { hostname } from 'node:os'
+import fp from 'fastify-plugin'
+import type { Collection } from 'mongodb'
+import { closeStep } from '../bounded.js'
+import { MongoEventStore } from '../store/mongo-store.js'
+
+/** How often an instance writes its counts when they changed, and rewrites them anyway. */
+const WRITE_MS = 500
+const REFRESH_MS = 5000
+/** An instance's counts older than this are left out: it stopped or lost the store. */
+export const PRESENCE_STALE_MS = 15_000
+/** Reads of the other instances' counts are shared for this long: every viewer of a page polls. */
+const READ_CACHE_MS = 1000
+
+export interface Presence {
+  /** Clients following each stream key, summed over the instances sharing the store. */
+  counts(): Promise<Map<string, number>>
+  /** Instances whose counts are summed (this one included). */
+  instances(): Promise<number>
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    presence: Presence
+  }
+}
+
+interface PresenceDoc {
+  _id: string
+  at: Date
+  counts: { k: string; n: number }[]
+}
+
+/**
+ * Who is watching (`app.presence`). Each instance on a MongoDB store keeps one document in
+ * `<collection>_presence` with its clients per stream key, rewritten when they change (at most every
+ * 0.5 s) and every 5 s; a read sums this instance's live counts with the other documents younger than
+ * 15 s (a crashed instance drops out; a TTL index removes its document). The embedded store serves
+ * one process: its counts are the hub's.
+ */
+export default fp(
+  async (app) => {
+    const hub = app.hub
+    const store = app.store
+    if (!(store instanceof MongoEventStore)) {
+      app.decorate('presence', { counts: async () => hub.presence(), instances: async () => 1 })
+      return
+    }
+    const id = `${hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`
+    const coll: Collection<PresenceDoc> = store.client.db(store.config.database).collection(`${store.config.collection}_presence`)
+    try {
+      await coll.createIndex({ at: 1 }, { expireAfterSeconds: 60 })
+    } catch (err) {
+      app.log.warn({ err }, 'presence: no TTL index (documents of stopped instances stay until overwritten; they are ignored after 15 s)')
+    }
+    let written = ''
+    let writtenAt = 0
+    let writing = false
+    let failing = false
+    const write = async (): Promise<void> => {
+      const counts = [...hub.presence()].map(([k, n]) => ({ k, n }))
+      const text = JSON.stringify(counts)
+      if (writing || (text === written && Date.now() - writtenAt < REFRESH_MS)) return
+      writing = true
+      try {
+        await coll.replaceOne({ _id: id }, { at: new Date(), counts }, { upsert: true })
+        written = text
+        writtenAt = Date.now()
+        if (failing) app.log.info('presence: this instance\'s counts are written again')
+        failing = false
+      } catch (err) {
+        // Once per outage, not twice a second.
+        if (!failing) app.log.warn({ err }, 'presence: writing this instance\'s counts failed; retrying every 0.5 s')
+        failing = true
+      } finally {
+        writing = false
+      }
+    }
+    await write()
+    const timer = setInterval(() => void write(), WRITE_MS)
+    timer.unref()
+
+    let cached: { at: number; docs: Promise<PresenceDoc[]> } | undefined
+    const others = (): Promise<PresenceDoc[]> => {
+      if (cached === undefined || Date.now() - cached.at > READ_CACHE_MS) {
+        const docs = coll.find({ _id: { $ne: id }, at: { $gt: new Date(Date.now() - PRESENCE_STALE_MS) } }, { maxTimeMS: 2000 }).toArray()
+        // A failed read is not kept: the next request tries again.
+        docs.catch(() => (cached = undefined))
+        cached = { at: Date.now(), docs }
+      }
+      return cached.docs
+    }
+    app.decorate('presence', {
+      async counts() {
+        const sum = hub.presence()
+        for (const doc of await others()) for (const { k, n } of doc.counts) sum.set(k, (sum.get(k) ?? 0) + n)
+        return sum
+      },
+      async instances() {
+        return 1 + (await others()).length
+      },
+    })
+    // Before the store closes: the others stop counting this instance's clients at once.
+    app.addHook('preClose', () =>
+      closeStep(app.log, 'presence (this instance\'s counts removed)', async () => {
+        clearInterval(timer)
+        await coll.deleteOne({ _id: id })
+      }),
+    )
+  },
+  { name: 'presence', dependencies: ['hub', 'store'] },
+)
