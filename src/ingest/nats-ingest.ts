@@ -59,6 +59,8 @@ export const DEAD_LETTER_HEADERS = {
 const DEAD_LETTER_HEADER_ROOM = 4096
 
 const LEASE_KEY = 'writer'
+/** How long an instance starting waits for JetStream to answer its set-up (the plugin timeout is 60 s). */
+const JETSTREAM_SETUP_MS = 40_000
 const IDEMPOTENCY_HEADER = 'Tailcast-Idempotency-Key'
 
 export function leaseBucket(cfg: NatsConfig): string {
@@ -191,12 +193,18 @@ export class NatsIngest {
     this.st.server = nc.getServer()
     void this.watchStatus(nc)
     this.js = nc.jetstream()
-    this.jsm = await nc.jetstreamManager()
-    await this.ensureStream(this.cfg.stream, [this.cfg.subject])
-    await this.ensureStream(deadLetterStream(this.cfg), [this.cfg.deadLetterSubject])
-    this.kv = await this.js.views.kv(leaseBucket(this.cfg), { history: 1, ttl: this.cfg.leaseSeconds * 1000, replicas: this.cfg.replicas })
-    // A bucket made before nats.replicas changed keeps its copies: scaled like the streams.
-    await this.ensureStream(`KV_${leaseBucket(this.cfg)}`, [])
+    await this.untilJetStreamAnswers(async () => {
+      this.jsm = await nc.jetstreamManager()
+      await this.ensureStream(this.cfg.stream, [this.cfg.subject])
+      await this.ensureStream(deadLetterStream(this.cfg), [this.cfg.deadLetterSubject])
+      this.kv = await this.js.views.kv(leaseBucket(this.cfg), { history: 1, ttl: this.cfg.leaseSeconds * 1000, replicas: this.cfg.replicas })
+      // A bucket made before nats.replicas changed keeps its copies: scaled like the streams.
+      await this.ensureStream(`KV_${leaseBucket(this.cfg)}`, [])
+    }).catch(async (err: unknown) => {
+      // No plugin close hook runs for a start that failed: the connection would keep the process up.
+      await nc.close().catch(() => {})
+      throw err
+    })
     this.leaseTimer = setInterval(() => void this.leaseTick(), Math.max(200, (this.cfg.leaseSeconds * 1000) / 3))
     await this.leaseTick()
   }
@@ -260,6 +268,28 @@ export class NatsIngest {
         this.log.info({ nats: 'reconnected', server: this.st.server }, 'NATS reconnected')
         // Deliveries and acks in flight may be lost: restart consuming from the store's position.
         if (this.st.writer) this.restartWriter()
+      }
+    }
+  }
+
+  /**
+   * Run the JetStream set-up again while JetStream cannot answer yet: a cluster that is still
+   * electing its meta or stream leaders (nodes starting, one lost, a busy host) times out or has
+   * no responders for a few seconds, and an instance starting then should wait, not exit. Bounded
+   * well inside Fastify's plugin timeout; any other error (permissions, a conflicting stream) at once.
+   */
+  private async untilJetStreamAnswers(setUp: () => Promise<void>): Promise<void> {
+    const deadline = Date.now() + JETSTREAM_SETUP_MS
+    for (let wait = 250; ; wait = Math.min(wait * 2, 2000)) {
+      try {
+        return await setUp()
+      } catch (err) {
+        const e = err as { code?: string; message?: string }
+        const notYet = e.code === 'TIMEOUT' || /timeout|no responders|temporarily unavailable|leader/i.test(`${e.code ?? ''} ${e.message ?? ''}`)
+        if (e.code === '503') throw new Error('NATS (nats.url) has no JetStream: nothing answered its API (503 no responders); start nats-server with JetStream (-js)')
+        if (!notYet || Date.now() + wait > deadline) throw err
+        this.log.warn({ err: e.message, retryInMs: wait }, 'JetStream is not answering yet (a cluster electing its leaders?); retrying the set-up')
+        await new Promise((r) => setTimeout(r, wait))
       }
     }
   }

@@ -54,7 +54,8 @@ export interface OwnNats {
   dispose(): Promise<void>
 }
 
-export async function ownNatsServer(): Promise<OwnNats> {
+/** A nats-server of the test's own (JetStream on unless `jetstream: false`), to stop and start. */
+export async function ownNatsServer({ jetstream = true } = {}): Promise<OwnNats> {
   if (!existsSync(NATS_SERVER_BIN)) {
     throw new Error(`${NATS_SERVER_BIN} is missing: install it with \`apt-get install nats-server\` (or set NATS_SERVER_BIN)`)
   }
@@ -64,7 +65,7 @@ export async function ownNatsServer(): Promise<OwnNats> {
   const own: OwnNats = {
     url: `nats://127.0.0.1:${port}`,
     async start() {
-      child = spawn(NATS_SERVER_BIN, ['-js', '-a', '127.0.0.1', '-p', String(port), '-sd', dir], { stdio: 'ignore' })
+      child = spawn(NATS_SERVER_BIN, [...(jetstream ? ['-js'] : []), '-a', '127.0.0.1', '-p', String(port), '-sd', dir], { stdio: 'ignore' })
       await waitForPort(port, 10_000, 'nats-server')
     },
     async stop() {

@@ -3,7 +3,8 @@ import type { NewEvent } from '../../src/event.js'
 import type { EventStore } from '../../src/store/event-store.js'
 import { MemoryEventStore } from '../../src/store/memory-store.js'
 import { dataEvents, isLive, openSse, openWs } from '../helpers/clients.js'
-import { natsTestServer } from '../helpers/nats.js'
+import { natsTestServer, ownNatsServer } from '../helpers/nats.js'
+import { startServer } from '../helpers/server.js'
 
 const enc = (v: unknown): Uint8Array => new TextEncoder().encode(JSON.stringify(v))
 
@@ -109,4 +110,10 @@ t.test('Idempotency-Key through NATS: a retry gets the first id (JetStream messa
   const second = await server.post({ text: 'two', room: 'k' })
   await follower.waitFor((es) => dataEvents(es).length >= 2, 10_000, 'the next event')
   t.same(dataEvents(follower.events).map((e) => e.id), [first.body.id, second.body.id], 'stored once')
+})
+
+t.test('a NATS server without JetStream stops the start with what to do (no waiting for it as for a cluster electing leaders)', async (t) => {
+  const plain = await ownNatsServer({ jetstream: false })
+  t.teardown(() => plain.dispose())
+  await t.rejects(startServer({ nats: { url: plain.url } }), /NATS \(nats\.url\) has no JetStream: .*start nats-server with JetStream \(-js\)/)
 })
