@@ -59,7 +59,7 @@ export function mayFollow(grant: Grant, path: string): boolean {
 }
 
 /** What an event is posted to: its room and its competition (`room:ROOM`, `competition:ID`). */
-export function publishTargets(e: Pick<NewEvent, 'room' | 'competitionId'>): string[] {
+function publishTargets(e: Pick<NewEvent, 'room' | 'competitionId'>): string[] {
   const targets: string[] = []
   if (e.room !== undefined) targets.push(`room:${e.room}`)
   if (e.competitionId !== undefined) targets.push(`competition:${e.competitionId}`)
@@ -86,12 +86,19 @@ export interface MintOptions {
   audience?: string
 }
 
+/** The JWT algorithm of an RSA (RS256) or EC P-256 (ES256) key, public or private; undefined for any other. */
+export function algorithmOf(key: KeyObject): 'RS256' | 'ES256' | undefined {
+  if (key.asymmetricKeyType === 'rsa') return 'RS256'
+  if (key.asymmetricKeyType === 'ec' && key.asymmetricKeyDetails?.namedCurve === 'prime256v1') return 'ES256'
+  return undefined
+}
+
 /** The signing key for `tailcast token`: an HS256 secret, or a PEM private key (RSA: RS256, EC P-256: ES256). */
 export function signingKey(source: { secret: string } | { privateKeyPem: string }): { key: Uint8Array | KeyObject; alg: string } {
   if ('secret' in source) return { key: new TextEncoder().encode(source.secret), alg: 'HS256' }
   const key = createPrivateKey(source.privateKeyPem)
-  if (key.asymmetricKeyType === 'rsa') return { key, alg: 'RS256' }
-  if (key.asymmetricKeyType === 'ec' && key.asymmetricKeyDetails?.namedCurve === 'prime256v1') return { key, alg: 'ES256' }
+  const alg = algorithmOf(key)
+  if (alg !== undefined) return { key, alg }
   throw new ClaimError(`an RSA (RS256) or EC P-256 (ES256) private key is needed, got ${key.asymmetricKeyType ?? 'another kind'}`)
 }
 

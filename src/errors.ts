@@ -3,6 +3,7 @@ import type { Socket } from 'node:net'
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest, FastifySchemaValidationError } from 'fastify'
 import type { SchemaErrorDataVar, SchemaErrorFormatter } from 'fastify/types/schema.js'
 import { redactUrl } from './config.js'
+import { quoted } from './event.js'
 
 /**
  * The one error shape of every HTTP answer that is not a success: routes, schema validation,
@@ -47,6 +48,12 @@ function clientMessage(err: FastifyError, req: FastifyRequest): string {
   return err.message
 }
 
+/** A 503 with the one error shape, the request id to quote (a 5xx), and when to retry if known. */
+export function unavailable(reply: FastifyReply, message: string, retryAfterSeconds?: number): FastifyReply {
+  if (retryAfterSeconds !== undefined) void reply.header('retry-after', String(retryAfterSeconds))
+  return reply.code(503).send({ ...errorBody(503, message), requestId: reply.request.id })
+}
+
 /**
  * The error handler (also for Fastify's framework errors). A 4xx is the client's to read: its
  * message, logged at info without a stack. A 5xx can carry internals (a store's source positions,
@@ -59,12 +66,6 @@ export function sendError(err: FastifyError, req: FastifyRequest, reply: Fastify
   if (statusCode < 500) return refuse(reply, statusCode, clientMessage(err, req))
   req.log.error({ err }, 'request failed')
   return reply.code(statusCode).send({ ...errorBody(statusCode, `internal error (request id ${req.id}); see the server log`), requestId: req.id })
-}
-
-/** A value as JSON for a message, cut to about 80 characters. */
-export function quoted(value: unknown): string {
-  const text = JSON.stringify(value) ?? String(value)
-  return text.length <= 80 ? text : `${text.slice(0, 76)}…${text.endsWith('"') ? '"' : ''}`
 }
 
 /** Ajv's error with what `verbose: true` adds: the value that failed and the schema holding the rule. */

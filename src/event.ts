@@ -87,12 +87,18 @@ function describe(errors: ErrorObject[] | null | undefined): string {
     case 'maxLength':
       return `${where} must be at most ${plural(Number(p.limit), 'character')} (got ${String(e.data).length})`
     case 'pattern':
-      return `${where} must be ${String((e.parentSchema as { description?: string }).description)} (got ${JSON.stringify(e.data).slice(0, 60)})`
+      return `${where} must be ${String((e.parentSchema as { description?: string }).description)} (got ${quoted(e.data)})`
   }
   return `${where} ${e.message ?? 'is invalid'}`
 }
 
-export function plural(n: number, unit: string): string {
+/** A value as JSON for a message, cut to about 80 characters. */
+export function quoted(value: unknown): string {
+  const text = JSON.stringify(value) ?? String(value)
+  return text.length <= 80 ? text : `${text.slice(0, 76)}…${text.endsWith('"') ? '"' : ''}`
+}
+
+function plural(n: number, unit: string): string {
   return `${n} ${unit}${n === 1 ? '' : 's'}`
 }
 

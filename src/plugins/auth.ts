@@ -2,8 +2,9 @@ import { createPublicKey, type KeyObject } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
+import { Type } from 'typebox'
 import { createLocalJWKSet, errors, jwtVerify, type JSONWebKeySet, type JWTVerifyGetKey, type JWTVerifyOptions, type JWTVerifyResult } from 'jose'
-import { ClaimError, grantOf, mayFollow, type Grant } from '../claims.js'
+import { algorithmOf, ClaimError, grantOf, mayFollow, type Grant } from '../claims.js'
 import { ConfigError, type Config } from '../config.js'
 import { refuse } from '../errors.js'
 import type { Transport } from '../hub/transport.js'
@@ -14,6 +15,9 @@ export interface Authorization {
   expiresAt: number | null
 }
 
+/** The `access_token` query parameter (EventSource cannot set headers), for the routes' query schemas. */
+export const ACCESS_TOKEN_PARAM = Type.Optional(Type.String({ minLength: 1, description: 'access_token must be a JWT' }))
+
 export class TokenError extends Error {
   override name = 'TokenError'
 }
@@ -21,10 +25,14 @@ export class TokenError extends Error {
 export interface Auth {
   /** A key is configured: stream requests need a token. */
   readonly enabled: boolean
+  /** The token of the `Authorization: Bearer` header (the only place a POST may carry one). */
+  bearerOf(req: FastifyRequest): string | undefined
   /** The request's token: `Authorization: Bearer`, else `?access_token=`, else the cookie. */
   tokenOf(req: FastifyRequest): string | undefined
   /** Verify a token (signature, algorithm, exp, nbf, iss, aud, claim shape); throws TokenError. */
   verify(token: string): Promise<Authorization>
+  /** Verify `token` into `req.authorization`, or answer 401 saying why; false when refused. */
+  accept(req: FastifyRequest, reply: FastifyReply, token: string): Promise<boolean>
   /** onRequest hook of the stream routes: 401 unless a valid token came; sets `req.authorization`. */
   authenticate(req: FastifyRequest, reply: FastifyReply): Promise<void>
   /** 403 unless the request's token allows the stream at `path`; call before the stream starts. */
@@ -60,8 +68,8 @@ function keyOf(jwt: Config['auth']['jwt']): Key | null {
     } catch (err) {
       throw new ConfigError(`auth.jwt.publicKeyFile ${jwt.publicKeyFile}: not a readable PEM public key (${(err as NodeJS.ErrnoException).code ?? 'unreadable'})`)
     }
-    if (key.asymmetricKeyType === 'rsa') return bound(key, ['RS256'])
-    if (key.asymmetricKeyType === 'ec' && key.asymmetricKeyDetails?.namedCurve === 'prime256v1') return bound(key, ['ES256'])
+    const alg = algorithmOf(key)
+    if (alg !== undefined) return bound(key, [alg])
     throw new ConfigError(`auth.jwt.publicKeyFile ${jwt.publicKeyFile}: an RSA (RS256) or EC P-256 (ES256) public key is needed, got ${key.asymmetricKeyType ?? 'another kind'}`)
   }
   if (jwt.jwksFile !== '') {
@@ -132,9 +140,13 @@ export default fp(
     const auth: Auth = {
       enabled: key !== null,
 
+      bearerOf(req) {
+        return /^Bearer +(\S+) *$/i.exec(req.headers.authorization ?? '')?.[1]
+      },
+
       tokenOf(req) {
-        const m = /^Bearer +(\S+) *$/i.exec(req.headers.authorization ?? '')
-        if (m !== null) return m[1]
+        const bearer = auth.bearerOf(req)
+        if (bearer !== undefined) return bearer
         const q = (req.query as { access_token?: unknown } | undefined)?.access_token
         if (typeof q === 'string' && q !== '') return q
         return cookieValue(req.headers.cookie, cookie)
@@ -160,11 +172,17 @@ export default fp(
             `this stream needs a token: "Authorization: Bearer <token>", ?access_token=<token> or the ${cookie} cookie`,
           )
         }
+        await auth.accept(req, reply, token)
+      },
+
+      async accept(req, reply, token) {
         try {
           req.authorization = await auth.verify(token)
+          return true
         } catch (err) {
           if (!(err instanceof TokenError)) throw err
-          return void refuse(reply.header('www-authenticate', 'Bearer error="invalid_token"'), 401, err.message)
+          refuse(reply.header('www-authenticate', 'Bearer error="invalid_token"'), 401, err.message)
+          return false
         }
       },
 

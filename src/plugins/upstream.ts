@@ -1,6 +1,7 @@
 import fp from 'fastify-plugin'
 import { StreamClient } from '../client/stream-client.js'
 import { redactUrl } from '../config.js'
+import { unavailable } from '../errors.js'
 import { isStreamRequest } from '../stream.js'
 
 /** What a relay knows about its upstream (for logs, tests, and later /ready and /metrics). */
@@ -85,8 +86,8 @@ export default fp(
         // An empty stream would look like a quiet upstream: say that the relay does not follow one.
         const problem = upstreamProblem(status)
         if (problem !== null) {
-          if (status.stopped === null) void reply.header('retry-after', String(Math.max(1, Math.ceil(cfg.reconnectMaxMs / 1000))))
-          return reply.code(503).send({ statusCode: 503, error: 'Service Unavailable', message: `this relay cannot serve streams: ${problem}` })
+          const retryAfter = status.stopped === null ? Math.max(1, Math.ceil(cfg.reconnectMaxMs / 1000)) : undefined
+          return unavailable(reply, `this relay cannot serve streams: ${problem}`, retryAfter)
         }
       }
     })
@@ -129,7 +130,8 @@ export default fp(
           status.connected = s.state === 'open'
           if (s.state === 'open') status.error = null
           if (s.state === 'down') {
-            status.error = `${redactUrl(s.error)} (retrying in ${s.retryInMs} ms)`
+            // The stream client redacts what it reports (URLs, redirect targets).
+            status.error = `${s.error} (retrying in ${s.retryInMs} ms)`
             app.log.warn({ upstream: shown, error: s.error, retryInMs: s.retryInMs }, 'upstream disconnected; reconnecting')
           }
         },

@@ -2,9 +2,8 @@ import { createHash, timingSafeEqual } from 'node:crypto'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { Type } from 'typebox'
 import { deniedTargets } from '../claims.js'
-import { errorBody, refuse, schemaErrors } from '../errors.js'
+import { refuse, schemaErrors, unavailable } from '../errors.js'
 import { decodeEvent, InvalidEventError } from '../event.js'
-import { TokenError } from '../plugins/auth.js'
 import { StoreRejectedError, StoreUnavailableError } from '../store/event-store.js'
 
 const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,200}$/
@@ -41,21 +40,15 @@ export default async function messages(app: FastifyInstance): Promise<void> {
   async function authorize(req: FastifyRequest, reply: FastifyReply): Promise<void> {
     if (!enabled) return refuse(reply, 403, 'posting is disabled on this server')
     if (expected === null && !app.auth.enabled) return
-    const header = req.headers.authorization ?? ''
-    const m = /^Bearer (.+)$/i.exec(header)
-    if (m === null) {
+    const bearer = app.auth.bearerOf(req)
+    if (bearer === undefined) {
       const what = app.auth.enabled ? 'a JWT with a "tailcast.publish" claim' : '<token>'
       return refuse(reply.header('www-authenticate', 'Bearer'), 401, `POST /messages needs "Authorization: Bearer ${what}"`)
     }
     // Compare digests so that neither the length nor the content of the token leaks through timing.
-    if (expected !== null && timingSafeEqual(digest(m[1]), expected)) return
+    if (expected !== null && timingSafeEqual(digest(bearer), expected)) return
     if (!app.auth.enabled) return refuse(reply, 403, 'the bearer token is not valid')
-    try {
-      req.authorization = await app.auth.verify(m[1])
-    } catch (err) {
-      if (!(err instanceof TokenError)) throw err
-      return refuse(reply.header('www-authenticate', 'Bearer error="invalid_token"'), 401, err.message)
-    }
+    await app.auth.accept(req, reply, bearer)
   }
 
   // What a page needs to know before offering a send box: no side effect, nothing logged as refused.
@@ -102,7 +95,7 @@ export default async function messages(app: FastifyInstance): Promise<void> {
         const message = err.certain
           ? 'the store is unavailable; the event was not stored: retry later'
           : 'the store did not confirm the write, so the event may have been stored: retry with the same Idempotency-Key header to store it exactly once'
-        return reply.code(503).header('retry-after', '1').send({ ...errorBody(503, message), requestId: req.id })
+        return unavailable(reply, message, 1)
       }
       throw err
     }

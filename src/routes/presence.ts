@@ -1,13 +1,14 @@
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { FastifyInstance } from 'fastify'
 import { Type } from 'typebox'
-import { errorBody, refuse, schemaErrors } from '../errors.js'
+import { refuse, schemaErrors, unavailable } from '../errors.js'
+import { ACCESS_TOKEN_PARAM } from '../plugins/auth.js'
 import { keyOfPath } from '../stream.js'
 
 const PRESENCE_QUERY = Type.Object(
   {
     stream: Type.String({ minLength: 1, maxLength: 300, description: 'stream must be a stream path, e.g. /messages?room=vip or /v1/competitions/c-42' }),
-    access_token: Type.Optional(Type.String({ minLength: 1, description: 'access_token must be a JWT' })),
+    access_token: ACCESS_TOKEN_PARAM,
   },
   { additionalProperties: false },
 )
@@ -36,7 +37,7 @@ export default async function presence(fastify: FastifyInstance): Promise<void> 
         return { stream, clients: counts.get(key) ?? 0, instances }
       } catch (err) {
         req.log.warn({ err }, 'presence: the other instances\' counts cannot be read')
-        return reply.code(503).header('retry-after', '5').send(errorBody(503, 'the store is unavailable: the counts of the other instances cannot be read; retry later'))
+        return unavailable(reply, 'the store is unavailable: the counts of the other instances cannot be read; retry later', 5)
       }
     },
   )

@@ -2,8 +2,9 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { Type } from 'typebox'
 import type { WebSocket } from 'ws'
-import { quoted, refuse, schemaErrors } from '../errors.js'
-import { NAME_PATTERN, NAME_RULE } from '../event.js'
+import { refuse, schemaErrors } from '../errors.js'
+import { NAME_PATTERN, NAME_RULE, quoted } from '../event.js'
+import { ACCESS_TOKEN_PARAM } from '../plugins/auth.js'
 import { SseTransport } from '../hub/sse-transport.js'
 import type { Transport } from '../hub/transport.js'
 import { WsTransport } from '../hub/ws-transport.js'
@@ -22,8 +23,7 @@ const lastEventId = Type.Optional(Type.String({ minLength: 1, description: `last
 const unnamed = Type.Optional(
   Type.String({ pattern: '^(1|true|0|false)$', description: 'unnamed must be 1 or true (every event without an "event:" line, for EventSource.onmessage), or 0 or false' }),
 )
-/** A JWT for EventSource, which cannot set headers; read by the auth plugin (plugins/auth.ts). */
-const access_token = Type.Optional(Type.String({ minLength: 1, description: 'access_token must be a JWT' }))
+const access_token = ACCESS_TOKEN_PARAM
 const STREAM_QUERY = Type.Object({ lastEventId, unnamed, access_token }, { additionalProperties: false })
 const ROOM_QUERY = Type.Object(
   { room: Type.Optional(Type.String({ pattern: NAME_PATTERN, description: `room must be ${NAME_RULE} (one room per stream; leave it out to follow every room)` })), lastEventId, unnamed, access_token },
