@@ -52,7 +52,7 @@ export class Hub implements SubscriberHost {
   private upstreamWaiting: { position: number; storedThrough: number } | undefined
   private newestQuery: Promise<StoreBounds> | undefined
   private closing = false
-  /** Resolves once the history is warm (/ready waits for it). */
+  /** Resolves once the history is warm (/ready reads `history.isWarm`; tests await this). */
   warmed: Promise<void> = Promise.resolve()
 
   constructor(private readonly store: EventStore, private readonly opts: HubOptions) {
@@ -110,6 +110,7 @@ export class Hub implements SubscriberHost {
       this.history.warm(events.map((event) => ({ event, frame: this.frame(event) })), floor, complete)
     } catch (err) {
       // Everything after `through` passes through dispatch: the history is complete from there.
+      if (this.closing) return
       this.opts.log?.warn({ err }, 'warming the history from the store failed; it holds new events only')
       this.history.warm([], through, false)
     }
@@ -153,16 +154,22 @@ export class Hub implements SubscriberHost {
 
   /**
    * Is `id` past the newest stored event? Asked when a resume id is past what this process has
-   * seen (its tail lags the store). Concurrent askers share one store query (a storm of resumes
-   * costs one), and a "yes" from a shared answer is checked again, since that query may have
-   * started before the event was stored.
+   * seen (its tail lags the store). Concurrent askers share one store query. A "yes" from a query
+   * that was already running when asked is checked again, since it may have started before the
+   * event was stored: with the next shared query, which starts after this one ended. A storm of
+   * such resumes (a store replaced, every id past its newest) costs two queries, not one each.
    */
   async isPastNewest(id: number): Promise<boolean> {
+    const joined = this.newestQuery !== undefined
+    if (id <= (await this.sharedNewest())) return false
+    return !joined || id > (await this.sharedNewest())
+  }
+
+  private sharedNewest(): Promise<number> {
     if (this.newestQuery === undefined) {
       this.newestQuery = this.store.bounds().finally(() => (this.newestQuery = undefined))
     }
-    if (id <= ((await this.newestQuery).newest ?? 0)) return false
-    return id > ((await this.store.bounds()).newest ?? 0)
+    return this.newestQuery.then((b) => b.newest ?? 0)
   }
 
   countReplay(fromStore: boolean): void {
