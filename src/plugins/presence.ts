@@ -9,7 +9,7 @@ import { MongoEventStore } from '../store/mongo-store.js'
 const WRITE_MS = 500
 const REFRESH_MS = 5000
 /** An instance's counts older than this are left out: it stopped or lost the store. */
-export const PRESENCE_STALE_MS = 15_000
+const PRESENCE_STALE_MS = 15_000
 /** Reads of the other instances' counts are shared for this long: every viewer of a page polls. */
 const READ_CACHE_MS = 1000
 
@@ -56,13 +56,14 @@ export default fp(
     }
     let written = ''
     let writtenAt = 0
-    let writing = false
     let failing = false
-    const write = async (): Promise<void> => {
+    /** The write in flight: the next one waits for it, and so does the removal at close. */
+    let writing: Promise<void> | undefined
+    const write = (): Promise<void> => (writing ??= writeCounts().finally(() => (writing = undefined)))
+    const writeCounts = async (): Promise<void> => {
       const counts = [...hub.presence()].map(([k, n]) => ({ k, n }))
       const text = JSON.stringify(counts)
-      if (writing || (text === written && Date.now() - writtenAt < REFRESH_MS)) return
-      writing = true
+      if (text === written && Date.now() - writtenAt < REFRESH_MS) return
       try {
         await coll.replaceOne({ _id: id }, { at: new Date(), counts }, { upsert: true })
         written = text
@@ -73,8 +74,6 @@ export default fp(
         // Once per outage, not twice a second.
         if (!failing) app.log.warn({ err }, 'presence: writing this instance\'s counts failed; retrying every 0.5 s')
         failing = true
-      } finally {
-        writing = false
       }
     }
     await write()
@@ -86,7 +85,9 @@ export default fp(
       if (cached === undefined || Date.now() - cached.at > READ_CACHE_MS) {
         const docs = coll.find({ _id: { $ne: id }, at: { $gt: new Date(Date.now() - PRESENCE_STALE_MS) } }, { maxTimeMS: 2000 }).toArray()
         // A failed read is not kept: the next request tries again.
-        docs.catch(() => (cached = undefined))
+        docs.catch(() => {
+          if (cached?.docs === docs) cached = undefined
+        })
         cached = { at: Date.now(), docs }
       }
       return cached.docs
@@ -105,6 +106,8 @@ export default fp(
     app.addHook('preClose', () =>
       closeStep(app.log, 'presence (this instance\'s counts removed)', async () => {
         clearInterval(timer)
+        // An upsert landing after the removal would bring this instance's counts back for 15 s.
+        await writing
         await coll.deleteOne({ _id: id })
       }),
     )
