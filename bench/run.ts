@@ -210,7 +210,8 @@ let setupSeq = 0
 /** The environment for a phase's store, NATS and workers; each phase gets a fresh collection and stream. */
 function setupEnv(p: Phase): Record<string, string> {
   const env: Record<string, string> = { TAILCAST_STORE: p.store, TAILCAST_WORKERS: String(p.workers) }
-  if (p.storm !== undefined) env.TAILCAST_STORE_CAPACITY = String(2 * p.storm.events)
+  // The storm table counts the store's finds (tailcast_store_commands_total).
+  if (p.storm !== undefined) Object.assign(env, { TAILCAST_STORE_CAPACITY: String(2 * p.storm.events), TAILCAST_MONGODB_MONITOR_COMMANDS: 'true' })
   const tag = `bench_${process.pid}_${setupSeq++}`
   if (p.store === 'mongodb') {
     env.TAILCAST_MONGODB_DATABASE = 'tailcast_bench'

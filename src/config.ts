@@ -4,16 +4,16 @@ import { Type, type Static } from 'typebox'
 
 /*
  * The configuration's JSON schema, written once with TypeBox: `Config` is derived from it, Ajv
- * validates against it (TypeBox schemas are plain JSON Schema), and routes can reuse the pieces.
+ * validates against it (TypeBox schemas are plain JSON Schema).
  */
 
 const PositiveInt = Type.Integer({ minimum: 1 })
 
-export const LogLevelSchema = Type.Enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
-export const HostSchema = Type.String({ minLength: 1 })
-export const PortSchema = Type.Integer({ minimum: 0, maximum: 65535 })
+const LogLevelSchema = Type.Enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
+const HostSchema = Type.String({ minLength: 1 })
+const PortSchema = Type.Integer({ minimum: 0, maximum: 65535 })
 
-export const StoreConfigSchema = Type.Object(
+const StoreConfigSchema = Type.Object(
   {
     type: Type.Enum(['memory', 'mongodb']),
     capacity: PositiveInt,
@@ -24,6 +24,7 @@ export const StoreConfigSchema = Type.Object(
         collection: Type.String({ pattern: '^[A-Za-z0-9_.-]{1,120}$' }),
         cappedSize: Type.Integer({ minimum: 4096 }),
         cappedMax: PositiveInt,
+        monitorCommands: Type.Boolean(),
       },
       { additionalProperties: false },
     ),
@@ -31,7 +32,7 @@ export const StoreConfigSchema = Type.Object(
   { additionalProperties: false },
 )
 
-export const StreamsConfigSchema = Type.Object(
+const StreamsConfigSchema = Type.Object(
   {
     competitionsWindowHours: Type.Number({ exclusiveMinimum: 0 }),
     heartbeatSeconds: Type.Number({ minimum: 0.01 }),
@@ -48,9 +49,9 @@ export const StreamsConfigSchema = Type.Object(
   { additionalProperties: false },
 )
 
-export const PostConfigSchema = Type.Object({ enabled: Type.Boolean(), token: Type.String() }, { additionalProperties: false })
+const PostConfigSchema = Type.Object({ enabled: Type.Boolean(), token: Type.String() }, { additionalProperties: false })
 
-export const CorsConfigSchema = Type.Object(
+const CorsConfigSchema = Type.Object(
   { origins: Type.Array(Type.String()), methods: Type.Array(Type.String()), headers: Type.Array(Type.String()) },
   { additionalProperties: false },
 )
@@ -68,7 +69,7 @@ export const UpstreamConfigSchema = Type.Object(
   { additionalProperties: false },
 )
 
-export const NatsConfigSchema = Type.Object(
+const NatsConfigSchema = Type.Object(
   {
     /** Empty: NATS off (POST /messages writes to the store directly). Comma-separated for a cluster's nodes. May carry a token or user:password. */
     url: Type.String({ pattern: '^$|^(nats|tls|ws|wss)://' }),
@@ -91,7 +92,7 @@ export const NatsConfigSchema = Type.Object(
  * Subscriber (and publisher) authorization with JWTs: off while no key is set. One key source:
  * an HS256 secret, a PEM public key (RSA: RS256, EC P-256: ES256) or a JWKS file (RS256, ES256).
  */
-export const AuthConfigSchema = Type.Object(
+const AuthConfigSchema = Type.Object(
   {
     jwt: Type.Object(
       {
@@ -153,6 +154,7 @@ export const ENV_KEYS: Record<string, string> = {
   TAILCAST_MONGODB_COLLECTION: 'store.mongodb.collection',
   TAILCAST_MONGODB_CAPPED_SIZE: 'store.mongodb.cappedSize',
   TAILCAST_MONGODB_CAPPED_MAX: 'store.mongodb.cappedMax',
+  TAILCAST_MONGODB_MONITOR_COMMANDS: 'store.mongodb.monitorCommands',
   TAILCAST_COMPETITIONS_WINDOW_HOURS: 'streams.competitionsWindowHours',
   TAILCAST_HEARTBEAT_SECONDS: 'streams.heartbeatSeconds',
   TAILCAST_RETRY_MS: 'streams.retryMs',
