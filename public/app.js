@@ -172,9 +172,9 @@ class Feed {
   async error(es) {
     if (this.es !== es || this.closed) return
     if (es.readyState === EventSource.CLOSED) {
-      // A 401/403 is final until the page gets another token: say so instead of retrying.
+      // A 401/403 is final until the page gets another token: say so instead of retrying. The probe
+      // keeps the stream's lastEventId: if the server answers 200 by now, it resumes, not replays.
       const url = new URL(es.url)
-      url.searchParams.delete('lastEventId')
       const refused = await refusalOf(url.pathname + url.search)
       if (this.es !== es || this.closed) return
       if (refused) {
@@ -212,20 +212,21 @@ class Feed {
 // ---- viewer count ------------------------------------------------------------------------------
 /** How many follow the open stream (GET /v1/presence, over every instance), polled every 5 s. */
 const viewers = {
-  path: null,
+  /** Bumped by each follow(): a poll of an earlier one (even of the same path) stops. */
+  round: 0,
   timer: null,
 
   follow(path) {
-    this.path = path
+    const round = ++this.round
     clearTimeout(this.timer)
     $('viewers').hidden = true
-    if (path !== null) this.timer = setTimeout(() => this.poll(path), 300)
+    if (path !== null) this.timer = setTimeout(() => this.poll(path, round), 300)
   },
 
-  async poll(path) {
+  async poll(path, round) {
     try {
       const res = await fetch(`/v1/presence?stream=${encodeURIComponent(path)}`, { headers: authHeaders() })
-      if (this.path !== path) return
+      if (this.round !== round) return
       if (res.ok) {
         const { clients } = await res.json()
         $('viewers-count').textContent = String(clients)
@@ -235,7 +236,7 @@ const viewers = {
     } catch {
       // Offline: the connection state says so; try again later.
     }
-    if (this.path === path) this.timer = setTimeout(() => this.poll(path), 5000)
+    if (this.round === round) this.timer = setTimeout(() => this.poll(path, round), 5000)
   },
 }
 
