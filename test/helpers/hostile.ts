@@ -6,6 +6,7 @@ import { parseNewEvent, toJson, type StoredEvent } from '../../src/event.js'
 import type { StreamFilter } from '../../src/stream.js'
 import { isLive, openSse, openWs, type Received, type StreamClient } from './clients.js'
 import type { StoreKind, TestServer } from './server.js'
+import { waitUntil } from './wait.js'
 
 /**
  * The hostile-input suite (issue #13): one table of payloads, driven through every ingest path
@@ -159,15 +160,9 @@ export async function storedAfter(server: { app: FastifyInstance }, afterId: num
   return [...byId.values()].sort((a, b) => a.id - b.id)
 }
 
-/** Poll `check` until it returns a value (not undefined), at most `timeoutMs`: a bounded wait, never a fixed sleep. */
-export async function until<T>(check: () => Promise<T | undefined> | T | undefined, timeoutMs: number, what: string): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const v = await check()
-    if (v !== undefined) return v
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 20))
-  }
+/** Poll `check` every 20 ms until it returns a value (not undefined), at most `timeoutMs`: a bounded wait, never a fixed sleep. */
+export function until<T>(check: () => Promise<T | undefined> | T | undefined, timeoutMs: number, what: string): Promise<T> {
+  return waitUntil(check, timeoutMs, what, 20)
 }
 
 export async function healthStatus(server: { url: string }): Promise<number> {

@@ -1,10 +1,10 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
-import net from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { MongoEventStore, type MongoStoreConfig, type MongoStoreOptions } from '../../src/store/mongo-store.js'
 import { freePort } from './server.js'
+import { waitForPort } from './wait.js'
 
 const HOW = 'run the tests through `npm test` (scripts/test-services.sh) or set MONGODB_URL'
 
@@ -34,17 +34,6 @@ export async function openMongoStore(over: Partial<MongoStoreConfig> = {}, opts:
   const store = new MongoEventStore(mongoConfig(over), opts)
   await store.open()
   return store
-}
-
-function answers(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const c = net.connect(port, '127.0.0.1')
-    c.once('connect', () => {
-      c.destroy()
-      resolve(true)
-    })
-    c.once('error', () => resolve(false))
-  })
 }
 
 /**
@@ -94,12 +83,7 @@ export async function ownFerretDb(): Promise<OwnFerretDb> {
       child = p
       p.stdout?.on('data', (d: Buffer) => (log = (log + d.toString()).slice(-4000)))
       p.stderr?.on('data', (d: Buffer) => (log = (log + d.toString()).slice(-4000)))
-      const deadline = Date.now() + 30_000
-      while (!(await answers(port))) {
-        if (p.exitCode !== null || p.signalCode !== null) throw new Error(`FerretDB exited during startup: ${log}`)
-        if (Date.now() > deadline) throw new Error(`FerretDB did not answer on ${port} within 30 s: ${log}`)
-        await new Promise((r) => setTimeout(r, 50))
-      }
+      await waitForPort(port, 30_000, 'FerretDB', () => (p.exitCode !== null || p.signalCode !== null ? `it exited: ${log}` : null))
     },
     async stop(hard = false) {
       const p = child
