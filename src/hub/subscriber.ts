@@ -93,7 +93,7 @@ export class Subscriber {
         fromStore = true
         // Only what lies before the history: from there on it is served from memory.
         const upTo = history.servesAfter
-        const page = await this.store.read(this.filter, cursor, this.opts.replayPageSize, upTo)
+        const page = await this.store.read(this.filter, cursor, this.opts.replayPageSize, { upTo })
         // Events after the cursor dropped before that read would be skipped without a word: check.
         if (!full && (await this.store.evictedThrough()) > cursor) {
           if (this.closed) return

@@ -1,6 +1,20 @@
 import type { NewEvent, StoredEvent } from '../event.js'
 import type { StreamFilter } from '../stream.js'
 
+/** How far a replay read may go, and what it may cost. */
+export interface ReadOptions {
+  /** Only events with id <= upTo (the history's floor, or the position the replay set out to reach). */
+  upTo?: number
+  /**
+   * Stop adding events once the page's serialised size passes this (always at least one event): a
+   * page is bounded in bytes as well as in count. A page cut by this, by the server's batch limit or
+   * by a cursor is shorter than `limit`; only an empty page says nothing more lies in (afterId, upTo].
+   */
+  maxBytes?: number
+  /** The reader left: drop the read if it is still queued, and stop waiting for it. */
+  signal?: AbortSignal
+}
+
 export interface StoreBounds {
   /** Smallest id still stored, or null when the store is empty. */
   oldest: number | null
@@ -63,11 +77,14 @@ export interface EventStore {
   append(events: NewEvent[], ids?: number[]): Promise<StoredEvent[]>
   /** The stored event posted with this idempotency key, if the store still holds it. */
   findByKey(key: string): Promise<StoredEvent | null>
-  /** Stored events of a stream with id > afterId (and <= upTo, when given), oldest first, at most `limit`. */
-  read(filter: StreamFilter, afterId: number, limit: number, upTo?: number): Promise<StoredEvent[]>
+  /** Stored events of a stream with id > afterId (and <= opts.upTo, when given), oldest first, at most `limit`. */
+  read(filter: StreamFilter, afterId: number, limit: number, opts?: ReadOptions): Promise<StoredEvent[]>
   bounds(): Promise<StoreBounds>
-  /** The newest `limit` events of all streams, oldest first (one read: the hub warms its history with it). */
-  newestEvents(limit: number): Promise<StoredEvent[]>
+  /**
+   * The newest `limit` events of all streams, oldest first, and at most about `maxBytes` of them
+   * serialised when given (one read: the hub warms its history with it).
+   */
+  newestEvents(limit: number, maxBytes?: number): Promise<StoredEvent[]>
   /**
    * The newest id the store has dropped to make room (0: none known). Every event with a larger id
    * is still stored, so a resume or replay position at or after it is exact. Never above

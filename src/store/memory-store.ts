@@ -1,6 +1,6 @@
 import type { NewEvent, StoredEvent } from '../event.js'
 import { matches, type StreamFilter } from '../stream.js'
-import type { EventStore, StoreBounds, Tail, TailHandlers } from './event-store.js'
+import type { EventStore, ReadOptions, StoreBounds, Tail, TailHandlers } from './event-store.js'
 
 /**
  * The embedded default: an in-process ring buffer of the last `capacity` events.
@@ -69,7 +69,8 @@ export class MemoryEventStore implements EventStore {
     return this.byKey.get(key) ?? null
   }
 
-  async read(filter: StreamFilter, afterId: number, limit: number, upTo = Infinity): Promise<StoredEvent[]> {
+  async read(filter: StreamFilter, afterId: number, limit: number, opts: ReadOptions = {}): Promise<StoredEvent[]> {
+    const upTo = opts.upTo ?? Infinity
     const out: StoredEvent[] = []
     const now = Date.now()
     for (let i = this.firstAfter(afterId); i < this.count && out.length < limit; i++) {

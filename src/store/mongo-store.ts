@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto'
 import { MongoBulkWriteError, MongoClient, MongoServerSelectionError, type Collection, type Db, type Filter, type IndexDescription, type MongoClientOptions, type Sort } from 'mongodb'
 import { COMPETITION_ACTIVATED, type NewEvent, type StoredEvent } from '../event.js'
 import { windowStart, type StreamFilter } from '../stream.js'
-import { StoreRejectedError, StoreUnavailableError, type EventStore, type StoreBounds, type Tail, type TailHandlers } from './event-store.js'
+import { StoreRejectedError, StoreUnavailableError, type EventStore, type ReadOptions, type StoreBounds, type Tail, type TailHandlers } from './event-store.js'
 
 export interface MongoStoreConfig {
   url: string
@@ -384,7 +384,8 @@ export class MongoEventStore implements EventStore {
     return typeof d.prev === 'number' ? d.prev : Number(d._id) - 1
   }
 
-  async read(filter: StreamFilter, afterId: number, limit: number, upTo?: number): Promise<StoredEvent[]> {
+  async read(filter: StreamFilter, afterId: number, limit: number, opts: ReadOptions = {}): Promise<StoredEvent[]> {
+    const { upTo } = opts
     const q: Filter<EventDoc> = { _id: upTo === undefined ? { $gt: afterId } : { $gt: afterId, $lte: upTo } }
     switch (filter.kind) {
       case 'competitions':

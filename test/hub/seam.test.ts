@@ -1,14 +1,15 @@
 import t from 'tap'
 import { dataEvents, isLive, openStream, type Received, type StreamClient } from '../helpers/clients.js'
 import type { StoredEvent } from '../../src/event.js'
+import type { ReadOptions } from '../../src/store/event-store.js'
 import { MemoryEventStore } from '../../src/store/memory-store.js'
 import type { StreamFilter } from '../../src/stream.js'
 import { startServer } from '../helpers/server.js'
 
 /** The embedded store with slow reads, so that replays overlap live events as they do on MongoDB. */
 class SlowReadStore extends MemoryEventStore {
-  override async read(filter: StreamFilter, afterId: number, limit: number, upTo?: number): Promise<StoredEvent[]> {
-    const events = await super.read(filter, afterId, limit, upTo)
+  override async read(filter: StreamFilter, afterId: number, limit: number, opts?: ReadOptions): Promise<StoredEvent[]> {
+    const events = await super.read(filter, afterId, limit, opts)
     await new Promise((r) => setTimeout(r, 5 + Math.random() * 20))
     return events
   }

@@ -53,9 +53,9 @@ function slowFirstWrite(inner: EventStore, delayMs: number): EventStore & { appe
       return inner.append(events, ids)
     },
     findByKey: (k) => inner.findByKey(k),
-    read: (f, a, l, u) => inner.read(f, a, l, u),
+    read: (f, a, l, o) => inner.read(f, a, l, o),
     bounds: () => inner.bounds(),
-    newestEvents: (n) => inner.newestEvents(n),
+    newestEvents: (n, b) => inner.newestEvents(n, b),
     evictedThrough: () => inner.evictedThrough(),
     tail: (a, h) => inner.tail(a, h),
     ping: () => inner.ping(),
