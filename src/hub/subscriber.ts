@@ -114,8 +114,7 @@ export class Subscriber {
       // From here on the replay continues after an id the history may cover.
       full = false
       if (frames.length > 0) {
-        this.write(new Batch(frames))
-        if (this.transport.buffered() > this.opts.maxBufferedBytes / 2) await this.transport.drained()
+        await this.sendReplay(frames)
         if (this.closed) return
       }
       if (done) {
@@ -185,6 +184,12 @@ export class Subscriber {
     if (this.closed) return
     this.transport.close(reason)
     this.detach()
+  }
+
+  /** A page of the replay, to this client alone: written as its socket takes it. */
+  private async sendReplay(frames: Frame[]): Promise<void> {
+    this.write(new Batch(frames))
+    if (this.transport.buffered() > this.opts.maxBufferedBytes / 2) await this.transport.drained()
   }
 
   private write(batch: Batch): void {
