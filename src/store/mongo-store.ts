@@ -99,7 +99,7 @@ export class MongoEventStore implements EventStore {
   private closed = false
   private readonly tails = new Set<AwaitDataTail | NewestPollTail>()
   /** The replays' own client (own connection pool): tailing, appends and /ready never wait behind them. */
-  private readonly replayClient: MongoClient
+  readonly replayClient: MongoClient
   private replayColl!: Collection<EventDoc>
   /** Replay reads: bounded, shared fairly between clients, cancelled when a client leaves. */
   readonly readQueue: ReadQueue
@@ -144,8 +144,8 @@ export class MongoEventStore implements EventStore {
     const { database, collection, cappedSize, cappedMax } = this.config
     await Promise.all([this.client.connect(), this.replayClient.connect()])
     this.db = this.client.db(database)
-    const build = (await this.db.admin().command({ buildInfo: 1 })) as { ferretdb?: unknown }
-    this.isFerretDb = build.ferretdb !== undefined
+    const build = (await this.db.admin().command({ buildInfo: 1 })) as { ferretdbVersion?: unknown }
+    this.isFerretDb = build.ferretdbVersion !== undefined
     this.replaySort = this.isFerretDb ? { $natural: 1 } : { _id: 1 }
     const [info] = await this.db.listCollections({ name: collection }).toArray()
     if (info === undefined) {
