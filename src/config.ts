@@ -27,8 +27,8 @@ const StoreConfigSchema = Type.Object(
         cappedSize: Type.Integer({ minimum: 4096 }),
         cappedMax: PositiveInt,
         monitorCommands: Type.Boolean(),
-        /** Replay reads (resumes older than the hot history) sent at once per process; the others queue, fairly per client. */
-        replayConcurrency: PositiveInt,
+        /** Replay reads (resumes older than the hot history) sent at once per process; the others queue, fairly per client. 0: by server (FerretDB 1, MongoDB 8). */
+        replayConcurrency: Type.Integer({ minimum: 0 }),
       },
       { additionalProperties: false },
     ),

@@ -25,7 +25,11 @@ export interface MongoStoreConfig {
   monitorCommands?: boolean
   /** Deadline of every store call, in ms (`store.timeoutMs`; default 5000). */
   timeoutMs?: number
-  /** Replay reads (resumes older than the hot history) sent to the store at once per process (default 4). */
+  /**
+   * Replay reads (resumes older than the hot history) sent to the store at once per process.
+   * 0 or unset: by server, 1 on FerretDB (each read is a scan that takes the CPU live delivery and
+   * POSTs need), 8 on MongoDB.
+   */
   replayConcurrency?: number
 }
 
@@ -76,6 +80,9 @@ interface QueuedAppend {
   reject(err: unknown): void
 }
 
+/** Replay reads at once when not configured (see MongoStoreConfig.replayConcurrency). */
+const AUTO_CONCURRENCY = { mongodb: 8, ferretdb: 1 }
+
 /** Documents per server batch of a replay read that goes on while its page is not full. */
 const REPLAY_BATCH = 100
 
@@ -121,7 +128,7 @@ export class MongoEventStore implements EventStore {
   constructor(readonly config: MongoStoreConfig, private readonly opts: MongoStoreOptions = {}) {
     const monitorCommands = config.monitorCommands === true
     this.timeoutMs = config.timeoutMs ?? DEFAULT_TIMEOUT_MS
-    const concurrency = config.replayConcurrency ?? 4
+    const concurrency = config.replayConcurrency !== undefined && config.replayConcurrency > 0 ? config.replayConcurrency : AUTO_CONCURRENCY.mongodb
     const common = { serverSelectionTimeoutMS: this.timeoutMs, ...(monitorCommands ? { monitorCommands } : {}), ...opts.clientOptions }
     this.client = new MongoClient(config.url, common)
     this.replayClient = new MongoClient(config.url, { ...common, maxPoolSize: concurrency })
@@ -147,6 +154,7 @@ export class MongoEventStore implements EventStore {
     const build = (await this.db.admin().command({ buildInfo: 1 })) as { ferretdbVersion?: unknown }
     this.isFerretDb = build.ferretdbVersion !== undefined
     this.replaySort = this.isFerretDb ? { $natural: 1 } : { _id: 1 }
+    if (this.isFerretDb && !(this.config.replayConcurrency !== undefined && this.config.replayConcurrency > 0)) this.readQueue.concurrency = AUTO_CONCURRENCY.ferretdb
     const [info] = await this.db.listCollections({ name: collection }).toArray()
     if (info === undefined) {
       try {

@@ -46,8 +46,11 @@ const AWAIT_MS = 5000
 const TAIL_BATCH = 10_000
 /** At most this many bytes of documents are handed over from one read (a catch-up goes on with the next). */
 const TAIL_MAX_BYTES = 16 * 1024 * 1024
-/** The polling tail's probes of the newest documents: 1 when idle, then wider while all are new. */
-const PROBES = [1, 32, 1024]
+/**
+ * The polling tail's probes of the newest documents, wider while all are new. A query's cost on
+ * FerretDB is mostly its own overhead, not 64 rows: one probe per poll covers ordinary traffic.
+ */
+const PROBES = [64, 2048]
 const POLL_MS = 20
 
 /**
@@ -215,7 +218,7 @@ export class AwaitDataTail extends TailLoop {
  * documents instead, in reverse natural order: the one order FerretDB hands to SQLite (`ORDER BY`
  * the capped table's integer primary key), read lazily and stopped after the limit, so a poll
  * costs the documents it returns. Natural order is id order (see MongoEventStore.append), so the
- * documents above the last id handed over are the new ones: a probe of 1 when idle, wider while
+ * documents above the last id handed over are the new ones: one probe of 64, a wider one while
  * every document probed is new, and a forward read (a scan, as before) only when more than the
  * widest probe arrived between two polls.
  */

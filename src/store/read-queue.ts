@@ -41,6 +41,16 @@ export class ReadQueue {
 
   constructor(private readonly opts: ReadQueueOptions) {}
 
+  /** Reads sent at once (settable: a store learns what it talks to when it opens). */
+  get concurrency(): number {
+    return this.opts.concurrency
+  }
+
+  set concurrency(n: number) {
+    this.opts.concurrency = n
+    this.pump()
+  }
+
   /** Reads waiting for a turn. */
   get queued(): number {
     let n = 0
