@@ -17,6 +17,8 @@ const StoreConfigSchema = Type.Object(
   {
     type: Type.Enum(['memory', 'mongodb']),
     capacity: PositiveInt,
+    /** Deadline of every store and broker call (write, read behind a replay, ping, JetStream publish), in ms. */
+    timeoutMs: Type.Integer({ minimum: 100, maximum: 60000 }),
     mongodb: Type.Object(
       {
         url: Type.String({ pattern: '^mongodb(\\+srv)?://' }),
@@ -25,6 +27,8 @@ const StoreConfigSchema = Type.Object(
         cappedSize: Type.Integer({ minimum: 4096 }),
         cappedMax: PositiveInt,
         monitorCommands: Type.Boolean(),
+        /** Replay reads (resumes older than the hot history) sent at once per process; the others queue, fairly per client. 0: by server (FerretDB 1, MongoDB 8). */
+        replayConcurrency: Type.Integer({ minimum: 0 }),
       },
       { additionalProperties: false },
     ),
@@ -155,6 +159,8 @@ export const ENV_KEYS: Record<string, string> = {
   TAILCAST_MONGODB_CAPPED_SIZE: 'store.mongodb.cappedSize',
   TAILCAST_MONGODB_CAPPED_MAX: 'store.mongodb.cappedMax',
   TAILCAST_MONGODB_MONITOR_COMMANDS: 'store.mongodb.monitorCommands',
+  TAILCAST_MONGODB_REPLAY_CONCURRENCY: 'store.mongodb.replayConcurrency',
+  TAILCAST_STORE_TIMEOUT_MS: 'store.timeoutMs',
   TAILCAST_COMPETITIONS_WINDOW_HOURS: 'streams.competitionsWindowHours',
   TAILCAST_HEARTBEAT_SECONDS: 'streams.heartbeatSeconds',
   TAILCAST_RETRY_MS: 'streams.retryMs',

@@ -36,6 +36,8 @@ export class Subscriber {
   readonly key: string
   private live = false
   private closed = false
+  /** Aborted when the client leaves: its store reads still queued are dropped (see ReadQueue). */
+  private readonly leaving = new AbortController()
   private pending: Batch[] = []
   private pendingCount = 0
   private overflowed = false
@@ -93,7 +95,12 @@ export class Subscriber {
         fromStore = true
         // Only what lies before the history: from there on it is served from memory.
         const upTo = history.servesAfter
-        const page = await this.store.read(this.filter, cursor, this.opts.replayPageSize, { upTo })
+        // A read failing because the client left (its queued read was dropped) ends nothing more.
+        const page = await this.store.read(this.filter, cursor, this.opts.replayPageSize, { upTo, signal: this.leaving.signal }).catch((err: unknown) => {
+          if (this.closed) return null
+          throw err
+        })
+        if (page === null) return
         // Events after the cursor dropped before that read would be skipped without a word: check.
         if (!full && (await this.store.evictedThrough()) > cursor) {
           if (this.closed) return
@@ -207,6 +214,7 @@ export class Subscriber {
   private detach(): void {
     if (this.closed) return
     this.closed = true
+    this.leaving.abort()
     this.pending = []
     this.host.remove(this)
   }

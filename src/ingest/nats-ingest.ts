@@ -165,7 +165,8 @@ export class NatsIngest {
     writerFailures: 0,
   }
 
-  constructor(private readonly cfg: NatsConfig, private readonly store: EventStore, private readonly log: Log) {}
+  /** `publishTimeoutMs`: a publish is answered (acknowledged or StoreUnavailableError) within it (`store.timeoutMs`). */
+  constructor(private readonly cfg: NatsConfig, private readonly store: EventStore, private readonly log: Log, private readonly publishTimeoutMs = 5000) {}
 
   get state(): NatsState {
     return { ...this.st }
@@ -222,13 +223,13 @@ export class NatsIngest {
     if (idempotencyKey !== undefined) h.set(IDEMPOTENCY_HEADER, idempotencyKey)
     const msgID = idempotencyKey === undefined ? randomUUID() : `key:${idempotencyKey}`
     // A cluster electing a new stream leader (the node that led it died) answers "no responders"
-    // for a second or two: retried with a backoff, within a bound that keeps the POST well inside
-    // its request timeout.
-    const until = Date.now() + 6000
+    // for a second or two: retried with a backoff, within the deadline of every broker call.
+    const until = Date.now() + this.publishTimeoutMs
     let sent = false
     for (let attempt = 1; ; attempt++) {
       try {
-        const ack = await this.js.publish(subjectFor(this.cfg, e), Buffer.from(JSON.stringify(wire)), { timeout: 3000, msgID, headers: h })
+        const timeout = Math.max(100, Math.min(3000, until - Date.now()))
+        const ack = await this.js.publish(subjectFor(this.cfg, e), Buffer.from(JSON.stringify(wire)), { timeout, msgID, headers: h })
         return ack.seq
       } catch (err) {
         // A publish that timed out may have been stored (its ack was lost).

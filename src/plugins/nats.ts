@@ -16,7 +16,7 @@ export default fp(
       app.decorate('nats', null)
       return
     }
-    const nats = new NatsIngest(app.config.nats, app.store, app.log)
+    const nats = new NatsIngest(app.config.nats, app.store, app.log, app.config.store.timeoutMs)
     await nats.start()
     app.decorate('nats', nats)
     // preClose: stop writing and hand the lease over before the store closes.

@@ -12,6 +12,8 @@ const REFRESH_MS = 5000
 const PRESENCE_STALE_MS = 15_000
 /** Reads of the other instances' counts are shared for this long: every viewer of a page polls. */
 const READ_CACHE_MS = 1000
+/** Documents of instances gone this long are removed (by a TTL index, or by the instances left when there is none). */
+const REMOVE_AFTER_MS = 60_000
 
 export interface Presence {
   /** Clients following each stream key, summed over the instances sharing the store. */
@@ -36,7 +38,8 @@ interface PresenceDoc {
  * Who is watching (`app.presence`). Each instance on a MongoDB store keeps one document in
  * `<collection>_presence` with its clients per stream key, rewritten when they change (at most every
  * 0.5 s) and every 5 s; a read sums this instance's live counts with the other documents younger than
- * 15 s (a crashed instance drops out; a TTL index removes its document). The embedded store serves
+ * 15 s (a crashed instance drops out; a TTL index removes its document, or, on a store without TTL
+ * indexes such as FerretDB, the live instances remove it, every REFRESH_MS). The embedded store serves
  * one process: its counts are the hub's.
  */
 export default fp(
@@ -49,10 +52,22 @@ export default fp(
     }
     const id = `${hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`
     const coll: Collection<PresenceDoc> = store.client.db(store.config.database).collection(`${store.config.collection}_presence`)
-    try {
-      await coll.createIndex({ at: 1 }, { expireAfterSeconds: 60 })
-    } catch (err) {
-      app.log.warn({ err }, 'presence: no TTL index (documents of stopped instances stay until overwritten; they are ignored after 15 s)')
+    const deadline = { timeoutMS: store.timeoutMs }
+    // FerretDB v1.24 has no TTL indexes: the instances remove stale documents themselves (below).
+    let ttl = !store.isFerretDb
+    if (ttl) {
+      try {
+        await coll.createIndex({ at: 1 }, { expireAfterSeconds: REMOVE_AFTER_MS / 1000, ...deadline })
+      } catch (err) {
+        ttl = false
+        app.log.info(`presence: no TTL index (${(err as Error).message}); this instance removes stale presence documents itself`)
+      }
+    }
+    let removedAt = 0
+    const removeStale = async (): Promise<void> => {
+      if (ttl || Date.now() - removedAt < REFRESH_MS) return
+      removedAt = Date.now()
+      await coll.deleteMany({ at: { $lt: new Date(Date.now() - REMOVE_AFTER_MS) } }, deadline).catch(() => {})
     }
     let written = ''
     let writtenAt = 0
@@ -65,7 +80,7 @@ export default fp(
       const text = JSON.stringify(counts)
       if (text === written && Date.now() - writtenAt < REFRESH_MS) return
       try {
-        await coll.replaceOne({ _id: id }, { at: new Date(), counts }, { upsert: true })
+        await coll.replaceOne({ _id: id }, { at: new Date(), counts }, { upsert: true, ...deadline })
         written = text
         writtenAt = Date.now()
         if (failing) app.log.info('presence: this instance\'s counts are written again')
@@ -77,13 +92,13 @@ export default fp(
       }
     }
     await write()
-    const timer = setInterval(() => void write(), WRITE_MS)
+    const timer = setInterval(() => void write().then(removeStale), WRITE_MS)
     timer.unref()
 
     let cached: { at: number; docs: Promise<PresenceDoc[]> } | undefined
     const others = (): Promise<PresenceDoc[]> => {
       if (cached === undefined || Date.now() - cached.at > READ_CACHE_MS) {
-        const docs = coll.find({ _id: { $ne: id }, at: { $gt: new Date(Date.now() - PRESENCE_STALE_MS) } }, { maxTimeMS: 2000 }).toArray()
+        const docs = coll.find({ _id: { $ne: id }, at: { $gt: new Date(Date.now() - PRESENCE_STALE_MS) } }, { timeoutMS: Math.min(2000, store.timeoutMs) }).toArray()
         // A failed read is not kept: the next request tries again.
         docs.catch(() => {
           if (cached?.docs === docs) cached = undefined
@@ -108,7 +123,7 @@ export default fp(
         clearInterval(timer)
         // An upsert landing after the removal would bring this instance's counts back for 15 s.
         await writing
-        await coll.deleteOne({ _id: id })
+        await coll.deleteOne({ _id: id }, deadline)
       }),
     )
   },

@@ -9,6 +9,6 @@ export async function createStore(config: Config): Promise<EventStore> {
     case 'memory':
       return new MemoryEventStore(config.store.capacity)
     case 'mongodb':
-      return new MongoEventStore(config.store.mongodb)
+      return new MongoEventStore({ ...config.store.mongodb, timeoutMs: config.store.timeoutMs })
   }
 }

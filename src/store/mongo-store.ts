@@ -1,8 +1,14 @@
 import { randomBytes } from 'node:crypto'
-import { MongoBulkWriteError, MongoClient, MongoServerSelectionError, type Collection, type Db, type Filter, type IndexDescription, type MongoClientOptions, type Sort } from 'mongodb'
+import { MongoBulkWriteError, MongoClient, MongoServerSelectionError, type Collection, type Db, type Filter, type FindCursor, type IndexDescription, type MongoClientOptions, type Sort } from 'mongodb'
 import { COMPETITION_ACTIVATED, type NewEvent, type StoredEvent } from '../event.js'
 import { windowStart, type StreamFilter } from '../stream.js'
+import { DEFAULT_TIMEOUT_MS, DeadlineError, withDeadline } from './deadline.js'
 import { StoreRejectedError, StoreUnavailableError, type EventStore, type ReadOptions, type StoreBounds, type Tail, type TailHandlers } from './event-store.js'
+import { EVENT_PROJECTION, eventBytes, toDoc, toEvent, type EventDoc } from './mongo-doc.js'
+import { AwaitDataTail, NewestPollTail, type MongoTailStats } from './mongo-tail.js'
+import { ReadQueue } from './read-queue.js'
+
+export type { MongoTailStats } from './mongo-tail.js'
 
 export interface MongoStoreConfig {
   url: string
@@ -17,6 +23,14 @@ export interface MongoStoreConfig {
    * per command and decodes each reply whole, cursor batches included (the bench turns it on).
    */
   monitorCommands?: boolean
+  /** Deadline of every store call, in ms (`store.timeoutMs`; default 5000). */
+  timeoutMs?: number
+  /**
+   * Replay reads (resumes older than the hot history) sent to the store at once per process.
+   * 0 or unset: by server, 1 on FerretDB (each read is a scan that takes the CPU live delivery and
+   * POSTs need), 8 on MongoDB.
+   */
+  replayConcurrency?: number
 }
 
 export interface MongoStoreOptions {
@@ -32,27 +46,14 @@ export interface MongoStoreOptions {
    * far back costs more each poll; re-anchoring on the last seen id keeps that query short.
    */
   reanchorAfter?: number
-}
-
-/** A stored document: the event with its id as `_id` (so the unique _id index keeps ids unique). */
-interface EventDoc {
-  _id: number
-  type: string
-  competitionId?: string
-  room?: string
-  time: string
-  data: Record<string, unknown>
-  /** When the store accepted it: the tail's lag is measured from here. */
-  at: Date
   /**
-   * The id stored just before this one. On the oldest document it is the newest id the capped
-   * collection dropped, which tells an exact resume from one that needs `reset`.
+   * How the tail follows new documents: a tailable awaitData cursor (MongoDB), or polls of the
+   * newest documents (FerretDB, whose tailable cursor re-scans the collection on every poll).
+   * Default: chosen by the server.
    */
-  prev?: number
-  /** The write that stored it: after an insert whose answer was lost, tells whether it landed. */
-  w?: string
-  /** Idempotency key it was posted with. */
-  k?: string
+  tail?: 'awaitData' | 'poll'
+  /** The polling tail's pause between polls that found nothing new. */
+  pollMs?: number
 }
 
 /** The replay queries: by competition, by type+time (the 24 h window), by room; all ordered by id. */
@@ -67,47 +68,8 @@ const DUPLICATE_KEY = 11000
 /** Id conflicts one append tolerates (each means another writer stored events meanwhile). */
 const INSERT_RETRIES = 1000
 const RECENT_WRITE_MS = 1000
-/**
- * One awaitData getMore waits up to AWAIT_MS for new documents and returns up to TAIL_BATCH.
- * FerretDB re-runs the cursor's query on each poll and gives up the whole poll when maxTimeMS runs
- * out mid-query, so a short wait starves the tail once the collection is large; a large batch
- * makes one such query hand over everything new.
- */
-const AWAIT_MS = 5000
-const TAIL_BATCH = 10_000
-
-function toEvent(d: EventDoc): StoredEvent {
-  const e: StoredEvent = { id: Number(d._id), type: d.type, time: d.time, data: d.data }
-  if (d.competitionId !== undefined && d.competitionId !== null) e.competitionId = d.competitionId
-  if (d.room !== undefined && d.room !== null) e.room = d.room
-  return e
-}
-
-function toDoc(e: NewEvent, id: number, at: Date, prev: number, w: string): EventDoc {
-  const d: EventDoc = { _id: id, type: e.type, time: e.time, data: e.data, at, prev, w }
-  if (e.competitionId !== undefined) d.competitionId = e.competitionId
-  if (e.room !== undefined) d.room = e.room
-  if (e.idempotencyKey !== undefined) d.k = e.idempotencyKey
-  return d
-}
-
-/** Reads that must not be sent back to clients or compared: bookkeeping fields. */
-const EVENT_PROJECTION = { at: 0, prev: 0, w: 0, k: 0 }
-
 export class CollectionNotCappedError extends Error {
   override name = 'CollectionNotCappedError'
-}
-
-/** Counters of the tailing cursor, for logs and /metrics. */
-export interface MongoTailStats {
-  /** Milliseconds between the store accepting the last handed-over event and the tail handing it over. */
-  lagMs: number
-  /** Times the cursor was (re-)opened. */
-  opens: number
-  /** Errors after which the cursor was re-opened. */
-  errors: number
-  /** Empty waits while newer ids were stored, after which the cursor was re-opened. */
-  stalls: number
 }
 
 /** An append waiting for the insert in flight to end (see MongoEventStore.append). */
@@ -117,6 +79,12 @@ interface QueuedAppend {
   resolve(stored: StoredEvent[]): void
   reject(err: unknown): void
 }
+
+/** Replay reads at once when not configured (see MongoStoreConfig.replayConcurrency). */
+const AUTO_CONCURRENCY = { mongodb: 8, ferretdb: 1 }
+
+/** Documents per server batch of a replay read that goes on while its page is not full. */
+const REPLAY_BATCH = 100
 
 /**
  * The product's store: one capped MongoDB collection, ids as `_id`, and one tailable awaitData
@@ -136,7 +104,16 @@ export class MongoEventStore implements EventStore {
   private db!: Db
   private coll!: Collection<EventDoc>
   private closed = false
-  private readonly tails = new Set<MongoTail>()
+  private readonly tails = new Set<AwaitDataTail | NewestPollTail>()
+  /** The replays' own client (own connection pool): tailing, appends and /ready never wait behind them. */
+  readonly replayClient: MongoClient
+  private replayColl!: Collection<EventDoc>
+  /** Replay reads: bounded, shared fairly between clients, cancelled when a client leaves. */
+  readonly readQueue: ReadQueue
+  /** Deadline of every store call (ms). */
+  readonly timeoutMs: number
+  /** Is the server FerretDB (see README "What differs on FerretDB")? */
+  isFerretDb = false
   /** The newest id this process wrote, and when: a recent one spares a read before the next append. */
   private lastWritten: { id: number; at: number } | null = null
   private readonly appendQueue: QueuedAppend[] = []
@@ -150,8 +127,20 @@ export class MongoEventStore implements EventStore {
 
   constructor(readonly config: MongoStoreConfig, private readonly opts: MongoStoreOptions = {}) {
     const monitorCommands = config.monitorCommands === true
-    this.client = new MongoClient(config.url, { serverSelectionTimeoutMS: 5000, ...(monitorCommands ? { monitorCommands } : {}), ...opts.clientOptions })
-    if (monitorCommands) this.client.on('commandStarted', (e) => this.commands.set(e.commandName, (this.commands.get(e.commandName) ?? 0) + 1))
+    this.timeoutMs = config.timeoutMs ?? DEFAULT_TIMEOUT_MS
+    const concurrency = config.replayConcurrency !== undefined && config.replayConcurrency > 0 ? config.replayConcurrency : AUTO_CONCURRENCY.mongodb
+    const common = { serverSelectionTimeoutMS: this.timeoutMs, ...(monitorCommands ? { monitorCommands } : {}), ...opts.clientOptions }
+    this.client = new MongoClient(config.url, common)
+    this.replayClient = new MongoClient(config.url, { ...common, maxPoolSize: concurrency })
+    this.readQueue = new ReadQueue({ concurrency, timeoutMs: this.timeoutMs })
+    if (monitorCommands) {
+      for (const c of [this.client, this.replayClient]) c.on('commandStarted', (e) => this.commands.set(e.commandName, (this.commands.get(e.commandName) ?? 0) + 1))
+    }
+  }
+
+  /** Driver options that bound a call by the store deadline (the driver gives up its connection then). */
+  private get deadline(): { timeoutMS: number } {
+    return { timeoutMS: this.timeoutMs }
   }
 
   get collectionName(): string {
@@ -160,10 +149,12 @@ export class MongoEventStore implements EventStore {
 
   async open(): Promise<void> {
     const { database, collection, cappedSize, cappedMax } = this.config
-    await this.client.connect()
+    await Promise.all([this.client.connect(), this.replayClient.connect()])
     this.db = this.client.db(database)
-    const build = (await this.db.admin().command({ buildInfo: 1 })) as { ferretdb?: unknown }
-    this.replaySort = build.ferretdb === undefined ? { _id: 1 } : { $natural: 1 }
+    const build = (await this.db.admin().command({ buildInfo: 1 })) as { ferretdbVersion?: unknown }
+    this.isFerretDb = build.ferretdbVersion !== undefined
+    this.replaySort = this.isFerretDb ? { $natural: 1 } : { _id: 1 }
+    if (this.isFerretDb && !(this.config.replayConcurrency !== undefined && this.config.replayConcurrency > 0)) this.readQueue.concurrency = AUTO_CONCURRENCY.ferretdb
     const [info] = await this.db.listCollections({ name: collection }).toArray()
     if (info === undefined) {
       try {
@@ -182,6 +173,7 @@ export class MongoEventStore implements EventStore {
       )
     }
     this.coll = this.db.collection<EventDoc>(collection)
+    this.replayColl = this.replayClient.db(database).collection<EventDoc>(collection)
     // Only the missing ones: FerretDB 1.24 drops the connection on createIndexes of existing indexes.
     const have = new Set((await this.coll.listIndexes().toArray()).map((i) => i.name as string))
     const missing = REPLAY_INDEXES.filter((i) => !have.has(i.name as string))
@@ -197,7 +189,31 @@ export class MongoEventStore implements EventStore {
     if (ids !== undefined && ids.length !== events.length) return Promise.reject(new Error('append: one id per event'))
     if (events.length === 0) return Promise.resolve([])
     return new Promise((resolve, reject) => {
-      this.appendQueue.push({ events, ids, resolve, reject })
+      // The caller's answer has a deadline, whatever the write in flight does (a frozen server
+      // keeps its socket open and answers nothing). Still queued then: it was never sent, so it is
+      // certainly not stored. Sent: it may have landed (a retry with the same key stores it once).
+      let done = false
+      const timer = setTimeout(() => {
+        const at = this.appendQueue.indexOf(job)
+        if (at >= 0) this.appendQueue.splice(at, 1)
+        job.reject(new StoreUnavailableError([], at >= 0, new DeadlineError(`append to ${this.collectionName}`, this.timeoutMs)))
+      }, this.timeoutMs)
+      timer.unref()
+      const job: QueuedAppend = {
+        events,
+        ids,
+        resolve: (stored) => {
+          clearTimeout(timer)
+          if (!done) resolve(stored)
+          done = true
+        },
+        reject: (err) => {
+          clearTimeout(timer)
+          if (!done) reject(err)
+          done = true
+        },
+      }
+      this.appendQueue.push(job)
       if (!this.appending) void this.writeQueued()
     })
   }
@@ -309,7 +325,7 @@ export class MongoEventStore implements EventStore {
       })
       let inserted = docs.length
       try {
-        await this.coll.insertMany(docs, { ordered: true })
+        await this.coll.insertMany(docs, { ordered: true, ...this.deadline })
       } catch (err) {
         const failed = err instanceof MongoBulkWriteError ? firstWriteError(err) : null
         if (failed === null) {
@@ -343,14 +359,14 @@ export class MongoEventStore implements EventStore {
   private async isIdConflict(message: string, id: number): Promise<boolean> {
     const index = /index: (\S+)/.exec(message)?.[1]
     if (index !== undefined) return index === '_id_'
-    return (await this.coll.countDocuments({ _id: id }, { limit: 1 })) > 0
+    return (await this.coll.countDocuments({ _id: id }, { limit: 1, ...this.deadline })) > 0
   }
 
   /** How many of `docs` (a prefix: the insert was ordered) this write stored, or null when the store does not answer. */
   private async landed(docs: EventDoc[], token: string): Promise<number | null> {
     for (let attempt = 0; attempt < 6; attempt++) {
       try {
-        const found = await this.coll.find({ _id: { $in: docs.map((d) => d._id) } }, { projection: { _id: 1, w: 1 } }).toArray()
+        const found = await this.coll.find({ _id: { $in: docs.map((d) => d._id) } }, { projection: { _id: 1, w: 1 }, ...this.deadline }).toArray()
         const ours = new Set(found.filter((d) => d.w === token).map((d) => Number(d._id)))
         let n = 0
         while (n < docs.length && ours.has(docs[n]._id)) n++
@@ -363,29 +379,58 @@ export class MongoEventStore implements EventStore {
   }
 
   private async findKeys(keys: string[]): Promise<Map<string, StoredEvent>> {
-    const docs = await this.coll.find({ k: { $in: keys } }).toArray()
+    const docs = await this.coll.find({ k: { $in: keys } }, this.deadline).toArray()
     return new Map(docs.map((d) => [d.k as string, toEvent(d)]))
   }
 
   async findByKey(key: string): Promise<StoredEvent | null> {
-    const d = await this.coll.findOne({ k: key })
+    const d = await withDeadline(this.coll.findOne({ k: key }, this.deadline), this.timeoutMs, 'findByKey')
     return d === null ? null : toEvent(d)
   }
 
-  async newestEvents(limit: number): Promise<StoredEvent[]> {
+  /**
+   * Reverse natural order (id order read backwards, see append): on FerretDB the one order it hands
+   * to SQLite, read lazily, so the warm-up reads what it keeps and stops at `maxBytes` instead of
+   * decoding a full collection. On the replay client: it is a long read.
+   */
+  async newestEvents(limit: number, maxBytes = Number.POSITIVE_INFINITY): Promise<StoredEvent[]> {
     if (limit <= 0) return []
-    const docs = await this.coll.find({}, { projection: EVENT_PROJECTION }).sort({ $natural: -1 }).limit(limit).toArray()
-    return docs.reverse().map(toEvent)
+    const ms = 6 * this.timeoutMs
+    const cursor = this.replayColl.find({}, { projection: EVENT_PROJECTION, sort: { $natural: -1 }, limit, batchSize: Math.min(limit, 1000), timeoutMS: ms })
+    const events = await this.readPage(cursor, maxBytes, 'warm-up read of the newest events', ms)
+    return events.reverse()
   }
 
-  async evictedThrough(): Promise<number> {
-    const [d] = await this.coll.find({}, { projection: { _id: 1, prev: 1 } }).sort({ $natural: 1 }).limit(1).toArray()
-    if (d === undefined) return 0
-    return typeof d.prev === 'number' ? d.prev : Number(d._id) - 1
+  /** Events from a cursor until it ends or their serialised size reaches `maxBytes` (at least one), within `ms`. */
+  private async readPage(cursor: FindCursor<EventDoc>, maxBytes: number, what: string, ms: number): Promise<StoredEvent[]> {
+    const events: StoredEvent[] = []
+    let bytes = 0
+    const read = async (): Promise<void> => {
+      for await (const d of cursor) {
+        const e = toEvent(d)
+        events.push(e)
+        if (maxBytes !== Number.POSITIVE_INFINITY) bytes += eventBytes(e)
+        if (bytes >= maxBytes) break
+      }
+    }
+    try {
+      await withDeadline(read(), ms, what)
+    } catch (err) {
+      throw err instanceof StoreUnavailableError ? err : new StoreUnavailableError([], true, err)
+    } finally {
+      void cursor.close().catch(() => {})
+    }
+    return events
   }
 
-  async read(filter: StreamFilter, afterId: number, limit: number, opts: ReadOptions = {}): Promise<StoredEvent[]> {
-    const { upTo } = opts
+  /**
+   * A replay page, through the read queue (see ReadQueue) on the replay client. Bounded by
+   * `limit` and `opts.maxBytes`; never empty while an event of the stream lies in (afterId, upTo]:
+   * the driver follows the cursor across the server's batches, so only the two bounds cut a page.
+   */
+  read(filter: StreamFilter, afterId: number, limit: number, opts: ReadOptions = {}): Promise<StoredEvent[]> {
+    const { upTo, maxBytes = Number.POSITIVE_INFINITY, signal } = opts
+    if (limit <= 0) return Promise.resolve([])
     const q: Filter<EventDoc> = { _id: upTo === undefined ? { $gt: afterId } : { $gt: afterId, $lte: upTo } }
     switch (filter.kind) {
       case 'competitions':
@@ -399,8 +444,16 @@ export class MongoEventStore implements EventStore {
         q.room = filter.room === null ? { $exists: true } : filter.room
         break
     }
-    const docs = await this.coll.find(q, { projection: EVENT_PROJECTION }).sort(this.replaySort).limit(limit).toArray()
-    return docs.map(toEvent)
+    return this.readQueue.run((ms) => {
+      const cursor = this.replayColl.find(q, { projection: EVENT_PROJECTION, sort: this.replaySort, limit, batchSize: Math.min(limit, REPLAY_BATCH), timeoutMS: ms })
+      return this.readPage(cursor, maxBytes, 'replay read', ms)
+    }, signal)
+  }
+
+  async evictedThrough(): Promise<number> {
+    const [d] = await this.coll.find({}, { projection: { _id: 1, prev: 1 }, ...this.deadline }).sort({ $natural: 1 }).limit(1).toArray()
+    if (d === undefined) return 0
+    return typeof d.prev === 'number' ? d.prev : Number(d._id) - 1
   }
 
   async bounds(): Promise<StoreBounds> {
@@ -410,14 +463,17 @@ export class MongoEventStore implements EventStore {
   }
 
   tail(afterId: number, handlers: TailHandlers): Tail {
-    const t = new MongoTail(this, this.db, this.coll, afterId, handlers, this.opts)
+    const poll = (this.opts.tail ?? (this.isFerretDb ? 'poll' : 'awaitData')) === 'poll'
+    const topts = { ...this.opts, timeoutMs: this.timeoutMs }
+    const t = poll ? new NewestPollTail(this, this.db, this.coll, afterId, handlers, topts) : new AwaitDataTail(this, this.db, this.coll, afterId, handlers, topts)
     this.tails.add(t)
     void t.run().finally(() => this.tails.delete(t))
     return { close: () => t.close() }
   }
 
+  /** Within the store deadline: a frozen server fails it like an absent one. */
   async ping(): Promise<void> {
-    await this.client.db(this.config.database).command({ ping: 1 })
+    await withDeadline(this.client.db(this.config.database).command({ ping: 1 }, this.deadline), this.timeoutMs, 'ping')
   }
 
   async close(): Promise<void> {
@@ -425,7 +481,7 @@ export class MongoEventStore implements EventStore {
     this.closed = true
     await Promise.all([...this.tails].map((t) => t.close()))
     // Forced: a tail's awaitData getMore may still wait out its maxTimeMS on the server.
-    await this.client.close(true)
+    await Promise.all([this.client.close(true), this.replayClient.close(true)])
   }
 
   /** For the tail's check that it has not silently lost its place. */
@@ -443,7 +499,7 @@ export class MongoEventStore implements EventStore {
    * hands down to SQLite (a sort on _id makes it read and sort the whole collection).
    */
   private async edgeId(dir: 1 | -1): Promise<number | null> {
-    const [d] = await this.coll.find({}, { projection: { _id: 1 } }).sort({ $natural: dir }).limit(1).toArray()
+    const [d] = await this.coll.find({}, { projection: { _id: 1 }, ...this.deadline }).sort({ $natural: dir }).limit(1).toArray()
     return d === undefined ? null : Number(d._id)
   }
 }
@@ -462,139 +518,4 @@ function firstWriteError(err: MongoBulkWriteError): { index: number; code: numbe
   if (errors.length === 0) return null
   const first = errors.reduce((a, b) => (b.index < a.index ? b : a))
   return { index: first.index, code: first.code, message: first.errmsg ?? 'write error' }
-}
-
-/**
- * The one tailing cursor. Each (re-)open anchors on the last seen id: `find {_id >= last}` with a
- * first batch of one document, so the cursor starts positioned on a document (FerretDB, like
- * MongoDB, cannot keep a tailable cursor open on nothing). The anchor itself is not handed over
- * again; ids not above the last one handed over are dropped, so nothing is handed over twice.
- */
-class MongoTail {
-  private closed = false
-  private last: number
-  private cursorId: unknown = null
-  private wake: (() => void) | undefined
-
-  constructor(
-    private readonly store: MongoEventStore,
-    private readonly db: Db,
-    private readonly coll: Collection<EventDoc>,
-    afterId: number,
-    private readonly handlers: TailHandlers,
-    private readonly opts: MongoStoreOptions,
-  ) {
-    this.last = afterId
-  }
-
-  async run(): Promise<void> {
-    const min = this.opts.backoffMs?.min ?? 50
-    const max = this.opts.backoffMs?.max ?? 2000
-    let backoff = min
-    while (!this.closed) {
-      try {
-        const open = await this.follow()
-        backoff = min
-        // The collection is empty or the cursor closed on its own: poll again shortly.
-        if (!open) await this.pause(this.opts.awaitMs !== undefined ? Math.min(this.opts.awaitMs, 100) : 100)
-      } catch (err) {
-        if (this.closed) break
-        this.store.tailStats.errors++
-        this.handlers.onError?.(err as Error)
-        await this.pause(backoff)
-        backoff = Math.min(max, backoff * 2)
-      }
-    }
-  }
-
-  async close(): Promise<void> {
-    this.closed = true
-    this.wake?.()
-    const id = this.cursorId
-    this.cursorId = null
-    if (id !== null) {
-      await this.db.command({ killCursors: this.coll.collectionName, cursors: [id] }, { promoteLongs: false }).catch(() => {})
-    }
-  }
-
-  private pause(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        this.wake = undefined
-        resolve()
-      }, ms)
-      this.wake = () => {
-        clearTimeout(timer)
-        this.wake = undefined
-        resolve()
-      }
-    })
-  }
-
-  /** One cursor's life: open it, then getMore until it ends. Returns false when it never opened. */
-  private async follow(): Promise<boolean> {
-    const db = this.db
-    const name = this.coll.collectionName
-    const filter = this.last > 0 ? { _id: { $gte: this.last } } : {}
-    const first = (await db.command(
-      { find: name, filter, projection: {}, tailable: true, awaitData: true, batchSize: 1 },
-      { promoteLongs: false },
-    )) as { cursor: { id: unknown; firstBatch: EventDoc[] } }
-    this.store.tailStats.opens++
-    this.hand(first.cursor.firstBatch)
-    if (isZero(first.cursor.id)) return false
-    this.cursorId = first.cursor.id
-    const reanchorAfter = this.opts.reanchorAfter ?? 10_000
-    let seen = 0
-    try {
-      while (!this.closed) {
-        const more = (await db.command(
-          { getMore: this.cursorId, collection: name, batchSize: TAIL_BATCH, maxTimeMS: this.opts.awaitMs ?? AWAIT_MS },
-          { promoteLongs: false },
-        )) as { cursor: { id: unknown; nextBatch: EventDoc[] } }
-        seen += this.hand(more.cursor.nextBatch)
-        if (isZero(more.cursor.id)) {
-          this.cursorId = null
-          return true
-        }
-        if (seen >= reanchorAfter) break
-        // An empty wait while the collection holds newer ids means the cursor lost its place
-        // without saying so (seen on FerretDB with several writers over time): re-anchor.
-        if (more.cursor.nextBatch.length === 0 && ((await this.store.newest()) ?? 0) > this.last) {
-          this.store.tailStats.stalls++
-          break
-        }
-      }
-    } finally {
-      if (this.cursorId !== null && !this.closed) {
-        const id = this.cursorId
-        this.cursorId = null
-        await db.command({ killCursors: name, cursors: [id] }, { promoteLongs: false }).catch(() => {})
-      }
-    }
-    return true
-  }
-
-  private hand(docs: EventDoc[]): number {
-    if (this.closed || docs.length === 0) return 0
-    const events: StoredEvent[] = []
-    for (const d of docs) {
-      const e = toEvent(d)
-      if (e.id <= this.last) continue
-      this.last = e.id
-      events.push(e)
-    }
-    if (events.length === 0) return 0
-    const lastDoc = docs[docs.length - 1]
-    if (lastDoc.at instanceof Date) this.store.tailStats.lagMs = Math.max(0, Date.now() - lastDoc.at.getTime())
-    this.handlers.onEvents(events)
-    return events.length
-  }
-}
-
-function isZero(id: unknown): boolean {
-  if (id === null || id === undefined) return true
-  if (typeof id === 'number' || typeof id === 'bigint') return id == 0
-  const l = id as { isZero?: () => boolean }
-  return typeof l.isZero === 'function' ? l.isZero() : false
 }

@@ -49,6 +49,10 @@ export interface OwnFerretDb {
   stop(hard?: boolean): Promise<void>
   /** Stop and remove the data dir. */
   destroy(): Promise<void>
+  /** SIGSTOP: the process keeps its sockets open and answers nothing (a frozen store, or a partition). */
+  freeze(): void
+  /** SIGCONT after freeze(). */
+  thaw(): void
 }
 
 export async function ownFerretDb(): Promise<OwnFerretDb> {
@@ -94,7 +98,16 @@ export async function ownFerretDb(): Promise<OwnFerretDb> {
       p.kill(hard ? 'SIGKILL' : 'SIGTERM')
       await gone
     },
+    freeze() {
+      if (child === undefined) throw new Error('FerretDB is not running')
+      child.kill('SIGSTOP')
+    },
+    thaw() {
+      child?.kill('SIGCONT')
+    },
     async destroy() {
+      // A frozen process ignores SIGTERM until it runs again.
+      child?.kill('SIGCONT')
       await self.stop(true)
       rmSync(dir, { recursive: true, force: true })
     },

@@ -90,11 +90,16 @@ t.test('MongoDB store: 200 resumes inside the history issue no store query; one 
   const store = new MongoEventStore(mongoConfig(), { clientOptions: { monitorCommands: true } })
   await store.open()
   const reads: { filter: Record<string, unknown> }[] = []
-  store.client.on('commandStarted', (e) => {
-    // Replay reads and the wrap check; the tail's own cursor and its idle check are not resumes.
-    const c = e.command as { find?: string; tailable?: boolean; filter?: Record<string, unknown>; sort?: Record<string, number> }
-    if (e.commandName === 'find' && c.tailable !== true && c.sort?.$natural !== -1) reads.push({ filter: c.filter ?? {} })
-  })
+  // Replay reads go on the replay client, the wrap check on the main one.
+  for (const client of [store.client, store.replayClient]) {
+    client.on('commandStarted', (e) => {
+      // Replay reads and the wrap check; the tail's own cursor and its idle check are not resumes.
+      const c = e.command as { find?: string; tailable?: boolean; filter?: Record<string, unknown>; sort?: Record<string, number> | Map<string, number> }
+      // The tail's polls on FerretDB read the newest documents (reverse natural order), like the warm-up.
+      const newestFirst = (c.sort instanceof Map ? c.sort.get('$natural') : c.sort?.$natural) === -1
+      if (e.commandName === 'find' && c.tailable !== true && !newestFirst) reads.push({ filter: c.filter ?? {} })
+    })
+  }
   // 300 events, then a server whose history holds the newest 100 (warmed with one read at start).
   const pre = await store.append(Array.from({ length: 300 }, (_, i) => ({ type: 'message', room: 'q', time: new Date().toISOString(), data: { text: `m${i}` } })))
   const s = await startServer({ streams: { historyMaxEvents: 100 } }, { store })
