@@ -5,7 +5,7 @@ import { storeContract } from './contract.js'
 storeContract(t, async () => new MemoryEventStore(100))
 
 t.test('ids are seeded from the clock, so a new store issues ids above an old one', async (t) => {
-  const before = new MemoryEventStore(10, Date.now() - 60_000)
+  const before = new MemoryEventStore(10, { now: Date.now() - 60_000 })
   const [a] = await before.append([{ type: 'T', time: new Date().toISOString(), data: {} }])
   const after = new MemoryEventStore(10)
   const [b] = await after.append([{ type: 'T', time: new Date().toISOString(), data: {} }])
