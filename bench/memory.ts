@@ -1,5 +1,5 @@
 /**
- * Memory per stored byte: `node dist-bench/memory.js [--store memory|mongodb] [--events 4000] [--size 62000] [--budget BYTES]`
+ * Memory per stored byte: `npm run bench:memory -- [--store memory|mongodb] [--events 4000] [--size 62000] [--budget BYTES] [--server-dist DIR]`
  * (`npm run bench:memory -- …` builds first). Starts tailcast (dist/) as a child process, measures its
  * idle RSS, posts `--events` events of `--size` bytes of text each (4 at a time), and prints RSS,
  * the `tailcast_memory_bytes` parts, the bytes of events the process holds and the ratios
@@ -21,6 +21,8 @@ const store = arg('--store', 'memory')
 const events = Number(arg('--events', '4000'))
 const size = Number(arg('--size', '62000'))
 const budget = arg('--budget', '0')
+/** Another build of tailcast (e.g. an older commit's dist/, for before/after). */
+const dist = resolve(arg('--server-dist', resolve(repo, 'dist')))
 const MB = 1024 * 1024
 
 async function freePort(): Promise<number> {
@@ -38,7 +40,7 @@ if (store === 'mongodb') {
   if (process.env.MONGODB_URL === undefined) throw new Error('--store mongodb needs MONGODB_URL (bash scripts/test-services.sh run -- node dist-bench/memory.js --store mongodb)')
   Object.assign(env, { TAILCAST_STORE: 'mongodb', MONGODB_URL: process.env.MONGODB_URL, TAILCAST_MONGODB_COLLECTION: `bench_memory_${process.pid}`, TAILCAST_MONGODB_CAPPED_SIZE: String(2 * events * (size + 200) + MB) })
 }
-const child = spawn(process.execPath, [resolve(repo, 'dist/cli.js'), 'serve'], { env, stdio: ['ignore', 'inherit', 'inherit'] })
+const child = spawn(process.execPath, [resolve(dist, 'cli.js'), 'serve'], { env, stdio: ['ignore', 'inherit', 'inherit'] })
 const url = `http://127.0.0.1:${port}`
 const rss = (): number => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'))?.[1] ?? 0) * 1024
 try {
@@ -87,6 +89,7 @@ try {
         rssMB: +(after / MB).toFixed(0),
         partsMB: Object.fromEntries(Object.entries(parts).map(([k, v]) => [k, +(v / MB).toFixed(1)])),
         heldMB: +(held / MB).toFixed(1),
+        rssPerPostedByte: +(after / posted).toFixed(2),
         rssPerHeldByte: +(after / held).toFixed(2),
         grownRssPerHeldByte: +((after - idle) / held).toFixed(2),
         rssMinusIdleMinusPartsMB: +((after - idle - sum) / MB).toFixed(0),
