@@ -1,4 +1,4 @@
-import { frameOf, type Frame, type StoredEvent } from '../event.js'
+import { EVENT_LIMITS, frameOf, jsonOf, type Frame, type StoredEvent } from '../event.js'
 import type { EventStore, StoreBounds, Tail } from '../store/event-store.js'
 import { eventKeys, matches, type StreamFilter } from '../stream.js'
 import { Batch, FrameCache } from './frames.js'
@@ -104,8 +104,13 @@ export class Hub implements SubscriberHost {
   private async warm(through: number): Promise<void> {
     const started = Date.now()
     try {
-      const read = await this.store.newestEvents(this.opts.history.maxEvents)
-      const complete = read.length < this.opts.history.maxEvents
+      const { maxEvents, maxBytes } = this.opts.history
+      // Bounded in bytes too: the store's newest events can be far more than the history keeps.
+      const read = await this.store.newestEvents(maxEvents, maxBytes)
+      // All the store holds only if neither bound cut the read: fewer than asked, with room left for the largest event.
+      let bytes = 0
+      for (const e of read) bytes += jsonOf(e).length
+      const complete = read.length < maxEvents && (read.length === 0 || bytes + EVENT_LIMITS.maxBytes <= maxBytes)
       const events = read.filter((e) => e.id <= through)
       const floor = complete ? await this.store.evictedThrough() : (events[0]?.id ?? through + 1) - 1
       this.history.warm(events.map((event) => ({ event, frame: this.serialise(event, false) })), floor, complete)

@@ -1,6 +1,6 @@
 import { jsonOf, knownJson, metaOf, type EventMeta, type NewEvent, type StoredEvent } from '../event.js'
 import { matches, type StreamFilter } from '../stream.js'
-import type { EventStore, ReadOptions, StoreBounds, Tail, TailHandlers } from './event-store.js'
+import { StoreRejectedError, type EventStore, type ReadOptions, type StoreBounds, type Tail, type TailHandlers } from './event-store.js'
 
 /**
  * An event as the ring holds it: its metadata (what reads filter on) and its JSON envelope, never the
@@ -68,11 +68,13 @@ export class MemoryEventStore implements EventStore {
     if (ids !== undefined && ids.length !== events.length) throw new Error('append: one id per event')
     const stored: StoredEvent[] = []
     const result: StoredEvent[] = []
-    events.forEach((e, i) => {
+    let refused: StoreRejectedError | undefined
+    for (let i = 0; i < events.length && refused === undefined; i++) {
+      const e = events[i]
       const known = e.idempotencyKey === undefined ? undefined : this.byKey.get(e.idempotencyKey)
       if (known !== undefined) {
         result.push(this.eventOf(known))
-        return
+        continue
       }
       let id: number
       if (ids === undefined) {
@@ -80,18 +82,25 @@ export class MemoryEventStore implements EventStore {
       } else {
         id = ids[i]
         const newest = this.count === 0 ? 0 : this.at(this.count - 1).meta.id
-        if (id <= newest) return
+        if (id <= newest) continue
       }
-      this.lastId = Math.max(this.lastId, id)
       const s: StoredEvent = { id, ...e }
       // Serialised once: the hub's frame of this event reuses these bytes (jsonOf).
-      const json = jsonOf(s)
+      let json: Buffer
+      try {
+        json = jsonOf(s)
+      } catch (err) {
+        // The ring holds bytes: what does not serialise cannot be stored (the decoder admits no such event).
+        refused = new StoreRejectedError(i, [...stored], `it cannot be serialised: ${(err as Error).message}`)
+        break
+      }
+      this.lastId = Math.max(this.lastId, id)
       const entry = { meta: metaOf(s), json, bytes: json.length + 2 * (e.idempotencyKey?.length ?? 0) + ENTRY_OVERHEAD }
       this.push(entry)
       if (e.idempotencyKey !== undefined) this.byKey.set(e.idempotencyKey, entry)
       stored.push(s)
       result.push(s)
-    })
+    }
     if (stored.length > 0 && this.tails.size > 0) {
       // One hand-over per event-loop turn: every append whose request completed in the same I/O
       // poll goes out as one batch, so under load each client gets one write for many events, and
@@ -99,6 +108,7 @@ export class MemoryEventStore implements EventStore {
       if (this.pending.length === 0) setImmediate(() => this.notify())
       this.pending.push(...stored)
     }
+    if (refused !== undefined) throw refused
     return result
   }
 
@@ -133,7 +143,8 @@ export class MemoryEventStore implements EventStore {
   async newestEvents(limit: number, maxBytes = Infinity): Promise<StoredEvent[]> {
     let first = this.count
     let bytes = 0
-    while (first > 0 && this.count - first < limit && bytes + this.at(first - 1).json.length <= maxBytes) bytes += this.at(--first).json.length
+    // At least one event (an empty answer means an empty store), then none past maxBytes.
+    while (first > 0 && this.count - first < limit && (first === this.count || bytes + this.at(first - 1).json.length <= maxBytes)) bytes += this.at(--first).json.length
     const out: StoredEvent[] = []
     for (let i = first; i < this.count; i++) out.push(this.eventOf(this.at(i)))
     return out

@@ -1,4 +1,5 @@
 import t from 'tap'
+import { StoreRejectedError } from '../../src/store/event-store.js'
 import { MemoryEventStore } from '../../src/store/memory-store.js'
 import { storeContract } from './contract.js'
 
@@ -75,6 +76,7 @@ t.test('read: maxBytes bounds a page (at least one event), upTo bounds its ids; 
   const newest = await store.newestEvents(100, 3 * size)
   t.ok(newest.length >= 2 && newest.length <= 3, `${newest.length} newest within ${3 * size} bytes`)
   t.equal(newest[newest.length - 1].id, stored[19].id)
+  t.same((await store.newestEvents(100, 1)).map((e) => e.id), [stored[19].id], 'at least the newest: an empty answer means an empty store')
 })
 
 t.test('an idempotency key is found again, and forgotten with its event', async (t) => {
@@ -84,4 +86,13 @@ t.test('an idempotency key is found again, and forgotten with its event', async 
   t.equal((await store.append([ev(2, { idempotencyKey: 'k' })]))[0].id, a.id)
   await store.append([ev(3), ev(4)])
   t.equal(await store.findByKey('k'), null, 'dropped with its event')
+})
+
+t.test('an event that cannot be serialised is refused (the ring holds bytes); the ones before it are stored', async (t) => {
+  const store = new MemoryEventStore(10)
+  const err = await store.append([ev(1), ev(2, { data: { bad: { toJSON: () => { throw new Error('nope') } } } }), ev(3)]).catch((e: unknown) => e)
+  t.ok(err instanceof StoreRejectedError, 'StoreRejectedError')
+  t.equal((err as StoreRejectedError).index, 1)
+  t.equal((err as StoreRejectedError).stored.length, 1)
+  t.same((await store.read({ kind: 'room', room: 'r' }, 0, 10)).map((e) => e.data.i), [1])
 })
