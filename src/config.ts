@@ -44,7 +44,10 @@ const StreamsConfigSchema = Type.Object(
     replayPageSize: PositiveInt,
     maxPendingEvents: PositiveInt,
     maxBufferedBytes: Type.Integer({ minimum: 1024 }),
-    frameCacheSize: PositiveInt,
+    /** A client whose socket does not take a replay chunk within this is slow (SSE end, WebSocket 1013). */
+    drainTimeoutSeconds: Type.Number({ minimum: 0.1, maximum: 3600 }),
+    /** Removed (frames are bounded in bytes by memory.budgetBytes); still accepted so old configs load, and ignored. */
+    frameCacheSize: Type.Optional(PositiveInt),
     maxConnectionsPerAddress: Type.Integer({ minimum: 0 }),
     /** The hot history each process keeps (replays and resumes inside it never read the store). */
     historyMaxBytes: Type.Integer({ minimum: 0 }),
@@ -52,6 +55,9 @@ const StreamsConfigSchema = Type.Object(
   },
   { additionalProperties: false },
 )
+
+/** The process's memory budget (src/budget.ts): 0 derives it from the machine. */
+const MemoryConfigSchema = Type.Object({ budgetBytes: Type.Integer({ minimum: 0 }) }, { additionalProperties: false })
 
 const PostConfigSchema = Type.Object({ enabled: Type.Boolean(), token: Type.String() }, { additionalProperties: false })
 
@@ -127,6 +133,7 @@ export const ConfigSchema = Type.Object(
     bodyLimit: Type.Integer({ minimum: 256, maximum: 16777216 }),
     store: StoreConfigSchema,
     streams: StreamsConfigSchema,
+    memory: MemoryConfigSchema,
     post: PostConfigSchema,
     cors: CorsConfigSchema,
     upstream: UpstreamConfigSchema,
@@ -165,6 +172,8 @@ export const ENV_KEYS: Record<string, string> = {
   TAILCAST_HEARTBEAT_SECONDS: 'streams.heartbeatSeconds',
   TAILCAST_RETRY_MS: 'streams.retryMs',
   TAILCAST_MAX_BUFFERED_BYTES: 'streams.maxBufferedBytes',
+  TAILCAST_DRAIN_TIMEOUT_SECONDS: 'streams.drainTimeoutSeconds',
+  TAILCAST_MEMORY_BUDGET: 'memory.budgetBytes',
   TAILCAST_MAX_CONNECTIONS_PER_ADDRESS: 'streams.maxConnectionsPerAddress',
   TAILCAST_HISTORY_MAX_BYTES: 'streams.historyMaxBytes',
   TAILCAST_HISTORY_MAX_EVENTS: 'streams.historyMaxEvents',

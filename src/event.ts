@@ -20,6 +20,18 @@ export interface StoredEvent extends NewEvent {
   id: number
 }
 
+/** What filtering and bookkeeping need of a stored event: everything but its `data`. */
+export type EventMeta = Omit<StoredEvent, 'data'>
+
+/** The event's metadata, sharing nothing with its `data` tree (which may be large, and is then freed). */
+export function metaOf(e: StoredEvent): EventMeta {
+  const m: EventMeta = { id: e.id, type: e.type, time: e.time }
+  if (e.competitionId !== undefined) m.competitionId = e.competitionId
+  if (e.room !== undefined) m.room = e.room
+  if (e.idempotencyKey !== undefined) m.idempotencyKey = e.idempotencyKey
+  return m
+}
+
 export const COMPETITION_ACTIVATED = 'CompetitionActivatedEvent'
 export const ROOM_MESSAGE = 'message'
 /** Control events share the envelope but are never stored. */
@@ -306,9 +318,37 @@ export function unnamedSse(sse: Buffer): Buffer[] {
   return start === 0 ? [sse.subarray(end)] : [sse.subarray(0, start), sse.subarray(end)]
 }
 
+/**
+ * Each event's JSON envelope, serialised once per process: a store that keeps the bytes (the
+ * embedded ring) and the hub's frame share one serialisation. Held only while the event object is.
+ */
+const serialised = new WeakMap<StoredEvent, Buffer>()
+
+/** The event's JSON envelope as UTF-8 (see toJson), made at most once per event object. */
+export function jsonOf(e: StoredEvent): Buffer {
+  let json = serialised.get(e)
+  if (json === undefined) serialised.set(e, (json = Buffer.from(toJson(e))))
+  return json
+}
+
+/** Tell jsonOf the bytes `e` was read from (they are its envelope), so it is not serialised again. */
+export function knownJson(e: StoredEvent, json: Buffer): StoredEvent {
+  serialised.set(e, json)
+  return e
+}
+
+const DATA_LINE_END = Buffer.from('\n\n')
+
+/**
+ * The frame holds one buffer: the SSE record, with the JSON envelope (the WebSocket payload) a view
+ * into it, so an event held for delivery costs its serialised size once (plus a WebSocket frame, built
+ * when a WebSocket client needs it).
+ */
 export function frameOf(e: StoredEvent): Frame {
-  const json = toJson(e)
-  return { id: e.id, json: Buffer.from(json), sse: sseRecord(e.id, e.type, json) }
+  const json = jsonOf(e)
+  const head = Buffer.from(`id: ${e.id}\nevent: ${e.type}\ndata: `)
+  const sse = Buffer.concat([head, json, DATA_LINE_END])
+  return { id: e.id, json: sse.subarray(head.length, head.length + json.length), sse }
 }
 
 /**

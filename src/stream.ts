@@ -1,4 +1,4 @@
-import { COMPETITION_ACTIVATED, NAME_PATTERN, type StoredEvent } from './event.js'
+import { COMPETITION_ACTIVATED, NAME_PATTERN, type EventMeta } from './event.js'
 
 /** What a client follows. The URL is the topic: each stream path maps to one of these. */
 export type StreamFilter =
@@ -57,7 +57,7 @@ export function streamKey(f: StreamFilter): string {
   }
 }
 
-export function eventKeys(e: StoredEvent): string[] {
+export function eventKeys(e: EventMeta): string[] {
   const keys: string[] = []
   if (e.type === COMPETITION_ACTIVATED) keys.push('competitions')
   if (e.competitionId !== undefined) keys.push(`competition:${e.competitionId}`)
@@ -70,7 +70,7 @@ export function windowStart(windowMs: number, now = Date.now()): string {
   return new Date(now - windowMs).toISOString()
 }
 
-export function matches(f: StreamFilter, e: StoredEvent, now = Date.now()): boolean {
+export function matches(f: StreamFilter, e: EventMeta, now = Date.now()): boolean {
   switch (f.kind) {
     case 'competitions':
       return e.type === COMPETITION_ACTIVATED && e.time >= windowStart(f.windowMs, now)

@@ -1,5 +1,6 @@
 import * as wsModule from 'ws'
 import { frameOf, unnamedSse, type Frame, type StoredEvent } from '../event.js'
+import { heldBytes } from './history.js'
 
 /** ws's own framer (not in its type definitions): a server frame is never masked, so its bytes are the same for every client. */
 const wsFrame = (wsModule as unknown as { Sender: { frame(data: Buffer, o: object): Buffer[] } }).Sender.frame
@@ -22,20 +23,34 @@ function wsFrameOf(frame: Frame): Buffer {
 }
 
 /**
- * Serialise each event once per process: live dispatch and every replay of the same event share
- * one Frame. Bounded; the oldest entries go first (replays mostly read recent events).
+ * Frames of events read from the store for replays (older than the hot history, or while it warms),
+ * so that clients replaying the same events share one serialisation. Bounded in bytes (what the
+ * history would count for them); the oldest entries go first. Live events never pass through here:
+ * the history holds their frames.
  */
 export class FrameCache {
   private readonly frames = new Map<number, Frame>()
+  private size = 0
 
-  constructor(private readonly capacity: number) {}
+  constructor(private readonly maxBytes: number) {}
+
+  get bytes(): number {
+    return this.size
+  }
 
   get(e: StoredEvent): Frame {
     let f = this.frames.get(e.id)
     if (f === undefined) {
       f = frameOf(e)
+      const bytes = heldBytes(f)
+      if (bytes > this.maxBytes) return f
       this.frames.set(e.id, f)
-      if (this.frames.size > this.capacity) this.frames.delete(this.frames.keys().next().value as number)
+      this.size += bytes
+      while (this.size > this.maxBytes) {
+        const oldest = this.frames.entries().next().value as [number, Frame]
+        this.frames.delete(oldest[0])
+        this.size -= heldBytes(oldest[1])
+      }
     }
     return f
   }

@@ -1,20 +1,26 @@
-import type { Frame, StoredEvent } from '../event.js'
+import { metaOf, type EventMeta, type Frame, type StoredEvent } from '../event.js'
 import { eventKeys, streamKey, windowStart, type StreamFilter } from '../stream.js'
 
 export interface HistoryOptions {
-  /** Bytes of serialised frames held (each event's JSON, SSE record and WebSocket frame, plus bookkeeping). */
+  /** Bytes of serialised frames held (each event's SSE record and WebSocket frame, plus bookkeeping). */
   maxBytes: number
   maxEvents: number
 }
 
+/** An event's metadata (for filtering) and its frame: never its parsed `data`, which can cost far more than its bytes. */
 interface Entry {
-  event: StoredEvent
+  event: EventMeta
   frame: Frame
   bytes: number
 }
 
-/** What one entry costs beyond its frame's bytes (objects, queue slots): an estimate. */
-const ENTRY_OVERHEAD = 160
+/** What one entry costs beyond its frame's bytes (objects, metadata strings, queue slots): an estimate. */
+const ENTRY_OVERHEAD = 320
+
+/** What holding `frame` costs: its SSE record (the JSON is a view into it), a WebSocket frame of the JSON once one is built, and bookkeeping. */
+export function heldBytes(frame: Frame): number {
+  return frame.sse.length + frame.json.length + ENTRY_OVERHEAD
+}
 
 /** An append-only list read from a moving head: shift is O(1), the array is compacted now and then. */
 class Queue {
@@ -112,15 +118,18 @@ export class History {
     this.floor = floor
     this.whole = whole
     for (const { event, frame } of events) this.add(event, frame)
-    for (const e of since) this.add(e.event, e.frame)
+    for (const e of since) this.hold(e)
     this.warmed = true
   }
 
   /** A new event, in id order (`frame` null: it could not be serialised, and is simply not held). */
   add(event: StoredEvent, frame: Frame | null): void {
     if (frame === null || !this.enabled) return
-    // The JSON counts twice: a WebSocket frame of it (about its size) is kept with the frame once built.
-    const entry = { event, frame, bytes: 2 * frame.json.length + frame.sse.length + ENTRY_OVERHEAD }
+    this.hold({ event: metaOf(event), frame, bytes: heldBytes(frame) })
+  }
+
+  private hold(entry: Entry): void {
+    const event = entry.event
     this.all.push(entry)
     for (const key of eventKeys(event)) {
       let q = this.byStream.get(key)

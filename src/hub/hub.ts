@@ -1,4 +1,4 @@
-import type { Frame, StoredEvent } from '../event.js'
+import { EVENT_LIMITS, frameOf, jsonOf, type Frame, type StoredEvent } from '../event.js'
 import type { EventStore, StoreBounds, Tail } from '../store/event-store.js'
 import { eventKeys, matches, type StreamFilter } from '../stream.js'
 import { Batch, FrameCache } from './frames.js'
@@ -8,7 +8,8 @@ import type { Transport } from './transport.js'
 
 export interface HubOptions extends SubscriberOptions {
   heartbeatMs: number
-  frameCacheSize: number
+  /** Bytes of frames kept for replays read from the store (see FrameCache). */
+  frameCacheBytes: number
   history: HistoryOptions
   log?: { warn(obj: unknown, msg?: string): void; error(obj: unknown, msg?: string): void }
 }
@@ -56,7 +57,7 @@ export class Hub implements SubscriberHost {
   warmed: Promise<void> = Promise.resolve()
 
   constructor(private readonly store: EventStore, private readonly opts: HubOptions) {
-    this.frames = new FrameCache(opts.frameCacheSize)
+    this.frames = new FrameCache(opts.frameCacheBytes)
     this.history = new History(opts.history)
   }
 
@@ -103,11 +104,16 @@ export class Hub implements SubscriberHost {
   private async warm(through: number): Promise<void> {
     const started = Date.now()
     try {
-      const read = await this.store.newestEvents(this.opts.history.maxEvents)
-      const complete = read.length < this.opts.history.maxEvents
+      const { maxEvents, maxBytes } = this.opts.history
+      // Bounded in bytes too: the store's newest events can be far more than the history keeps.
+      const read = await this.store.newestEvents(maxEvents, maxBytes)
+      // All the store holds only if neither bound cut the read: fewer than asked, with room left for the largest event.
+      let bytes = 0
+      for (const e of read) bytes += jsonOf(e).length
+      const complete = read.length < maxEvents && (read.length === 0 || bytes + EVENT_LIMITS.maxBytes <= maxBytes)
       const events = read.filter((e) => e.id <= through)
       const floor = complete ? await this.store.evictedThrough() : (events[0]?.id ?? through + 1) - 1
-      this.history.warm(events.map((event) => ({ event, frame: this.frame(event) })), floor, complete)
+      this.history.warm(events.map((event) => ({ event, frame: this.serialise(event, false) })), floor, complete)
     } catch (err) {
       // Everything after `through` passes through dispatch: the history is complete from there.
       if (this.closing) return
@@ -184,8 +190,13 @@ export class Hub implements SubscriberHost {
    * stop neither the process nor any stream.
    */
   frame(e: StoredEvent): Frame | null {
+    return this.serialise(e, true)
+  }
+
+  /** `cached`: a replay's event read from the store, shared through the frame cache; otherwise the history holds it. */
+  private serialise(e: StoredEvent, cached: boolean): Frame | null {
     try {
-      return this.frames.get(e)
+      return cached ? this.frames.get(e) : frameOf(e)
     } catch (err) {
       this.stats.eventErrors++
       this.opts.log?.error({ err, eventId: e.id, type: e.type }, 'event cannot be serialised; skipped')
@@ -198,6 +209,13 @@ export class Hub implements SubscriberHost {
     const counts = new Map<string, number>()
     for (const [key, topic] of this.topics) counts.set(key, topic.subscribers.size)
     return counts
+  }
+
+  /** Bytes written to this process's clients that their sockets have not taken yet. */
+  bufferedBytes(): number {
+    let n = 0
+    for (const s of this.all) n += s.transport.buffered()
+    return n
   }
 
   connections(): Map<string, number> {
@@ -224,7 +242,7 @@ export class Hub implements SubscriberHost {
     for (const e of events) {
       this.pos = e.id
       this.stats.ingested++
-      const frame = this.frame(e)
+      const frame = this.serialise(e, false)
       this.history.add(e, frame)
       if (frame === null) continue
       for (const key of eventKeys(e)) {

@@ -10,6 +10,8 @@ export interface SubscriberOptions {
   /** Live events held while the replay runs; past this the replay simply reads further. */
   maxPendingEvents: number
   maxBufferedBytes: number
+  /** How long a replay waits for the client's socket to take a chunk before it counts as slow. */
+  drainTimeoutMs: number
 }
 
 /** What the subscriber needs of the hub (kept narrow so the two stay decoupled). */
@@ -193,10 +195,36 @@ export class Subscriber {
     this.detach()
   }
 
-  /** A page of the replay, to this client alone: written as its socket takes it. */
+  /**
+   * A page of the replay, to this client alone, through the same bound as live batches: in chunks
+   * of at most half the client's buffer limit (or one event, if larger), each written once the
+   * socket has taken the one before. Never the whole page at once: a page of large events is tens
+   * of MB, per client. A client whose socket takes nothing within the drain deadline is slow.
+   */
   private async sendReplay(frames: Frame[]): Promise<void> {
-    this.write(new Batch(frames))
-    if (this.transport.buffered() > this.opts.maxBufferedBytes / 2) await this.transport.drained()
+    const chunkBytes = this.opts.maxBufferedBytes / 2
+    let start = 0
+    while (start < frames.length) {
+      let end = start + 1
+      let bytes = frames[start].sse.length
+      while (end < frames.length && bytes + frames[end].sse.length <= chunkBytes) bytes += frames[end++].sse.length
+      if (this.transport.buffered() > 0 && !(await this.drainedWithin(this.opts.drainTimeoutMs))) return this.disconnectSlow()
+      if (this.closed) return
+      this.write(new Batch(start === 0 && end === frames.length ? frames : frames.slice(start, end)))
+      start = end
+    }
+    if (this.transport.buffered() > chunkBytes && !(await this.drainedWithin(this.opts.drainTimeoutMs))) this.disconnectSlow()
+  }
+
+  /** Did the socket take what is queued (or close) within `ms`? */
+  private async drainedWithin(ms: number): Promise<boolean> {
+    let timer: NodeJS.Timeout | undefined
+    const late = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), ms)))
+    try {
+      return await Promise.race([this.transport.drained().then(() => true as const), late])
+    } finally {
+      clearTimeout(timer)
+    }
   }
 
   private write(batch: Batch): void {

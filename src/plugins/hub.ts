@@ -12,16 +12,24 @@ declare module 'fastify' {
 export default fp(
   async (app) => {
     const s = app.config.streams
+    const budget = app.budget
     const hub = new Hub(app.store, {
       heartbeatMs: s.heartbeatSeconds * 1000,
-      frameCacheSize: s.frameCacheSize,
+      frameCacheBytes: budget.limit('frames'),
       // The embedded store's ring already bounds what it keeps: its history holds no more.
-      history: { maxBytes: s.historyMaxBytes, maxEvents: app.store.kind === 'memory' ? Math.min(s.historyMaxEvents, app.config.store.capacity) : s.historyMaxEvents },
+      history: {
+        maxBytes: Math.min(s.historyMaxBytes, budget.limit('history')),
+        maxEvents: app.store.kind === 'memory' ? Math.min(s.historyMaxEvents, app.config.store.capacity) : s.historyMaxEvents,
+      },
       replayPageSize: s.replayPageSize,
       maxPendingEvents: s.maxPendingEvents,
       maxBufferedBytes: s.maxBufferedBytes,
+      drainTimeoutMs: s.drainTimeoutSeconds * 1000,
       log: app.log,
     })
+    budget.track('history', () => hub.history.bytes)
+    budget.track('frames', () => hub.frames.bytes)
+    budget.track('clients', () => hub.bufferedBytes())
     await hub.start()
     app.decorate('hub', hub)
     // preClose: streams must end before the HTTP server waits for its connections to close.

@@ -82,6 +82,18 @@ export default fp(
     fromHubGauge('tailcast_history_bytes', 'Bytes held by the hot history (frames and bookkeeping)', () => hub.history.bytes)
     fromHubGauge('tailcast_history_events', 'Events held by the hot history', () => hub.history.events)
     fromHubGauge('tailcast_history_warmup_seconds', 'Time the hot history took to warm from the store at start', () => hub.stats.warmMs / 1000)
+    const budget = app.budget
+    new Gauge({
+      name: 'tailcast_memory_bytes',
+      help: 'Bytes held by each part that grows with traffic (store: the embedded ring; history: the hot history; frames: frames of replays read from the store; clients: bytes written to clients and not yet taken by their sockets), in serialised bytes plus bookkeeping',
+      labelNames: ['part'],
+      registers: [registry],
+      collect() {
+        this.reset()
+        for (const [part, bytes] of budget.parts()) this.set({ part }, bytes)
+      },
+    })
+    fromHubGauge('tailcast_memory_budget_bytes', 'The process memory budget the parts of tailcast_memory_bytes share (memory.budgetBytes)', () => budget.totalBytes)
     const store = app.store
     if (store instanceof MongoEventStore) {
       new Counter({

@@ -44,6 +44,20 @@ t.test('History: per-stream reads, bounded by count and bytes, and what it cover
   t.notOk(off.covers(null) || off.covers(5), 'a zero bound turns it off')
 })
 
+t.test('History: holds frames and metadata, never the parsed data; bytes are the frames\' serialised size', async (t) => {
+  const h = new History({ maxBytes: 1 << 20, maxEvents: 1000 })
+  h.warm([], 0, true)
+  const data = { a: Array.from({ length: 20_000 }, () => ({})) }
+  const e = at(1, { room: 'big', data })
+  const frame = frameOf(e)
+  h.add(e, frame)
+  t.ok(h.bytes >= frame.sse.length && h.bytes < 2 * frame.sse.length + 1024, `${h.bytes} bytes for a ${frame.sse.length}-byte record`)
+  t.equal(frame.json.buffer, frame.sse.buffer, 'the JSON is a view into the SSE record: one copy of the bytes')
+  const held = (h as unknown as { all: { toArray(): { event: object }[] } }).all.toArray()[0].event
+  t.notOk('data' in held, 'the entry keeps no data tree')
+  t.same(ids(h.read({ kind: 'room', room: 'big' }, 0, 10)), [1])
+})
+
 async function postAll(s: TestServer, n: number, room: (i: number) => string): Promise<number[]> {
   const out: number[] = []
   for (let i = 0; i < n; i++) {
