@@ -18,6 +18,8 @@ export default fp(
       // The embedded store's ring already bounds what it keeps: its history holds no more.
       history: { maxBytes: s.historyMaxBytes, maxEvents: app.store.kind === 'memory' ? Math.min(s.historyMaxEvents, app.config.store.capacity) : s.historyMaxEvents },
       replayPageSize: s.replayPageSize,
+      replayPageBytes: s.replayPageBytes,
+      liveWaitMs: s.liveWaitMs,
       maxPendingEvents: s.maxPendingEvents,
       maxBufferedBytes: s.maxBufferedBytes,
       log: app.log,
