@@ -560,4 +560,10 @@ export class NatsIngest {
     if (this.nc === undefined) throw new StoreUnavailableError([], true, new Error('NATS is not connected'))
     return (await this.jsm.streams.info(this.cfg.stream)).state.last_seq
   }
+
+  /** Every sequence up to this was stored or dead-lettered by the writer: the durable consumer's ack floor. */
+  async settledThrough(): Promise<number> {
+    if (this.nc === undefined) throw new StoreUnavailableError([], true, new Error('NATS is not connected'))
+    return (await this.jsm.consumers.info(this.cfg.stream, this.cfg.durable)).ack_floor.stream_seq
+  }
 }

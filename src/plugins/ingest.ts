@@ -28,7 +28,16 @@ declare module 'fastify' {
 export default fp(
   async (app) => {
     const nats = app.nats
-    if (nats !== null) app.hub.readAcknowledgedFrom(() => nats.lastSequence())
+    if (nats !== null) {
+      app.hub.readAcknowledgedFrom(async () => {
+        const last = await nats.lastSequence()
+        // Read after `last`: when the writer has settled everything up to it, a dead-lettered message
+        // (never stored) may be the newest, and the store's newest id is all there is to wait for.
+        const settled = await nats.settledThrough().catch(() => 0)
+        if (settled < last) return last
+        return Math.min(last, (await app.store.bounds()).newest ?? 0)
+      })
+    }
     const acknowledged = (out: { id: number }[]): { id: number }[] => {
       for (const { id } of out) app.hub.acknowledge(id)
       return out

@@ -2,6 +2,7 @@ import t, { type Test } from 'tap'
 import { openStream, type Received } from '../helpers/clients.js'
 import { natsClient, natsOverrides, natsUrl, removeNatsStreams } from '../helpers/nats.js'
 import { startServer, storeOverrides, type TestServer } from '../helpers/server.js'
+import { waitUntil } from '../helpers/wait.js'
 
 const TRIES = 40
 
@@ -84,4 +85,31 @@ t.test('NATS + MongoDB store (FerretDB), two instances: post to one, open the st
   const [a, b] = await natsInstances(t, 2)
   await postThenStream(t, a, b, 'ryw-nats-two')
   await postThenStream(t, b, a, 'ryw-nats-two-back')
+})
+
+t.test('NATS: a dead-lettered message as the newest does not hold streams for the live wait', async (t) => {
+  const url = natsUrl()
+  const s = await startServer({ ...natsOverrides(url), ...storeOverrides('mongodb'), streams: { liveWaitMs: 20_000 } })
+  const nc = await natsClient(url)
+  t.teardown(async () => {
+    await s.close()
+    await removeNatsStreams(nc, s.config.nats.stream)
+    await nc.close()
+  })
+  const r = await s.post({ room: 'dl', text: 'stored' })
+  t.equal(r.status, 202)
+  // Not an event: the writer dead-letters it, and it never reaches the store.
+  const subject = s.config.nats.subject.replace('>', 'dl')
+  await nc.jetstream().publish(subject, Buffer.from('not json'))
+  await waitUntil(() => ((s.app.nats?.state.deadLettered ?? 0) >= 1 ? true : undefined), 20_000, 'the dead letter')
+  for (const transport of ['sse', 'ws'] as const) {
+    const started = Date.now()
+    const c = openStream(transport, s, '/messages?room=dl')
+    t.teardown(() => c.close())
+    await c.waitFor((es) => es.some((e) => e.type === 'live'), 15_000, 'live')
+    const ms = Date.now() - started
+    t.ok(ms < 10_000, `${transport}: live after ${ms} ms, well inside the 20 s live wait`)
+    t.ok(c.events.findIndex((e) => e.id === String(r.body.id)) < c.events.findIndex((e) => e.type === 'live'), 'the stored event before live')
+  }
+  t.equal(s.app.hub.stats.liveWaitsExpired, 0, 'no live wait ran out')
 })
