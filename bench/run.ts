@@ -22,7 +22,7 @@ import { MongoClient } from 'mongodb'
 import { connect as natsConnect } from 'nats'
 import { Histogram } from './histogram.js'
 import { formatSelfTimes } from './profile.js'
-import { storm, type StormResult } from './storm.js'
+import { SEAM_TRIES, storm, type StormResult } from './storm.js'
 
 const here = dirname(fileURLToPath(import.meta.url))
 const repo = resolve(here, '..') // dist-bench -> repo root
@@ -414,13 +414,13 @@ async function runStorm(p: Phase): Promise<StormResult & { name: string }> {
 }
 
 function stormTable(results: (StormResult & { name: string })[]): string {
-  const head = ['storm', 'clients', 'events', 'window', 'tail catch-up ms', 'all live ms', 'p50 ms', 'p99 ms', 'max ms', 'exact', 'resets', 'errors', 'from memory', 'from store', 'store finds']
+  const head = ['storm', 'clients', 'events', 'window', 'tail behind at start', 'all live ms', 'p50 ms', 'p99 ms', 'max ms', 'exact', 'resets', 'errors', 'from memory', 'from store', 'store finds', 'live ms quiet p50/p99', 'live ms after a POST p50/p99', 'POSTed event after live']
   const rows = results.map((r) => [
     r.name,
     String(r.clients),
     String(r.events),
     String(r.window),
-    String(r.catchUpMs),
+    String(r.behindAtStart),
     String(r.allLiveMs),
     String(round(r.perClientMs.p50, 1)),
     String(round(r.perClientMs.p99, 1)),
@@ -431,6 +431,9 @@ function stormTable(results: (StormResult & { name: string })[]): string {
     String(r.replaysFromMemory ?? 'n/a'),
     String(r.replaysFromStore ?? 'n/a'),
     String(r.storeFinds ?? 'n/a'),
+    `${r.seam.quiet.p50}/${r.seam.quiet.p99}`,
+    `${r.seam.afterPost.p50}/${r.seam.afterPost.p99}`,
+    `${r.seam.late}/${SEAM_TRIES}`,
   ])
   return markdownTable(head, rows)
 }

@@ -42,6 +42,10 @@ const StreamsConfigSchema = Type.Object(
     heartbeatSeconds: Type.Number({ minimum: 0.01 }),
     retryMs: Type.Integer({ minimum: 0 }),
     replayPageSize: PositiveInt,
+    /** A replay page read from the store stops growing past these serialised bytes (at least one event). */
+    replayPageBytes: Type.Integer({ minimum: 1024 }),
+    /** How long `live` waits for this process to dispatch what was acknowledged before the request; then the gap is read from the store. */
+    liveWaitMs: Type.Integer({ minimum: 0, maximum: 60000 }),
     maxPendingEvents: PositiveInt,
     maxBufferedBytes: Type.Integer({ minimum: 1024 }),
     /** A client whose socket does not take a replay chunk within this is slow (SSE end, WebSocket 1013). */
@@ -177,6 +181,8 @@ export const ENV_KEYS: Record<string, string> = {
   TAILCAST_MAX_CONNECTIONS_PER_ADDRESS: 'streams.maxConnectionsPerAddress',
   TAILCAST_HISTORY_MAX_BYTES: 'streams.historyMaxBytes',
   TAILCAST_HISTORY_MAX_EVENTS: 'streams.historyMaxEvents',
+  TAILCAST_REPLAY_PAGE_BYTES: 'streams.replayPageBytes',
+  TAILCAST_LIVE_WAIT_MS: 'streams.liveWaitMs',
   TAILCAST_POST_ENABLED: 'post.enabled',
   TAILCAST_POST_TOKEN: 'post.token',
   TAILCAST_CORS_ORIGINS: 'cors.origins',

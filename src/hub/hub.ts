@@ -1,8 +1,9 @@
 import { EVENT_LIMITS, frameOf, jsonOf, type Frame, type StoredEvent } from '../event.js'
-import type { EventStore, StoreBounds, Tail } from '../store/event-store.js'
+import type { EventStore, Tail } from '../store/event-store.js'
 import { eventKeys, matches, type StreamFilter } from '../stream.js'
 import { Batch, FrameCache } from './frames.js'
 import { History, type HistoryOptions } from './history.js'
+import { SharedQuery } from './shared-query.js'
 import { Subscriber, type SubscriberHost, type SubscriberOptions } from './subscriber.js'
 import type { Transport } from './transport.js'
 
@@ -33,6 +34,10 @@ export interface HubStats {
   replaysFromStore: number
   /** How long warming the history from the store took at start. */
   warmMs: number
+  /** Queries of the newest acknowledged position (shared by the subscribers that arrive together). */
+  positionQueries: number
+  /** Streams whose `live` waited for the dispatch to pass their target past `streams.liveWaitMs`: their gap was read from the store. */
+  liveWaitsExpired: number
 }
 
 /**
@@ -41,7 +46,7 @@ export interface HubStats {
  */
 export class Hub implements SubscriberHost {
   readonly frames: FrameCache
-  readonly stats: HubStats = { ingested: 0, delivered: 0, slowDisconnects: 0, eventErrors: 0, tailLagMs: 0, replaysFromMemory: 0, replaysFromStore: 0, warmMs: 0 }
+  readonly stats: HubStats = { ingested: 0, delivered: 0, slowDisconnects: 0, eventErrors: 0, tailLagMs: 0, replaysFromMemory: 0, replaysFromStore: 0, warmMs: 0, positionQueries: 0, liveWaitsExpired: 0 }
   readonly history: History
   private readonly topics = new Map<string, Topic>()
   private readonly all = new Set<Subscriber>()
@@ -51,7 +56,12 @@ export class Hub implements SubscriberHost {
   /** On a relay: the upstream's stream position, which may be past the newest event stored here. */
   private upstreamPos = 0
   private upstreamWaiting: { position: number; storedThrough: number } | undefined
-  private newestQuery: Promise<StoreBounds> | undefined
+  private readonly newestStored = new SharedQuery(async () => (await this.store.bounds()).newest ?? 0)
+  /** The newest id this process acknowledged (a POST answered, a relayed event stored). */
+  private acked = 0
+  /** Where the newest acknowledged position of every process sharing the store is read (null: only this process writes). */
+  private newestAcked: SharedQuery<number> | null
+  private waiters: { position: number; done: (reached: boolean) => void }[] = []
   private closing = false
   /** Resolves once the history is warm (/ready reads `history.isWarm`; tests await this). */
   warmed: Promise<void> = Promise.resolve()
@@ -59,6 +69,70 @@ export class Hub implements SubscriberHost {
   constructor(private readonly store: EventStore, private readonly opts: HubOptions) {
     this.frames = new FrameCache(opts.frameCacheBytes)
     this.history = new History(opts.history)
+    // The embedded store has one writer, this process: what it acknowledged is all there is.
+    this.newestAcked = store.kind === 'memory' ? null : this.countedQuery(() => this.newestStored.fresh())
+  }
+
+  /** An event this process acknowledged (stored, or accepted by JetStream with this id). */
+  acknowledge(id: number): void {
+    if (id > this.acked) this.acked = id
+  }
+
+  /**
+   * Where the newest acknowledged position is read when other processes write too: the store's
+   * newest id by default, JetStream's last sequence when NATS feeds the store (the ingest says so).
+   */
+  readAcknowledgedFrom(query: () => Promise<number>): void {
+    this.newestAcked = this.countedQuery(query)
+  }
+
+  private countedQuery(query: () => Promise<number>): SharedQuery<number> {
+    return new SharedQuery(() => {
+      this.stats.positionQueries++
+      return query()
+    })
+  }
+
+  /**
+   * The position a stream requested now must reach before `live`: every id acknowledged before
+   * this call, by this process (known without a query) or by any other sharing the store (a query
+   * that starts after this call, shared with every request that arrives while one runs).
+   */
+  async target(): Promise<number> {
+    const mine = this.acked
+    if (this.newestAcked === null) return mine
+    return Math.max(mine, await this.newestAcked.fresh())
+  }
+
+  /**
+   * Resolves true once the dispatch has passed `position` (every event up to it was handed to the
+   * subscribers then registered), false after `ms` or when `signal` aborts.
+   */
+  reached(position: number, ms: number, signal?: AbortSignal): Promise<boolean> {
+    if (this.position >= position) return Promise.resolve(true)
+    if (this.closing || signal?.aborted) return Promise.resolve(false)
+    return new Promise((resolve) => {
+      const waiter = {
+        position,
+        done: (reached: boolean) => {
+          clearTimeout(timer)
+          signal?.removeEventListener('abort', abort)
+          this.waiters = this.waiters.filter((w) => w !== waiter)
+          resolve(reached)
+        },
+      }
+      const abort = (): void => waiter.done(false)
+      const timer = setTimeout(abort, ms)
+      timer.unref()
+      signal?.addEventListener('abort', abort, { once: true })
+      this.waiters.push(waiter)
+    })
+  }
+
+  private wakeWaiters(): void {
+    if (this.waiters.length === 0) return
+    const position = this.position
+    for (const w of this.waiters.filter((w) => w.position <= position)) w.done(true)
   }
 
   /**
@@ -78,6 +152,7 @@ export class Hub implements SubscriberHost {
     if (position <= this.upstreamPos) return
     if (this.pos >= storedThrough) this.upstreamPos = position
     else this.upstreamWaiting = { position, storedThrough }
+    this.wakeWaiters()
   }
 
   /**
@@ -160,22 +235,16 @@ export class Hub implements SubscriberHost {
 
   /**
    * Is `id` past the newest stored event? Asked when a resume id is past what this process has
-   * seen (its tail lags the store). Concurrent askers share one store query. A "yes" from a query
-   * that was already running when asked is checked again, since it may have started before the
-   * event was stored: with the next shared query, which starts after this one ended. A storm of
-   * such resumes (a store replaced, every id past its newest) costs two queries, not one each.
+   * seen (its tail lags the store). The answer comes from a query that started after the question
+   * (an earlier one may have run before the event was stored), shared by every concurrent asker:
+   * a storm of such resumes (a store replaced, every id past its newest) costs two queries, not one each.
    */
   async isPastNewest(id: number): Promise<boolean> {
-    const joined = this.newestQuery !== undefined
-    if (id <= (await this.sharedNewest())) return false
-    return !joined || id > (await this.sharedNewest())
+    return id > (await this.newestStored.fresh())
   }
 
-  private sharedNewest(): Promise<number> {
-    if (this.newestQuery === undefined) {
-      this.newestQuery = this.store.bounds().finally(() => (this.newestQuery = undefined))
-    }
-    return this.newestQuery.then((b) => b.newest ?? 0)
+  countLiveWaitExpired(): void {
+    this.stats.liveWaitsExpired++
   }
 
   countReplay(fromStore: boolean): void {
@@ -273,11 +342,14 @@ export class Hub implements SubscriberHost {
         }
       }
     }
+    // After the hand-over: a subscriber waiting for this position holds these events now.
+    this.wakeWaiters()
   }
 
   /** Tell every client to reconnect (WS 1012, SSE end) and stop following the store. */
   async close(): Promise<void> {
     this.closing = true
+    for (const w of [...this.waiters]) w.done(false)
     if (this.timer !== undefined) clearInterval(this.timer)
     for (const s of [...this.all]) s.close('shutdown')
     await this.tail?.close()

@@ -7,6 +7,10 @@ import type { Transport } from './transport.js'
 
 export interface SubscriberOptions {
   replayPageSize: number
+  /** A replay page read from the store stops growing past this many serialised bytes (at least one event). */
+  replayPageBytes: number
+  /** How long `live` waits for the hub's dispatch to pass the stream's target before reading the gap from the store. */
+  liveWaitMs: number
   /** Live events held while the replay runs; past this the replay simply reads further. */
   maxPendingEvents: number
   maxBufferedBytes: number
@@ -21,6 +25,11 @@ export interface SubscriberHost {
   frame(e: StoredEvent): Frame | null
   readonly history: History
   isPastNewest(id: number): Promise<boolean>
+  /** The position every event acknowledged before this call lies at or under. */
+  target(): Promise<number>
+  /** True once the dispatch has passed `position`; false after `ms` or on abort. */
+  reached(position: number, ms: number, signal?: AbortSignal): Promise<boolean>
+  countLiveWaitExpired(): void
   countReplay(fromStore: boolean): void
   add(s: Subscriber): void
   remove(s: Subscriber): void
@@ -33,18 +42,23 @@ export interface SubscriberHost {
  * one `live` control event, then the hub's events. The seam has no gap and no duplicate because the
  * subscriber is registered with the hub before the replay reads the store, holds what the hub hands
  * it meanwhile, and after the replay passes on only ids above the last one it sent.
+ *
+ * Read-your-writes: the request takes a target, the newest position acknowledged before it arrived
+ * (`host.target()`), and `live` comes only once the hub's dispatch has passed it (every event up to
+ * it is then in the replay or held here), or, after `liveWaitMs`, once the gap up to it was read
+ * from the store.
  */
 export class Subscriber {
   readonly key: string
   private live = false
   private closed = false
-  /** Aborted when the client leaves: its store reads still queued are dropped (see ReadQueue). */
-  private readonly leaving = new AbortController()
   private pending: Batch[] = []
   private pendingCount = 0
   private overflowed = false
   /** Id of the last event this client has (its resume id, then the last one sent; 0: none yet). */
   private lastId = 0
+  /** Aborted when the client leaves: its store reads still queued are dropped (see ReadQueue). */
+  private readonly gone = new AbortController()
 
   constructor(
     readonly filter: StreamFilter,
@@ -67,6 +81,19 @@ export class Subscriber {
    * drops events this client has not read yet while it pages through its replay.
    */
   async start(resumeId: number | null): Promise<void> {
+    // Asked before anything else: every event acknowledged before the request is at or under it.
+    const target = this.host.target()
+    // Awaited below; a failure then fails the stream like a failed read.
+    target.catch(() => {})
+    try {
+      await this.run(resumeId, target)
+    } catch (err) {
+      // A read dropped because the client left is no failure.
+      if (!this.closed) throw err
+    }
+  }
+
+  private async run(resumeId: number | null, target: Promise<number>): Promise<void> {
     let cursor = 0
     if (resumeId !== null) {
       // Only an id past what this process has seen needs the store (its tail may lag the store);
@@ -85,24 +112,26 @@ export class Subscriber {
     let full = cursor === 0
     let fromStore = false
     let wraps = 0
+    let waited = false
+    /** Where a replay read from the store (no history to take over) sets out to reach. */
+    let reach: number | undefined
     for (;;) {
       let frames: Frame[]
-      let done: boolean
+      let done = false
       if (history.covers(full ? null : cursor)) {
-        // Served from memory, in the same tick as the check: nothing can fall out in between.
+        // Served from memory, in the same tick as the check: nothing can fall out in between. The
+        // history holds all that was dispatched: a short page is the end, what follows is held here.
         frames = history.read(this.filter, cursor, this.opts.replayPageSize)
         done = frames.length < this.opts.replayPageSize
         if (frames.length > 0) cursor = frames[frames.length - 1].id
       } else {
         fromStore = true
-        // Only what lies before the history: from there on it is served from memory.
-        const upTo = history.servesAfter
-        // A read failing because the client left (its queued read was dropped) ends nothing more.
-        const page = await this.store.read(this.filter, cursor, this.opts.replayPageSize, { upTo, signal: this.leaving.signal }).catch((err: unknown) => {
-          if (this.closed) return null
-          throw err
-        })
-        if (page === null) return
+        // Up to the history's floor (from there on it is served from memory); without a history,
+        // up to the target and to what the hub had dispatched (what it dispatches later is held here).
+        const floor = history.servesAfter
+        const upTo = floor ?? (reach ??= Math.max(await target, this.host.position))
+        if (this.closed) return
+        const page = await this.readPage(cursor, upTo)
         // Events after the cursor dropped before that read would be skipped without a word: check.
         if (!full && (await this.store.evictedThrough()) > cursor) {
           if (this.closed) return
@@ -115,10 +144,13 @@ export class Subscriber {
         }
         if (this.closed) return
         frames = page.map((e) => this.host.frame(e)).filter((f) => f !== null)
+        // A page shorter than asked (a byte bound, the server's batch limit, a cut cursor) is not
+        // the end: only an empty read says nothing of the stream is left in (cursor, upTo].
         if (page.length > 0) cursor = page[page.length - 1].id
-        done = page.length < this.opts.replayPageSize && upTo === undefined
-        // A short page up to the history's start: every event of the stream up to it was read.
-        if (page.length < this.opts.replayPageSize && upTo !== undefined) cursor = Math.max(cursor, upTo)
+        else {
+          cursor = Math.max(cursor, upTo)
+          done = floor === undefined
+        }
       }
       // From here on the replay continues after an id the history may cover.
       full = false
@@ -126,11 +158,16 @@ export class Subscriber {
         await this.sendReplay(frames)
         if (this.closed) return
       }
-      if (done) {
-        if (!this.overflowed) break
-        // Live events were dropped from the hold while replaying: they are in the store, read on.
-        this.overflowed = false
+      if (!done) continue
+      if (!waited) {
+        waited = true
+        await this.reachTarget(await target, cursor)
+        if (this.closed) return
       }
+      if (!this.overflowed) break
+      // Live events were dropped from the hold while replaying: they are in the store, read on.
+      this.overflowed = false
+      reach = undefined
     }
     this.host.countReplay(fromStore)
     for (const b of this.pending) {
@@ -140,6 +177,36 @@ export class Subscriber {
     this.pending = []
     this.live = true
     this.transport.sendControl(controlFrame('live', Math.max(this.lastId, this.host.position)))
+  }
+
+  /**
+   * Wait until the hub's dispatch passes `target`: every event up to it is then in the replay or
+   * held here. Past the deadline (a tail far behind, a NATS message dead-lettered and never
+   * stored), read what the store has of (cursor, target] instead; what it lacks yet comes after `live`.
+   */
+  private async reachTarget(target: number, cursor: number): Promise<void> {
+    if (await this.host.reached(target, this.opts.liveWaitMs, this.gone.signal)) return
+    if (this.closed) return
+    this.host.countLiveWaitExpired()
+    for (;;) {
+      const page = await this.readPage(cursor, target)
+      if (this.closed || page.length === 0) return
+      cursor = page[page.length - 1].id
+      const frames = page.map((e) => this.host.frame(e)).filter((f) => f !== null)
+      // The hold may already have sent some of them (an overflow read on); never twice.
+      const fresh = frames.filter((f) => f.id > this.lastId)
+      if (fresh.length > 0) await this.sendReplay(fresh)
+    }
+  }
+
+  /** A page of the store; empty once the client has left (a read failing because its queued read was dropped ends nothing more). */
+  private async readPage(cursor: number, upTo: number): Promise<StoredEvent[]> {
+    try {
+      return await this.store.read(this.filter, cursor, this.opts.replayPageSize, { upTo, maxBytes: this.opts.replayPageBytes, signal: this.gone.signal })
+    } catch (err) {
+      if (this.closed) return []
+      throw err
+    }
   }
 
   /** The client's events after `position` cannot all be sent: it starts again from the whole live state. */
@@ -242,8 +309,8 @@ export class Subscriber {
   private detach(): void {
     if (this.closed) return
     this.closed = true
-    this.leaving.abort()
     this.pending = []
+    this.gone.abort()
     this.host.remove(this)
   }
 }

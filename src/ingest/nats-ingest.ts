@@ -555,4 +555,16 @@ export class NatsIngest {
     }
     this.log.warn({ subject: m.subject, sequence: m.seq, reason }, 'NATS message sent to the dead-letter subject')
   }
+
+  /** The stream's last sequence: the id of the newest event any instance has published (read-your-writes). */
+  async lastSequence(): Promise<number> {
+    if (this.nc === undefined) throw new StoreUnavailableError([], true, new Error('NATS is not connected'))
+    return (await this.jsm.streams.info(this.cfg.stream)).state.last_seq
+  }
+
+  /** Every sequence up to this was stored or dead-lettered by the writer: the durable consumer's ack floor. */
+  async settledThrough(): Promise<number> {
+    if (this.nc === undefined) throw new StoreUnavailableError([], true, new Error('NATS is not connected'))
+    return (await this.jsm.consumers.info(this.cfg.stream, this.cfg.durable)).ack_floor.stream_seq
+  }
 }

@@ -22,6 +22,8 @@ export default fp(
         maxEvents: app.store.kind === 'memory' ? Math.min(s.historyMaxEvents, app.config.store.capacity) : s.historyMaxEvents,
       },
       replayPageSize: s.replayPageSize,
+      replayPageBytes: s.replayPageBytes,
+      liveWaitMs: s.liveWaitMs,
       maxPendingEvents: s.maxPendingEvents,
       maxBufferedBytes: s.maxBufferedBytes,
       drainTimeoutMs: s.drainTimeoutSeconds * 1000,

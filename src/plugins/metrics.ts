@@ -68,6 +68,8 @@ export default fp(
     fromHub('tailcast_event_errors_total', 'Events that could not be serialised or delivered to a client: each logged with its id, skipped, the rest kept flowing', () => hub.stats.eventErrors)
     fromHub('tailcast_slow_client_disconnects_total', 'Clients disconnected because their send buffer was full', () => hub.stats.slowDisconnects)
     fromHub('tailcast_replays_from_memory_total', 'Replays and resumes served from the hot history alone, without a store query', () => hub.stats.replaysFromMemory)
+    fromHub('tailcast_position_queries_total', 'Queries of the newest acknowledged position (read-your-writes; shared by the stream requests that arrive together)', () => hub.stats.positionQueries)
+    fromHub('tailcast_live_waits_expired_total', 'Streams whose live waited past streams.liveWaitMs for the dispatch to reach what was acknowledged before them: the gap was read from the store', () => hub.stats.liveWaitsExpired)
     fromHub('tailcast_replays_from_store_total', 'Replays and resumes that read the store (they reached back before the hot history)', () => hub.stats.replaysFromStore)
     const fromHubGauge = (name: string, help: string, read: () => number): void => {
       new Gauge({

@@ -131,7 +131,11 @@ t.test('MongoDB store: 200 resumes inside the history issue no store query; one 
     if (i % 37 === 0) t.same(dataEvents(c.events).map((e) => Number(e.id)), pre.slice(from + 1).map((e) => e.id), `client ${i} exact`)
     else if (dataEvents(c.events).length !== 299 - from) t.fail(`client ${i}: ${dataEvents(c.events).length} events, expected ${299 - from}`)
   })
-  t.equal(reads.length - before, 0, '200 resumes inside the history: no store query')
+  // Read-your-writes asks the store for its newest position (one query shared by the requests that
+  // arrive while it runs: an edge read without a filter); no resume reads events from the store.
+  const eventReads = reads.slice(before).filter((r) => Object.keys(r.filter).length > 0)
+  t.equal(eventReads.length, 0, '200 resumes inside the history: no replay query')
+  t.ok(s.app.hub.stats.positionQueries < 200, `${s.app.hub.stats.positionQueries} shared position queries for 200 resumes`)
 
   const old = openStream('sse', s, '/messages?room=q', String(pre[49].id))
   t.teardown(() => old.close())
