@@ -367,5 +367,23 @@ const SECRET_PARAM = /^(auth|key|apikey|api[_-]key|jwt|.*(token|secret|password)
 export function redactUrl(url: string): string {
   return url
     .replace(/\/\/[^/?#\s]*@/g, '//[redacted]@')
-    .replace(/([?&])([^=&#\s]*)=[^&#\s]*/g, (param, sep: string, name: string) => (SECRET_PARAM.test(name) ? `${sep}${name}=[redacted]` : param))
+    .replace(/([?&])([^=&#\s]*)=[^&#\s]*/g, (param, sep: string, name: string) => (isSecretParam(name) ? `${sep}${name}=[redacted]` : param))
+}
+
+/**
+ * Is the parameter named `raw` (as it appears in a URL) a credential? Judged on the name the server
+ * reads, after percent-decoding (`access_toke%6E` is `access_token`) and `+` as a space; decoded
+ * again while it changes, and a name that does not decode is taken for a secret (hiding too much
+ * is the safe side).
+ */
+function isSecretParam(raw: string): boolean {
+  let name = raw
+  for (let i = 0; i < 4 && name.includes('%'); i++) {
+    try {
+      name = decodeURIComponent(name.replaceAll('+', ' '))
+    } catch {
+      return true
+    }
+  }
+  return SECRET_PARAM.test(name)
 }

@@ -103,6 +103,10 @@ t.test('redactUrl hides user info and secret query parameters in every URL of a 
     ['/messages?room=r&access_token=eyJhbGc.x.y', '/messages?room=r&access_token=[redacted]'],
     ['connect to mongodb://bob:pw@db:27017/?tls=true failed (token=abc)', 'connect to mongodb://[redacted]@db:27017/?tls=true failed (token=abc)'],
     ['ws://h/x?keyboard=1&monkey=2', 'ws://h/x?keyboard=1&monkey=2'],
+    // Judged on the name the server reads: percent-decoded (once or more), and undecodable ones hidden.
+    ['/messages?room=r&access_toke%6E=eyJ.x.y', '/messages?room=r&access_toke%6E=[redacted]'],
+    ['/messages?%61ccess_token=a&%2561ccess_token=b&r%6Fom=r', '/messages?%61ccess_token=[redacted]&%2561ccess_token=[redacted]&r%6Fom=r'],
+    ['/x?tok%E0en=a&page%20=2', '/x?tok%E0en=[redacted]&page%20=2'],
     ['', ''],
   ]
   for (const [url, want] of cases) t.equal(redactUrl(url), want, url)
