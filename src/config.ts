@@ -112,6 +112,11 @@ const AuthConfigSchema = Type.Object(
     ),
     /** The cookie a browser's token may come in (besides `Authorization: Bearer` and `?access_token=`). */
     cookie: Type.String({ pattern: "^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$" }),
+    /**
+     * Origins whose pages may use the cookie (besides this server's own pages and cors.origins
+     * entries other than `*`): a cookie-authenticated stream from any other page is refused.
+     */
+    cookieOrigins: Type.Array(Type.String({ pattern: '^([a-z][a-z0-9+.-]*://[^/?#\\s]+)$' })),
   },
   { additionalProperties: false },
 )
@@ -195,6 +200,7 @@ export const ENV_KEYS: Record<string, string> = {
   TAILCAST_JWT_ISSUER: 'auth.jwt.issuer',
   TAILCAST_JWT_AUDIENCE: 'auth.jwt.audience',
   TAILCAST_AUTH_COOKIE: 'auth.cookie',
+  TAILCAST_AUTH_COOKIE_ORIGINS: 'auth.cookieOrigins',
 }
 
 /** Keys whose values never appear in output. */

@@ -259,6 +259,32 @@ t.test('the secret is never printed: --print-config, config errors', async (t) =
   }
 })
 
+t.test('a token in the cookie is accepted only from pages of allowed origins, even when CORS is *', async (t) => {
+  const token = await sign(VIP)
+  const s = await startServer({ auth: { jwt: { secret: SECRET }, cookieOrigins: ['https://app.example'] } })
+  t.teardown(() => s.close())
+  const cookie = `tailcast_token=${token}`
+  const path = '/messages?room=vip'
+  for (const transport of ['sse', 'ws'] as const) {
+    const opened = (headers: Record<string, string>) => (transport === 'sse' ? openSse(s.url + path, headers) : openWs(s.wsUrl + path, headers))
+    const evil = opened({ cookie, origin: 'https://evil.example' })
+    t.equal(await evil.status, 403, `${transport}: a cross-site page with the cookie is refused`)
+    t.match(await evil.errorBody, { statusCode: 403, message: /cookie is not accepted from a page of origin "https:\/\/evil.example"/ })
+    t.equal(await opened({ cookie, origin: 'null' }).status, 403, `${transport}: an opaque origin too`)
+    for (const [why, headers] of [
+      ['a listed origin', { cookie, origin: 'https://app.example' }],
+      ["the server's own page", { cookie, origin: s.url }],
+      ['no Origin (not a page)', { cookie }],
+      ['a token in the header from any origin (CORS *)', { authorization: `Bearer ${token}`, origin: 'https://evil.example' }],
+    ] as const) {
+      const c = opened(headers)
+      await c.waitFor(isLive, 10_000, `${transport}: ${why}`)
+      t.pass(`${transport}: ${why} is live`)
+      c.close()
+    }
+  }
+})
+
 t.test('a relay of a private upstream refuses to start without auth of its own or upstream.public, and says both ways out', async (t) => {
   const base = { PATH: process.env.PATH ?? '', PORT: '0', HOST: '127.0.0.1', TAILCAST_UPSTREAM: 'ws://127.0.0.1:9/messages?room=vip' }
   const refusals = [{ TAILCAST_UPSTREAM_TOKEN: 'eyJ.private.token' }, { TAILCAST_UPSTREAM: 'ws://127.0.0.1:9/messages?room=vip&access_token=eyJ.private.token' }]
