@@ -13,6 +13,8 @@ export interface NewEvent {
    * key answers that event instead of storing another. Never part of the wire format.
    */
   idempotencyKey?: string
+  /** A digest of the body the key came with (see idempotency.ts): a reuse with another body is a conflict. */
+  idempotencyDigest?: string
 }
 
 /** An event as stored and delivered. `id` is a positive integer, strictly increasing in store order. */

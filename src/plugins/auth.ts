@@ -13,6 +13,8 @@ import type { Transport } from '../hub/transport.js'
 export interface Authorization {
   grant: Grant
   expiresAt: number | null
+  /** The token's `sub`, when it has one: the publisher's identity for idempotency keys. */
+  subject: string | null
 }
 
 /** The `access_token` query parameter (EventSource cannot set headers), for the routes' query schemas. */
@@ -182,7 +184,7 @@ export default fp(
         if (key === null) throw new TokenError('authorization is not configured')
         try {
           const { payload } = await key.verify(token, options)
-          return { grant: grantOf(payload), expiresAt: typeof payload.exp === 'number' ? payload.exp * 1000 : null }
+          return { grant: grantOf(payload), expiresAt: typeof payload.exp === 'number' ? payload.exp * 1000 : null, subject: typeof payload.sub === 'string' && payload.sub !== '' ? payload.sub : null }
         } catch (err) {
           throw new TokenError(tokenProblem(err))
         }

@@ -1,6 +1,7 @@
 import type { NewEvent, StoredEvent } from '../event.js'
 import { matches, type StreamFilter } from '../stream.js'
-import type { EventStore, ReadOptions, StoreBounds, Tail, TailHandlers } from './event-store.js'
+import { isConflict, keyConflict } from '../idempotency.js'
+import { StoreRejectedError, type EventStore, type ReadOptions, type StoreBounds, type Tail, type TailHandlers } from './event-store.js'
 
 /**
  * The embedded default: an in-process ring buffer of the last `capacity` events.
@@ -34,10 +35,15 @@ export class MemoryEventStore implements EventStore {
     if (ids !== undefined && ids.length !== events.length) throw new Error('append: one id per event')
     const stored: StoredEvent[] = []
     const result: StoredEvent[] = []
+    let conflict: StoreRejectedError | null = null
     events.forEach((e, i) => {
+      if (conflict !== null) return
       const known = e.idempotencyKey === undefined ? undefined : this.byKey.get(e.idempotencyKey)
       if (known !== undefined) {
-        result.push(known)
+        // Given ids (the NATS writer): a reuse with another body is refused (dead-lettered), like
+        // any event the store cannot take; without, the caller compares (see idempotency.ts).
+        if (ids !== undefined && isConflict(e, known)) conflict = new StoreRejectedError(i, [...stored], keyConflict(known))
+        else result.push(known)
         return
       }
       let id: number
@@ -62,6 +68,7 @@ export class MemoryEventStore implements EventStore {
       if (this.pending.length === 0) setImmediate(() => this.notify())
       this.pending.push(...stored)
     }
+    if (conflict !== null) throw conflict
     return result
   }
 

@@ -1,3 +1,5 @@
+import { isConflict, keyConflict } from '../idempotency.js'
+import { ensureKeyIndex, namesKeyIndex } from './mongo-keys.js'
 import { randomBytes } from 'node:crypto'
 import { MongoBulkWriteError, MongoClient, MongoServerSelectionError, type Collection, type Db, type Filter, type IndexDescription, type MongoClientOptions, type Sort } from 'mongodb'
 import { COMPETITION_ACTIVATED, type NewEvent, type StoredEvent } from '../event.js'
@@ -51,8 +53,12 @@ interface EventDoc {
   prev?: number
   /** The write that stored it: after an insert whose answer was lost, tells whether it landed. */
   w?: string
-  /** Idempotency key it was posted with. */
+  /** Idempotency key of an older version (unscoped): no longer read, see mongo-keys.ts. */
   k?: string
+  /** Idempotency key it was posted with, scoped to its publisher (unique index, see mongo-keys.ts). */
+  ik?: string
+  /** Digest of the body posted with that key. */
+  ih?: string
 }
 
 /** The replay queries: by competition, by type+time (the 24 h window), by room; all ordered by id. */
@@ -60,7 +66,6 @@ const REPLAY_INDEXES: IndexDescription[] = [
   { key: { competitionId: 1, _id: 1 }, name: 'competitionId_id' },
   { key: { type: 1, time: 1, _id: 1 }, name: 'type_time_id' },
   { key: { room: 1, _id: 1 }, name: 'room_id' },
-  { key: { k: 1 }, name: 'idempotency_key' },
 ]
 
 const DUPLICATE_KEY = 11000
@@ -80,6 +85,7 @@ function toEvent(d: EventDoc): StoredEvent {
   const e: StoredEvent = { id: Number(d._id), type: d.type, time: d.time, data: d.data }
   if (d.competitionId !== undefined && d.competitionId !== null) e.competitionId = d.competitionId
   if (d.room !== undefined && d.room !== null) e.room = d.room
+  if (d.ih !== undefined) e.idempotencyDigest = d.ih
   return e
 }
 
@@ -87,12 +93,13 @@ function toDoc(e: NewEvent, id: number, at: Date, prev: number, w: string): Even
   const d: EventDoc = { _id: id, type: e.type, time: e.time, data: e.data, at, prev, w }
   if (e.competitionId !== undefined) d.competitionId = e.competitionId
   if (e.room !== undefined) d.room = e.room
-  if (e.idempotencyKey !== undefined) d.k = e.idempotencyKey
+  if (e.idempotencyKey !== undefined) d.ik = e.idempotencyKey
+  if (e.idempotencyDigest !== undefined) d.ih = e.idempotencyDigest
   return d
 }
 
 /** Reads that must not be sent back to clients or compared: bookkeeping fields. */
-const EVENT_PROJECTION = { at: 0, prev: 0, w: 0, k: 0 }
+const EVENT_PROJECTION = { at: 0, prev: 0, w: 0, k: 0, ik: 0, ih: 0 }
 
 export class CollectionNotCappedError extends Error {
   override name = 'CollectionNotCappedError'
@@ -186,6 +193,7 @@ export class MongoEventStore implements EventStore {
     const have = new Set((await this.coll.listIndexes().toArray()).map((i) => i.name as string))
     const missing = REPLAY_INDEXES.filter((i) => !have.has(i.name as string))
     if (missing.length > 0) await this.coll.createIndexes(missing)
+    await ensureKeyIndex(this.coll, have)
   }
 
   /**
@@ -321,12 +329,23 @@ export class MongoEventStore implements EventStore {
         }
         inserted = failed.index
         const storedSoFar = (): StoredEvent[] => [...stored, ...docs.slice(0, inserted).map(toEvent)]
-        const idConflict =
-          failed.code === DUPLICATE_KEY &&
-          (await this.isIdConflict(failed.message, docs[inserted]._id).catch((lookup: unknown) => {
-            throw new StoreUnavailableError(storedSoFar(), true, lookup)
-          }))
-        if (!idConflict) throw new StoreRejectedError(rest[inserted].i, storedSoFar(), failed.message)
+        const unavailable = (lookup: unknown): never => {
+          throw new StoreUnavailableError(storedSoFar(), true, lookup)
+        }
+        const idConflict = failed.code === DUPLICATE_KEY && (await this.isIdConflict(failed.message, docs[inserted]._id).catch(unavailable))
+        if (!idConflict) {
+          // Another write holds the event's idempotency key (on any instance: one unique index).
+          const held = failed.code === DUPLICATE_KEY ? await this.heldKey(failed.message, docs[inserted]).catch(unavailable) : null
+          if (held === null) throw new StoreRejectedError(rest[inserted].i, storedSoFar(), failed.message)
+          // Given ids (the NATS writer): another body is refused (dead-lettered); a retry is skipped.
+          if (ids !== undefined && isConflict(rest[inserted].e, held)) throw new StoreRejectedError(rest[inserted].i, storedSoFar(), keyConflict(held))
+          for (const d of docs.slice(0, inserted)) stored.push(toEvent(d))
+          // Without ids the result has one event per event given: the held one answers this one.
+          if (ids === undefined) stored.push(held)
+          this.lastWritten = inserted > 0 ? { id: docs[inserted - 1]._id, at: Date.now() } : null
+          rest = rest.slice(inserted + 1)
+          continue
+        }
       }
       for (const d of docs.slice(0, inserted)) stored.push(toEvent(d))
       this.lastWritten = inserted > 0 ? { id: docs[inserted - 1]._id, at: Date.now() } : null
@@ -346,6 +365,13 @@ export class MongoEventStore implements EventStore {
     return (await this.coll.countDocuments({ _id: id }, { limit: 1 })) > 0
   }
 
+  /** The stored event holding `doc`'s idempotency key, when a duplicate key is about that index; else null. */
+  private async heldKey(message: string, doc: EventDoc): Promise<StoredEvent | null> {
+    if (doc.ik === undefined || namesKeyIndex(message) === false) return null
+    const held = await this.coll.findOne({ ik: doc.ik })
+    return held === null ? null : toEvent(held)
+  }
+
   /** How many of `docs` (a prefix: the insert was ordered) this write stored, or null when the store does not answer. */
   private async landed(docs: EventDoc[], token: string): Promise<number | null> {
     for (let attempt = 0; attempt < 6; attempt++) {
@@ -363,12 +389,12 @@ export class MongoEventStore implements EventStore {
   }
 
   private async findKeys(keys: string[]): Promise<Map<string, StoredEvent>> {
-    const docs = await this.coll.find({ k: { $in: keys } }).toArray()
-    return new Map(docs.map((d) => [d.k as string, toEvent(d)]))
+    const docs = await this.coll.find({ ik: { $in: keys } }).toArray()
+    return new Map(docs.map((d) => [d.ik as string, toEvent(d)]))
   }
 
   async findByKey(key: string): Promise<StoredEvent | null> {
-    const d = await this.coll.findOne({ k: key })
+    const d = await this.coll.findOne({ ik: key })
     return d === null ? null : toEvent(d)
   }
 
