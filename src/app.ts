@@ -30,7 +30,9 @@ export interface AppOptions {
 
 /** A request as logged: Fastify's fields, with credentials in the query (`?access_token=`) hidden. */
 function logRequest(req: FastifyRequest): Record<string, unknown> {
-  return { method: req.method, url: redactUrl(req.url), host: req.host, remoteAddress: req.ip, remotePort: req.socket?.remotePort }
+  const peer = req.socket?.remoteAddress
+  // Behind a trusted proxy (trustProxy) req.ip is the client's address; the proxy's is logged beside it.
+  return { method: req.method, url: redactUrl(req.url), host: req.host, remoteAddress: req.ip, remotePort: req.socket?.remotePort, ...(peer !== undefined && peer !== req.ip ? { proxyAddress: peer } : {}) }
 }
 
 declare module 'fastify' {
@@ -73,6 +75,8 @@ export async function buildApp(config: Config, opts: AppOptions = {}): Promise<F
       ...(opts.logStream === undefined ? {} : { stream: opts.logStream }),
     },
     bodyLimit: config.bodyLimit,
+    // X-Forwarded-For is believed only from these peers (req.ip: the per-address cap, logs).
+    trustProxy: config.trustProxy.length === 0 ? false : config.trustProxy,
     // Opening a store, its indexes and the newest-id read can take seconds on a large FerretDB
     // collection (a scan); Fastify's default of 10 s per plugin would stop the start.
     pluginTimeout: 60_000,

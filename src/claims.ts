@@ -1,6 +1,6 @@
 import { createPrivateKey, type KeyObject } from 'node:crypto'
 import { SignJWT } from 'jose'
-import type { NewEvent } from './event.js'
+import { COMPETITION_ACTIVATED, type NewEvent } from './event.js'
 
 /**
  * What a token allows, from its `tailcast` claim:
@@ -9,31 +9,77 @@ import type { NewEvent } from './event.js'
  *
  * `subscribe` lists stream paths as clients open them (see streamPath): `/v1/competitions`,
  * `/v1/competitions/ID`, `/messages` (every room), `/messages?room=ROOM`. `publish` lists what
- * POST /messages may write to: `room:ROOM`, `competition:ID`. In both, `*` stands for any run of
+ * POST /messages may write to: `room:ROOM`, `competition:ID`, and `competitions` (the competitions
+ * list, which every `CompetitionActivatedEvent` reaches). In both, `*` stands for any run of
  * characters within one name (never `/`, `?`, `&`, `=`), e.g. `/v1/competitions/*`, `room:team-*`.
  * `/messages` (every room) also allows each single room, since it carries their events.
  */
 export interface Grant {
-  subscribe: RegExp[]
-  publish: RegExp[]
+  subscribe: Pattern[]
+  publish: Pattern[]
 }
 
 export class ClaimError extends Error {
   override name = 'ClaimError'
 }
 
-const NAME_CHARS = '[^/?&=]*'
+/** The separators of a stream path: `*` never stands for one. */
+const SEPARATOR = /[/?&=]/
 
-/** A pattern as a whole-string match: `*` is the only special character. */
-export function compilePattern(pattern: string): RegExp {
-  const source = pattern
-    .split('*')
-    .map((part) => part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))
-    .join(NAME_CHARS)
-  return new RegExp(`^${source}$`)
+/** The separators of `s`, in order, and the names between them. */
+function components(s: string): { separators: string; names: string[] } {
+  return { separators: s.replace(/[^/?&=]/g, ''), names: s.split(SEPARATOR) }
 }
 
-function patterns(claim: Record<string, unknown>, name: 'subscribe' | 'publish'): RegExp[] {
+/**
+ * A glob within one name (`*`: any run of characters), greedy with the leftmost occurrence of each
+ * middle part: linear passes with indexOf, never backtracking.
+ */
+function globMatch(parts: string[], s: string): boolean {
+  if (parts.length === 1) return s === parts[0]
+  const first = parts[0]
+  const last = parts[parts.length - 1]
+  const end = s.length - last.length
+  if (end < first.length || !s.startsWith(first) || !s.endsWith(last)) return false
+  let pos = first.length
+  for (let i = 1; i < parts.length - 1; i++) {
+    const at = s.indexOf(parts[i], pos)
+    if (at < 0 || at + parts[i].length > end) return false
+    pos = at + parts[i].length
+  }
+  return true
+}
+
+/**
+ * A claim pattern as a whole-string match, `*` being the only special character. Since `*` never
+ * stands for a separator, pattern and subject match when they have the same separators in the same
+ * order and each name of the pattern globs the subject's name at its place. No regex, no
+ * backtracking: any number of stars against any name costs a few linear passes, which a token
+ * holder cannot turn into a stalled event loop.
+ */
+export class Pattern {
+  private readonly separators: string
+  /** Each name of the pattern split at its stars. */
+  private readonly names: string[][]
+
+  constructor(readonly source: string) {
+    const { separators, names } = components(source)
+    this.separators = separators
+    this.names = names.map((n) => n.split('*'))
+  }
+
+  test(subject: string): boolean {
+    const { separators, names } = components(subject)
+    if (separators !== this.separators) return false
+    return this.names.every((parts, i) => globMatch(parts, names[i]))
+  }
+}
+
+export function compilePattern(pattern: string): Pattern {
+  return new Pattern(pattern)
+}
+
+function patterns(claim: Record<string, unknown>, name: 'subscribe' | 'publish'): Pattern[] {
   const list = claim[name]
   if (list === undefined) return []
   if (!Array.isArray(list) || !list.every((p) => typeof p === 'string' && p.length > 0 && p.length <= 300) || list.length > 1000) {
@@ -58,19 +104,26 @@ export function mayFollow(grant: Grant, path: string): boolean {
   return path.startsWith('/messages?room=') && grant.subscribe.some((p) => p.test('/messages'))
 }
 
-/** What an event is posted to: its room and its competition (`room:ROOM`, `competition:ID`). */
-function publishTargets(e: Pick<NewEvent, 'room' | 'competitionId'>): string[] {
+/**
+ * Every stream an event reaches, as publish targets: its room, its competition, and the
+ * competitions list for a `CompetitionActivatedEvent` (authorization is by effect, see stream.ts
+ * eventKeys). Each target needs a publish pattern, except the list: a `CompetitionActivatedEvent`
+ * of a competition the holder may publish to (`competition:ID`) may announce it on the list; one
+ * without a competitionId needs `competitions`.
+ */
+function publishTargets(e: Pick<NewEvent, 'room' | 'competitionId'> & { type?: string }): string[] {
   const targets: string[] = []
   if (e.room !== undefined) targets.push(`room:${e.room}`)
   if (e.competitionId !== undefined) targets.push(`competition:${e.competitionId}`)
+  else if (e.type === COMPETITION_ACTIVATED) targets.push('competitions')
   return targets
 }
 
 /**
  * The targets of `e` the holder may not post to (empty: allowed). An event with neither room nor
- * competition goes to no stream a grant names: only the server's post token may post it.
+ * competition (nor the list) goes to no stream a grant names: only the server's post token may post it.
  */
-export function deniedTargets(grant: Grant, e: Pick<NewEvent, 'room' | 'competitionId'>): string[] {
+export function deniedTargets(grant: Grant, e: Pick<NewEvent, 'room' | 'competitionId'> & { type?: string }): string[] {
   const targets = publishTargets(e)
   if (targets.length === 0) return ['(an event without room or competitionId)']
   return targets.filter((t) => !grant.publish.some((p) => p.test(t)))
@@ -105,7 +158,7 @@ export function signingKey(source: { secret: string } | { privateKeyPem: string 
 /** A token carrying the tailcast claim (see Grant), as the server checks it. */
 export async function mintToken(signer: { key: Uint8Array | KeyObject; alg: string }, o: MintOptions): Promise<string> {
   for (const p of o.subscribe) if (!p.startsWith('/')) throw new ClaimError(`a subscribe pattern is a stream path starting with "/", got ${JSON.stringify(p)}`)
-  for (const p of o.publish) if (!/^(room|competition):./.test(p)) throw new ClaimError(`a publish pattern is room:NAME or competition:ID, got ${JSON.stringify(p)}`)
+  for (const p of o.publish) if (p !== 'competitions' && !/^(room|competition):./.test(p)) throw new ClaimError(`a publish pattern is room:NAME, competition:ID or competitions (the list), got ${JSON.stringify(p)}`)
   const jwt = new SignJWT({ tailcast: { subscribe: o.subscribe, publish: o.publish } }).setProtectedHeader({ alg: signer.alg }).setIssuedAt()
   try {
     jwt.setExpirationTime(o.expiresIn)

@@ -76,6 +76,11 @@ export const UpstreamConfigSchema = Type.Object(
     url: Type.String({ pattern: '^(|(wss?|https?)://.+)$' }),
     /** A JWT for a private upstream stream, sent as `Authorization: Bearer`. */
     token: Type.String(),
+    /**
+     * Serve a private upstream (token or credentials in the URL) to anyone: without this, such a
+     * relay needs auth of its own (auth.jwt) or it refuses to start.
+     */
+    public: Type.Boolean(),
     reconnectMinMs: PositiveInt,
     reconnectMaxMs: PositiveInt,
     catchUpTimeoutMs: Type.Integer({ minimum: 0 }),
@@ -121,6 +126,11 @@ const AuthConfigSchema = Type.Object(
     ),
     /** The cookie a browser's token may come in (besides `Authorization: Bearer` and `?access_token=`). */
     cookie: Type.String({ pattern: "^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$" }),
+    /**
+     * Origins whose pages may use the cookie (besides this server's own pages and cors.origins
+     * entries other than `*`): a cookie-authenticated stream from any other page is refused.
+     */
+    cookieOrigins: Type.Array(Type.String({ pattern: '^([a-z][a-z0-9+.-]*://[^/?#\\s]+)$' })),
   },
   { additionalProperties: false },
 )
@@ -135,6 +145,12 @@ export const ConfigSchema = Type.Object(
     requestTimeoutSeconds: Type.Number({ minimum: 1, maximum: 3600 }),
     logLevel: LogLevelSchema,
     bodyLimit: Type.Integer({ minimum: 256, maximum: 16777216 }),
+    /**
+     * Proxies whose X-Forwarded-For is believed (addresses, CIDRs, or proxy-addr's names loopback,
+     * linklocal, uniquelocal): the client address of the per-address cap and the logs is then the
+     * one the nearest trusted proxy saw. Empty: the peer's address, whatever the headers say.
+     */
+    trustProxy: Type.Array(Type.String({ pattern: '^(loopback|linklocal|uniquelocal|[0-9A-Fa-f.:]+(/[0-9]{1,3})?)$' }), { maxItems: 100 }),
     store: StoreConfigSchema,
     streams: StreamsConfigSchema,
     memory: MemoryConfigSchema,
@@ -163,6 +179,7 @@ export const ENV_KEYS: Record<string, string> = {
   LOG_LEVEL: 'logLevel',
   MONGODB_URL: 'store.mongodb.url',
   TAILCAST_BODY_LIMIT: 'bodyLimit',
+  TAILCAST_TRUST_PROXY: 'trustProxy',
   TAILCAST_STORE: 'store.type',
   TAILCAST_STORE_CAPACITY: 'store.capacity',
   TAILCAST_MONGODB_DATABASE: 'store.mongodb.database',
@@ -188,6 +205,7 @@ export const ENV_KEYS: Record<string, string> = {
   TAILCAST_CORS_ORIGINS: 'cors.origins',
   TAILCAST_UPSTREAM: 'upstream.url',
   TAILCAST_UPSTREAM_TOKEN: 'upstream.token',
+  TAILCAST_UPSTREAM_PUBLIC: 'upstream.public',
   NATS_URL: 'nats.url',
   TAILCAST_NATS_STREAM: 'nats.stream',
   TAILCAST_NATS_SUBJECT: 'nats.subject',
@@ -203,6 +221,7 @@ export const ENV_KEYS: Record<string, string> = {
   TAILCAST_JWT_ISSUER: 'auth.jwt.issuer',
   TAILCAST_JWT_AUDIENCE: 'auth.jwt.audience',
   TAILCAST_AUTH_COOKIE: 'auth.cookie',
+  TAILCAST_AUTH_COOKIE_ORIGINS: 'auth.cookieOrigins',
 }
 
 /** Keys whose values never appear in output. */
@@ -231,7 +250,7 @@ function merge(base: Tree, over: Tree): Tree {
 }
 
 function getPath(t: Tree, path: string): unknown {
-  return path.split('.').reduce<unknown>((v, k) => (isTree(v) ? v[k] : undefined), t)
+  return path.split('.').reduce<unknown>((v, k) => (isTree(v) ? v[k] : Array.isArray(v) ? v[Number(k)] : undefined), t)
 }
 
 function setPath(t: Tree, path: string, value: unknown): void {
@@ -347,6 +366,15 @@ export function loadConfig(opts: LoadOptions = {}): Config {
   if (keys.length > 1) {
     throw new ConfigError(`invalid configuration:\n  ${keys.map((k) => `auth.jwt.${k}`).join(' and ')} are set together: tokens are checked against one key source; set one of them`)
   }
+  // A relay re-serves what its credentials read upstream: to everyone, unless it checks tokens itself.
+  const up = config.upstream
+  if (up.url !== '' && (up.token !== '' || redactUrl(up.url) !== up.url) && keys.length === 0 && !up.public) {
+    throw new ConfigError(
+      'invalid configuration:\n  upstream.token (or credentials in upstream.url) is set but this relay has no auth of its own: ' +
+        'everyone could read the private upstream through it. Either set auth.jwt (TAILCAST_JWT_SECRET, ..._PUBLIC_KEY_FILE or ..._JWKS_FILE) ' +
+        'so its readers need tokens, or set upstream.public (TAILCAST_UPSTREAM_PUBLIC=true) to serve it to anyone on purpose',
+    )
+  }
   // HS256 with a short secret can be brute-forced offline from any one token.
   if (jwt.secret !== '' && Buffer.byteLength(jwt.secret) < 32) {
     throw new ConfigError('invalid configuration:\n  auth.jwt.secret = "[redacted]": must be at least 32 bytes (e.g. `openssl rand -base64 32`)')
@@ -388,5 +416,23 @@ const SECRET_PARAM = /^(auth|key|apikey|api[_-]key|jwt|.*(token|secret|password)
 export function redactUrl(url: string): string {
   return url
     .replace(/\/\/[^/?#\s]*@/g, '//[redacted]@')
-    .replace(/([?&])([^=&#\s]*)=[^&#\s]*/g, (param, sep: string, name: string) => (SECRET_PARAM.test(name) ? `${sep}${name}=[redacted]` : param))
+    .replace(/([?&])([^=&#\s]*)=[^&#\s]*/g, (param, sep: string, name: string) => (isSecretParam(name) ? `${sep}${name}=[redacted]` : param))
+}
+
+/**
+ * Is the parameter named `raw` (as it appears in a URL) a credential? Judged on the name the server
+ * reads, after percent-decoding (`access_toke%6E` is `access_token`) and `+` as a space; decoded
+ * again while it changes, and a name that does not decode is taken for a secret (hiding too much
+ * is the safe side).
+ */
+function isSecretParam(raw: string): boolean {
+  let name = raw
+  for (let i = 0; i < 4 && name.includes('%'); i++) {
+    try {
+      name = decodeURIComponent(name.replaceAll('+', ' '))
+    } catch {
+      return true
+    }
+  }
+  return SECRET_PARAM.test(name)
 }

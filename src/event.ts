@@ -13,6 +13,8 @@ export interface NewEvent {
    * key answers that event instead of storing another. Never part of the wire format.
    */
   idempotencyKey?: string
+  /** A digest of the body the key came with (see idempotency.ts): a reuse with another body is a conflict. */
+  idempotencyDigest?: string
 }
 
 /** An event as stored and delivered. `id` is a positive integer, strictly increasing in store order. */
@@ -29,6 +31,7 @@ export function metaOf(e: StoredEvent): EventMeta {
   if (e.competitionId !== undefined) m.competitionId = e.competitionId
   if (e.room !== undefined) m.room = e.room
   if (e.idempotencyKey !== undefined) m.idempotencyKey = e.idempotencyKey
+  if (e.idempotencyDigest !== undefined) m.idempotencyDigest = e.idempotencyDigest
   return m
 }
 

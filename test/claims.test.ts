@@ -45,3 +45,37 @@ t.test('the claim is checked for its shape', async (t) => {
   t.ok(compilePattern('a.b(c)*').test('a.b(c)x'), 'regex characters are literal')
   t.notOk(compilePattern('a.b').test('aXb'))
 })
+
+t.test('authorization by effect: a CompetitionActivatedEvent reaches the competitions list', async (t) => {
+  const activated = 'CompetitionActivatedEvent'
+  const roomOnly = grant([], ['room:vip'])
+  t.same(deniedTargets(roomOnly, { type: activated, room: 'vip' }), ['competitions'], 'a room-only publisher may not write into the list')
+  t.same(deniedTargets(roomOnly, { type: 'message', room: 'vip' }), [], 'other events in its room stay allowed')
+  t.same(deniedTargets(grant([], ['room:vip', 'competitions']), { type: activated, room: 'vip' }), [], 'a claim for the list allows it')
+  t.same(deniedTargets(grant([], ['competition:c1']), { type: activated, competitionId: 'c1' }), [], "a competition's publisher may announce it")
+  t.same(deniedTargets(grant([], ['competition:c1']), { type: activated, competitionId: 'c2' }), ['competition:c2'])
+  t.same(deniedTargets(grant([], ['competition:c1']), { type: activated }), ['competitions'], 'without a competitionId only the list claim allows it')
+})
+
+t.test('claim patterns are matched in linear time (no backtracking)', async (t) => {
+  const stars = '*a'.repeat(20) + '*'
+  const name = 'a'.repeat(1024) + 'b'
+  const patterns = [`/messages?room=${stars}b!`, `room:${stars}!`, `/v1/competitions/${'*'.repeat(20)}x`]
+  const p = grant(patterns.slice(0, 1).concat(patterns.slice(2)), [patterns[1]])
+  let allowed = 0
+  const start = process.hrtime.bigint()
+  const rounds = 200
+  for (let i = 0; i < rounds; i++) {
+    if (mayFollow(p, `/messages?room=${name}`)) allowed++
+    if (mayFollow(p, `/v1/competitions/${name}`)) allowed++
+    if (deniedTargets(p, { room: name }).length === 0) allowed++
+  }
+  const perCall = Number(process.hrtime.bigint() - start) / 1000 / (rounds * 3)
+  t.equal(allowed, 0, 'none of these patterns matches')
+  // A backtracking regex takes seconds to hours here; this takes microseconds (generous margin: 1 ms).
+  t.ok(perCall < 1000, `one check of 20 stars against a 1 KB name took ${perCall.toFixed(1)} µs`)
+  t.ok(compilePattern(stars + 'b').test(name), 'and still matches what it should')
+  t.ok(compilePattern('room:**').test('room:x'), 'repeated stars are one star')
+  t.notOk(compilePattern('room:*').test('room:a/b'), '* never crosses a separator')
+  t.ok(compilePattern('a*=*').test('ab=c'), 'a literal separator matches itself')
+})

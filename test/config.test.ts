@@ -58,7 +58,14 @@ const INVALID: { name: string; file?: unknown; env?: Record<string, string>; err
   { name: 'file not JSON', file: '{ port: 1 ', error: /is not valid JSON/ },
   { name: 'file not JSON at a secret', file: '{"post": {"token": hunter2}}', error: /is not valid JSON.*line 1/ },
   { name: 'file not an object', file: '[1]', error: /must hold a JSON object/ },
+  { name: 'trustProxy not an address', env: { TAILCAST_TRUST_PROXY: '10.0.0.1, nginx.local' }, error: /trustProxy.1 = "nginx.local": must match pattern/ },
+  { name: 'a private upstream relayed without auth', env: { TAILCAST_UPSTREAM: 'ws://u/messages', TAILCAST_UPSTREAM_TOKEN: 'hunter2' }, error: /no auth of its own.*TAILCAST_UPSTREAM_PUBLIC=true/ },
 ]
+
+t.test('TAILCAST_TRUST_PROXY: a comma-separated list of addresses and CIDRs', async (t) => {
+  t.same(loadConfig({ env: {} }).trustProxy, [], 'off by default: X-Forwarded-For is not believed')
+  t.same(loadConfig({ env: { TAILCAST_TRUST_PROXY: '127.0.0.1, 10.0.0.0/8,::1,loopback' } }).trustProxy, ['127.0.0.1', '10.0.0.0/8', '::1', 'loopback'])
+})
 
 for (const bad of INVALID) {
   t.test(`invalid: ${bad.name}`, async (t) => {
@@ -103,6 +110,10 @@ t.test('redactUrl hides user info and secret query parameters in every URL of a 
     ['/messages?room=r&access_token=eyJhbGc.x.y', '/messages?room=r&access_token=[redacted]'],
     ['connect to mongodb://bob:pw@db:27017/?tls=true failed (token=abc)', 'connect to mongodb://[redacted]@db:27017/?tls=true failed (token=abc)'],
     ['ws://h/x?keyboard=1&monkey=2', 'ws://h/x?keyboard=1&monkey=2'],
+    // Judged on the name the server reads: percent-decoded (once or more), and undecodable ones hidden.
+    ['/messages?room=r&access_toke%6E=eyJ.x.y', '/messages?room=r&access_toke%6E=[redacted]'],
+    ['/messages?%61ccess_token=a&%2561ccess_token=b&r%6Fom=r', '/messages?%61ccess_token=[redacted]&%2561ccess_token=[redacted]&r%6Fom=r'],
+    ['/x?tok%E0en=a&page%20=2', '/x?tok%E0en=[redacted]&page%20=2'],
     ['', ''],
   ]
   for (const [url, want] of cases) t.equal(redactUrl(url), want, url)
@@ -112,13 +123,13 @@ t.test('redact hides every URL of a NATS server list and tokens in the upstream 
   const nats = JSON.stringify(redact(loadConfig({ env: { NATS_URL: 'nats://tok-hunter2@h1:4222,nats://user:pass-hunter2@h2:4222' } })))
   t.notMatch(nats, /hunter2/)
   t.match(nats, /nats:\/\/\[redacted\]@h1:4222,nats:\/\/\[redacted\]@h2:4222/, 'both hosts stay visible')
-  const up = redact(loadConfig({ env: { TAILCAST_UPSTREAM: 'wss://up.example/v1/competitions?room=a&token=hunter2' } }))
+  const up = redact(loadConfig({ env: { TAILCAST_UPSTREAM: 'wss://up.example/v1/competitions?room=a&token=hunter2', TAILCAST_UPSTREAM_PUBLIC: 'true' } }))
   t.equal((up.upstream as { url: string }).url, 'wss://up.example/v1/competitions?room=a&token=[redacted]')
 })
 
 t.test('--print-config prints the effective config, secrets redacted; every env name is documented', async (t) => {
   const { stdout } = await run(process.execPath, [CLI, '--print-config'], {
-    env: { PATH: process.env.PATH, PORT: '9999', TAILCAST_POST_TOKEN: 'hunter2', MONGODB_URL: 'mongodb://u:hunter2@h/', TAILCAST_UPSTREAM: 'ws://up.example:8080/v1/competitions?token=hunter2' },
+    env: { PATH: process.env.PATH, PORT: '9999', TAILCAST_POST_TOKEN: 'hunter2', MONGODB_URL: 'mongodb://u:hunter2@h/', TAILCAST_UPSTREAM: 'ws://up.example:8080/v1/competitions?token=hunter2', TAILCAST_UPSTREAM_PUBLIC: 'true' },
   })
   const printed = JSON.parse(stdout)
   t.equal(printed.port, 9999)

@@ -1,5 +1,5 @@
 import { MongoClient } from 'mongodb'
-import { type Msg, type NatsConnection } from 'nats'
+import { headers as natsHeaders, type Msg, type NatsConnection } from 'nats'
 import t, { type Test } from 'tap'
 import { DEAD_LETTER_HEADERS } from '../src/ingest/nats-ingest.js'
 import { isLive, openSse } from './helpers/clients.js'
@@ -163,6 +163,40 @@ for (const kind of STORES) {
     t.same((await storedAfter(rig.server, 0)).map((e) => e.id), [next], 'only the next event is stored')
     t.equal(await healthStatus(rig.server), 200, 'the process is up')
     t.equal((await rig.ready()).status, 200, 'and ready')
+  })
+}
+
+for (const kind of STORES) {
+  t.test(`issue #21 row 6 on the ${kind} store: a NATS key follows POST's rule, is scoped to NATS publishers, and a reuse with another body is dead-lettered`, async (t) => {
+    const rig = await NatsRig.start(t, () => storeOverrides(kind))
+    const live = await Followers.open(rig.server)
+    t.teardown(() => live.close())
+    const keyed = async (key: string, text: string): Promise<number> => {
+      const h = natsHeaders()
+      h.set('Tailcast-Idempotency-Key', key)
+      return (await rig.nc.jetstream().publish(`${rig.prefix}room.hostile`, enc(markerEvent(text)), { headers: h, timeout: 10_000 })).seq
+    }
+    const bad = [await keyed('a b', 'space'), await keyed('x'.repeat(201), 'long'), await keyed('ключ', 'utf8')]
+    const first = await keyed('raw-1', 'first')
+    const other = await keyed('raw-1', 'another body')
+    const again = await keyed('raw-1', 'first')
+    // A NATS publisher cannot squat a POST publisher's key: the same key by POST is another key.
+    const squat = await keyed('post-key', 'squat')
+    await live.waitFor(squat, 10_000)
+    const posted = await rig.server.post({ text: 'posted', room: 'hostile' }, { 'idempotency-key': 'post-key' })
+    t.equal(posted.status, 202)
+    t.not(Number(posted.body.id), squat, 'the POST is stored as its own event')
+    await live.waitFor(Number(posted.body.id), 10_000)
+    for (const seq of bad) {
+      const d = await until(() => rig.deadLetter(seq), 5000, `the dead letter of ${seq}`).catch(() => undefined)
+      t.match(d?.headers?.get(DEAD_LETTER_HEADERS.reason), /Tailcast-Idempotency-Key header must be 1-200 visible ASCII characters/, `sequence ${seq}: the key's rule`)
+    }
+    const d = await until(() => rig.deadLetter(other), 5000, 'the dead letter of the other body').catch(() => undefined)
+    t.match(d?.headers?.get(DEAD_LETTER_HEADERS.reason), /idempotency key was already used for another event/, 'another body under a held key is dead-lettered')
+    t.equal(rig.deadLetter(again), undefined, 'a repeat of the same body is no dead letter')
+    t.same((await storedAfter(rig.server, 0)).map((e) => e.id), [first, squat, Number(posted.body.id)], 'stored: the first, the NATS key, the POST')
+    const info = await (await rig.nc.jetstreamManager()).consumers.info(rig.server.config.nats.stream, rig.server.config.nats.durable).catch(() => null)
+    t.equal(info?.num_ack_pending, 0, 'every message acked')
   })
 }
 

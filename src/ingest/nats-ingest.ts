@@ -1,3 +1,4 @@
+import { bodyDigest, IDEMPOTENCY_KEY, IDEMPOTENCY_KEY_RULE, NATS_SCOPE, scopedKey } from '../idempotency.js'
 import { bounded } from '../bounded.js'
 import { randomUUID } from 'node:crypto'
 import { hostname } from 'node:os'
@@ -62,6 +63,9 @@ const LEASE_KEY = 'writer'
 /** How long an instance starting waits for JetStream to answer its set-up (the plugin timeout is 60 s). */
 const JETSTREAM_SETUP_MS = 40_000
 const IDEMPOTENCY_HEADER = 'Tailcast-Idempotency-Key'
+/** Set by POST /messages: its key scoped to its publisher, and its body's digest (see idempotency.ts). */
+const SCOPED_KEY_HEADER = 'Tailcast-Idempotency-Scoped-Key'
+const DIGEST_HEADER = 'Tailcast-Idempotency-Digest'
 
 export function leaseBucket(cfg: NatsConfig): string {
   return `${cfg.stream}_LEASE`
@@ -121,6 +125,29 @@ export function natsConnectOptions(url: string): { servers: string[]; user?: str
 function publishNotStored(err: unknown): boolean {
   const e = err as { code?: string; message?: string }
   return e.code === '503' || /no responders|disconnect|closed|CONNECTION_CLOSED/i.test(`${e.code ?? ''} ${e.message ?? ''}`)
+}
+
+/**
+ * The idempotency key of a message, into `event`; returns why it is refused, or null. A message
+ * published by POST carries its key already scoped to its publisher, with its body's digest; a
+ * raw NATS publisher's `Tailcast-Idempotency-Key` follows POST's rule and is scoped to NATS
+ * publishers (so it can never squat a POST publisher's key), its digest taken from the payload.
+ */
+function keyOfMessage(m: JsMsg, event: NewEvent): string | null {
+  const scoped = m.headers?.get(SCOPED_KEY_HEADER) ?? ''
+  if (scoped !== '') {
+    if (!/^[A-Za-z0-9_-]{43}$/.test(scoped)) return `the ${SCOPED_KEY_HEADER} header is not a key digest (it is set by POST /messages)`
+    event.idempotencyKey = scoped
+    const digest = m.headers?.get(DIGEST_HEADER) ?? ''
+    event.idempotencyDigest = digest !== '' ? digest : bodyDigest(m.data)
+    return null
+  }
+  if (m.headers === undefined || !m.headers.has(IDEMPOTENCY_HEADER)) return null
+  const raw = m.headers.get(IDEMPOTENCY_HEADER)
+  if (!IDEMPOTENCY_KEY.test(raw)) return `the ${IDEMPOTENCY_HEADER} header ${IDEMPOTENCY_KEY_RULE}, got ${JSON.stringify(raw.slice(0, 40))}${raw.length > 40 ? '…' : ''} (${raw.length} characters)`
+  event.idempotencyKey = scopedKey(NATS_SCOPE, raw)
+  event.idempotencyDigest = bodyDigest(m.data)
+  return null
 }
 
 /** One header line: no CR/LF, bounded. */
@@ -216,11 +243,13 @@ export class NatsIngest {
    * JetStream as the same message (within the stream's duplicate window) and answered with the
    * first sequence; an idempotency key is that id, and travels in a header to the store.
    */
-  async publish(e: NewEvent): Promise<number> {
+  async publish(e: NewEvent): Promise<{ seq: number; duplicate: boolean }> {
     if (this.nc === undefined) throw new StoreUnavailableError([], true, new Error('NATS is not connected'))
-    const { idempotencyKey, ...wire } = e
+    const { idempotencyKey, idempotencyDigest, ...wire } = e
     const h = natsHeaders()
-    if (idempotencyKey !== undefined) h.set(IDEMPOTENCY_HEADER, idempotencyKey)
+    // POST's key, already scoped to its publisher, with its body's digest (see keyOfMessage).
+    if (idempotencyKey !== undefined) h.set(SCOPED_KEY_HEADER, idempotencyKey)
+    if (idempotencyDigest !== undefined) h.set(DIGEST_HEADER, idempotencyDigest)
     const msgID = idempotencyKey === undefined ? randomUUID() : `key:${idempotencyKey}`
     // A cluster electing a new stream leader (the node that led it died) answers "no responders"
     // for a second or two: retried with a backoff, within the deadline of every broker call.
@@ -230,7 +259,7 @@ export class NatsIngest {
       try {
         const timeout = Math.max(100, Math.min(3000, until - Date.now()))
         const ack = await this.js.publish(subjectFor(this.cfg, e), Buffer.from(JSON.stringify(wire)), { timeout, msgID, headers: h })
-        return ack.seq
+        return { seq: ack.seq, duplicate: ack.duplicate }
       } catch (err) {
         // A publish that timed out may have been stored (its ack was lost).
         if (!publishNotStored(err)) sent = true
@@ -481,8 +510,11 @@ export class NatsIngest {
       try {
         // A payload without `time` gets the time JetStream stored it: the same on every redelivery.
         const event = decodeEvent(m.data, new Date(Math.floor(m.info.timestampNanos / 1e6)))
-        const key = m.headers?.get(IDEMPOTENCY_HEADER)
-        if (key) event.idempotencyKey = key
+        const keyProblem = keyOfMessage(m, event)
+        if (keyProblem !== null) {
+          dead.push({ m, reason: keyProblem })
+          continue
+        }
         accepted.push({ m, event })
       } catch (err) {
         if (!(err instanceof InvalidEventError)) throw err

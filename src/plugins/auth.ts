@@ -13,6 +13,8 @@ import type { Transport } from '../hub/transport.js'
 export interface Authorization {
   grant: Grant
   expiresAt: number | null
+  /** The token's `sub`, when it has one: the publisher's identity for idempotency keys. */
+  subject: string | null
 }
 
 /** The `access_token` query parameter (EventSource cannot set headers), for the routes' query schemas. */
@@ -136,6 +138,36 @@ export default fp(
       ...(jwt.audience === '' ? {} : { audience: jwt.audience }),
     }
     app.decorateRequest('authorization', null)
+    const cookieOrigins = new Set([...app.config.auth.cookieOrigins, ...app.config.cors.origins].filter((o) => o !== '*'))
+
+    /** The request's token and where it came from: `Authorization: Bearer`, else `?access_token=`, else the cookie. */
+    function found(req: FastifyRequest): { token: string; via: 'header' | 'query' | 'cookie' } | undefined {
+      const bearer = auth.bearerOf(req)
+      if (bearer !== undefined) return { token: bearer, via: 'header' }
+      const q = (req.query as { access_token?: unknown } | undefined)?.access_token
+      if (typeof q === 'string' && q !== '') return { token: q, via: 'query' }
+      const c = cookieValue(req.headers.cookie, cookie)
+      return c === undefined ? undefined : { token: c, via: 'cookie' }
+    }
+
+    /**
+     * No Origin: not a page (a browser sends none on a same-origin EventSource). Else the page's
+     * origin is listed, or it is this server's own (its host is the Host the request came to).
+     */
+    function cookieOriginAllowed(req: FastifyRequest): boolean {
+      const origin = req.headers.origin
+      if (origin === undefined) return true
+      if (cookieOrigins.has(origin)) return true
+      const host = req.headers.host
+      if (host === undefined) return false
+      try {
+        const page = new URL(origin)
+        // A proxy that forwards `Host $host` drops the port: then the host name alone is compared.
+        return page.host === host || (!host.includes(':') && page.hostname === host)
+      } catch {
+        return false
+      }
+    }
 
     const auth: Auth = {
       enabled: key !== null,
@@ -145,18 +177,14 @@ export default fp(
       },
 
       tokenOf(req) {
-        const bearer = auth.bearerOf(req)
-        if (bearer !== undefined) return bearer
-        const q = (req.query as { access_token?: unknown } | undefined)?.access_token
-        if (typeof q === 'string' && q !== '') return q
-        return cookieValue(req.headers.cookie, cookie)
+        return found(req)?.token
       },
 
       async verify(token) {
         if (key === null) throw new TokenError('authorization is not configured')
         try {
           const { payload } = await key.verify(token, options)
-          return { grant: grantOf(payload), expiresAt: typeof payload.exp === 'number' ? payload.exp * 1000 : null }
+          return { grant: grantOf(payload), expiresAt: typeof payload.exp === 'number' ? payload.exp * 1000 : null, subject: typeof payload.sub === 'string' && payload.sub !== '' ? payload.sub : null }
         } catch (err) {
           throw new TokenError(tokenProblem(err))
         }
@@ -164,7 +192,13 @@ export default fp(
 
       async authenticate(req, reply) {
         if (key === null) return
-        const token = auth.tokenOf(req)
+        const { token, via } = found(req) ?? {}
+        // A browser sends the cookie with a request any page makes (a WebSocket, an EventSource with
+        // credentials): only pages of an allowed origin may use it, whatever CORS allows for tokens.
+        if (via === 'cookie' && !cookieOriginAllowed(req)) {
+          const origin = JSON.stringify(req.headers.origin).slice(0, 200)
+          return void refuse(reply, 403, `the ${cookie} cookie is not accepted from a page of origin ${origin}: allowed are this server's own pages and auth.cookieOrigins (or cors.origins entries other than *); send the token in "Authorization: Bearer" or ?access_token= instead`)
+        }
         if (token === undefined) {
           return void refuse(
             reply.header('www-authenticate', 'Bearer'),

@@ -4,9 +4,9 @@ import { Type } from 'typebox'
 import { deniedTargets } from '../claims.js'
 import { refuse, schemaErrors, unavailable } from '../errors.js'
 import { decodeEvent, InvalidEventError } from '../event.js'
+import { ANONYMOUS_SCOPE, bodyDigest, IDEMPOTENCY_KEY, IDEMPOTENCY_KEY_RULE, IdempotencyConflictError, scopedKey, subjectScope, tokenScope } from '../idempotency.js'
 import { StoreRejectedError, StoreUnavailableError } from '../store/event-store.js'
 
-const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,200}$/
 /** POST /messages takes its event in the body: a query parameter is a mistake worth a 400. */
 const NO_QUERY = Type.Object({}, { additionalProperties: false })
 
@@ -75,15 +75,21 @@ export default async function messages(app: FastifyInstance): Promise<void> {
     const key = req.headers['idempotency-key']
     if (key !== undefined) {
       if (typeof key !== 'string' || !IDEMPOTENCY_KEY.test(key)) {
-        return refuse(reply, 400, 'the Idempotency-Key header must be 1-200 visible ASCII characters (e.g. a UUID)')
+        return refuse(reply, 400, `the Idempotency-Key header ${IDEMPOTENCY_KEY_RULE}`)
       }
-      event.idempotencyKey = key
+      // The key is the publisher's: its JWT subject, else its bearer token, else the anonymous scope.
+      const bearer = app.auth.bearerOf(req)
+      const subject = req.authorization?.subject ?? null
+      const scope = subject !== null ? subjectScope(subject) : bearer !== undefined ? tokenScope(bearer) : ANONYMOUS_SCOPE
+      event.idempotencyKey = scopedKey(scope, key)
+      event.idempotencyDigest = bodyDigest(req.body)
     }
     try {
       const [stored] = await app.ingest.submit([event])
       return await reply.code(202).send({ id: String(stored.id) })
     } catch (err) {
       // The answer tells the truth about the store: refused or not stored is never a 202.
+      if (err instanceof IdempotencyConflictError) return refuse(reply, 422, err.message)
       if (err instanceof StoreRejectedError) {
         // A gap between the decoder and the store, for the operator; the reason, not a stack (a 4xx).
         req.log.warn({ reason: err.message }, 'the store refused an event the decoder accepted')

@@ -1,5 +1,6 @@
 import { jsonOf, knownJson, metaOf, type EventMeta, type NewEvent, type StoredEvent } from '../event.js'
 import { matches, type StreamFilter } from '../stream.js'
+import { isConflict, keyConflict } from '../idempotency.js'
 import { StoreRejectedError, type EventStore, type ReadOptions, type StoreBounds, type Tail, type TailHandlers } from './event-store.js'
 
 /**
@@ -71,9 +72,13 @@ export class MemoryEventStore implements EventStore {
     let refused: StoreRejectedError | undefined
     for (let i = 0; i < events.length && refused === undefined; i++) {
       const e = events[i]
-      const known = e.idempotencyKey === undefined ? undefined : this.byKey.get(e.idempotencyKey)
-      if (known !== undefined) {
-        result.push(this.eventOf(known))
+      const held = e.idempotencyKey === undefined ? undefined : this.byKey.get(e.idempotencyKey)
+      if (held !== undefined) {
+        const known = this.eventOf(held)
+        // Given ids (the NATS writer): a reuse with another body is refused (dead-lettered), like
+        // any event the store cannot take; without, the caller compares (see idempotency.ts).
+        if (ids !== undefined && isConflict(e, known)) refused = new StoreRejectedError(i, [...stored], keyConflict(known))
+        else result.push(known)
         continue
       }
       let id: number

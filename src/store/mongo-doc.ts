@@ -17,14 +17,19 @@ export interface EventDoc {
   prev?: number
   /** The write that stored it: after an insert whose answer was lost, tells whether it landed. */
   w?: string
-  /** Idempotency key it was posted with. */
+  /** Idempotency key of an older version (unscoped): no longer read, see mongo-keys.ts. */
   k?: string
+  /** Idempotency key it was posted with, scoped to its publisher (unique index, see mongo-keys.ts). */
+  ik?: string
+  /** Digest of the body posted with that key. */
+  ih?: string
 }
 
 export function toEvent(d: EventDoc): StoredEvent {
   const e: StoredEvent = { id: Number(d._id), type: d.type, time: d.time, data: d.data }
   if (d.competitionId !== undefined && d.competitionId !== null) e.competitionId = d.competitionId
   if (d.room !== undefined && d.room !== null) e.room = d.room
+  if (d.ih !== undefined) e.idempotencyDigest = d.ih
   return e
 }
 
@@ -32,12 +37,13 @@ export function toDoc(e: NewEvent, id: number, at: Date, prev: number, w: string
   const d: EventDoc = { _id: id, type: e.type, time: e.time, data: e.data, at, prev, w }
   if (e.competitionId !== undefined) d.competitionId = e.competitionId
   if (e.room !== undefined) d.room = e.room
-  if (e.idempotencyKey !== undefined) d.k = e.idempotencyKey
+  if (e.idempotencyKey !== undefined) d.ik = e.idempotencyKey
+  if (e.idempotencyDigest !== undefined) d.ih = e.idempotencyDigest
   return d
 }
 
 /** Reads that must not be sent back to clients or compared: bookkeeping fields. */
-export const EVENT_PROJECTION = { at: 0, prev: 0, w: 0, k: 0 }
+export const EVENT_PROJECTION = { at: 0, prev: 0, w: 0, k: 0, ik: 0, ih: 0 }
 
 /** The serialised size of an event, the measure of every byte bound on pages. */
 export function eventBytes(e: StoredEvent): number {

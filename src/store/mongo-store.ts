@@ -1,3 +1,5 @@
+import { isConflict, keyConflict } from '../idempotency.js'
+import { ensureKeyIndex, namesKeyIndex } from './mongo-keys.js'
 import { randomBytes } from 'node:crypto'
 import { MongoBulkWriteError, MongoClient, MongoServerSelectionError, type Collection, type Db, type Filter, type FindCursor, type IndexDescription, type MongoClientOptions, type Sort } from 'mongodb'
 import { COMPETITION_ACTIVATED, type NewEvent, type StoredEvent } from '../event.js'
@@ -61,7 +63,6 @@ const REPLAY_INDEXES: IndexDescription[] = [
   { key: { competitionId: 1, _id: 1 }, name: 'competitionId_id' },
   { key: { type: 1, time: 1, _id: 1 }, name: 'type_time_id' },
   { key: { room: 1, _id: 1 }, name: 'room_id' },
-  { key: { k: 1 }, name: 'idempotency_key' },
 ]
 
 const DUPLICATE_KEY = 11000
@@ -178,6 +179,7 @@ export class MongoEventStore implements EventStore {
     const have = new Set((await this.coll.listIndexes().toArray()).map((i) => i.name as string))
     const missing = REPLAY_INDEXES.filter((i) => !have.has(i.name as string))
     if (missing.length > 0) await this.coll.createIndexes(missing)
+    await ensureKeyIndex(this.coll, have)
   }
 
   /**
@@ -337,12 +339,23 @@ export class MongoEventStore implements EventStore {
         }
         inserted = failed.index
         const storedSoFar = (): StoredEvent[] => [...stored, ...docs.slice(0, inserted).map(toEvent)]
-        const idConflict =
-          failed.code === DUPLICATE_KEY &&
-          (await this.isIdConflict(failed.message, docs[inserted]._id).catch((lookup: unknown) => {
-            throw new StoreUnavailableError(storedSoFar(), true, lookup)
-          }))
-        if (!idConflict) throw new StoreRejectedError(rest[inserted].i, storedSoFar(), failed.message)
+        const unavailable = (lookup: unknown): never => {
+          throw new StoreUnavailableError(storedSoFar(), true, lookup)
+        }
+        const idConflict = failed.code === DUPLICATE_KEY && (await this.isIdConflict(failed.message, docs[inserted]._id).catch(unavailable))
+        if (!idConflict) {
+          // Another write holds the event's idempotency key (on any instance: one unique index).
+          const held = failed.code === DUPLICATE_KEY ? await this.heldKey(failed.message, docs[inserted]).catch(unavailable) : null
+          if (held === null) throw new StoreRejectedError(rest[inserted].i, storedSoFar(), failed.message)
+          // Given ids (the NATS writer): another body is refused (dead-lettered); a retry is skipped.
+          if (ids !== undefined && isConflict(rest[inserted].e, held)) throw new StoreRejectedError(rest[inserted].i, storedSoFar(), keyConflict(held))
+          for (const d of docs.slice(0, inserted)) stored.push(toEvent(d))
+          // Without ids the result has one event per event given: the held one answers this one.
+          if (ids === undefined) stored.push(held)
+          this.lastWritten = inserted > 0 ? { id: docs[inserted - 1]._id, at: Date.now() } : null
+          rest = rest.slice(inserted + 1)
+          continue
+        }
       }
       for (const d of docs.slice(0, inserted)) stored.push(toEvent(d))
       this.lastWritten = inserted > 0 ? { id: docs[inserted - 1]._id, at: Date.now() } : null
@@ -362,6 +375,13 @@ export class MongoEventStore implements EventStore {
     return (await this.coll.countDocuments({ _id: id }, { limit: 1, ...this.deadline })) > 0
   }
 
+  /** The stored event holding `doc`'s idempotency key, when a duplicate key is about that index; else null. */
+  private async heldKey(message: string, doc: EventDoc): Promise<StoredEvent | null> {
+    if (doc.ik === undefined || namesKeyIndex(message) === false) return null
+    const held = await this.coll.findOne({ ik: doc.ik })
+    return held === null ? null : toEvent(held)
+  }
+
   /** How many of `docs` (a prefix: the insert was ordered) this write stored, or null when the store does not answer. */
   private async landed(docs: EventDoc[], token: string): Promise<number | null> {
     for (let attempt = 0; attempt < 6; attempt++) {
@@ -379,12 +399,12 @@ export class MongoEventStore implements EventStore {
   }
 
   private async findKeys(keys: string[]): Promise<Map<string, StoredEvent>> {
-    const docs = await this.coll.find({ k: { $in: keys } }, this.deadline).toArray()
-    return new Map(docs.map((d) => [d.k as string, toEvent(d)]))
+    const docs = await this.coll.find({ ik: { $in: keys } }, this.deadline).toArray()
+    return new Map(docs.map((d) => [d.ik as string, toEvent(d)]))
   }
 
   async findByKey(key: string): Promise<StoredEvent | null> {
-    const d = await withDeadline(this.coll.findOne({ k: key }, this.deadline), this.timeoutMs, 'findByKey')
+    const d = await withDeadline(this.coll.findOne({ ik: key }, this.deadline), this.timeoutMs, 'findByKey')
     return d === null ? null : toEvent(d)
   }
 

@@ -1,3 +1,4 @@
+import { ANONYMOUS_SCOPE, scopedKey } from '../../src/idempotency.js'
 import t from 'tap'
 import type { NewEvent } from '../../src/event.js'
 import type { EventStore } from '../../src/store/event-store.js'
@@ -104,12 +105,19 @@ t.test('Idempotency-Key through NATS: a retry gets the first id (JetStream messa
   const retry = await server.post({ text: 'once', room: 'k' }, key)
   t.same(retry.body, { id: first.body.id }, 'the immediate retry (inside the duplicate window) gets the first id')
   await follower.waitFor((es) => dataEvents(es).length >= 1, 10_000, 'the event')
-  t.equal((await server.app.store.findByKey('nats-key-1'))?.id, Number(first.body.id), 'the writer stored the key with the event')
+  t.equal((await server.app.store.findByKey(scopedKey(ANONYMOUS_SCOPE, 'nats-key-1')))?.id, Number(first.body.id), 'the writer stored the key, scoped to its publisher, with the event')
   const later = await server.post({ text: 'once', room: 'k' }, key)
   t.same(later.body, { id: first.body.id }, 'a later retry is answered from the store')
   const second = await server.post({ text: 'two', room: 'k' })
   await follower.waitFor((es) => dataEvents(es).length >= 2, 10_000, 'the next event')
   t.same(dataEvents(follower.events).map((e) => e.id), [first.body.id, second.body.id], 'stored once')
+  // Another body under the key: 422, whether JetStream or the store answers it.
+  const now = await server.post({ text: 'other', room: 'k' }, key)
+  t.equal(now.status, 422, 'a reuse with another body is refused')
+  const raced = await Promise.all([server.post({ text: 'x', room: 'k' }, { 'idempotency-key': 'nats-race' }), server.post({ text: 'y', room: 'k' }, { 'idempotency-key': 'nats-race' })])
+  t.same(raced.map((r) => r.status).sort(), [202, 422], 'two bodies at once under one key: one stored, one refused')
+  await follower.waitFor((es) => dataEvents(es).length >= 3, 10_000, 'the raced event')
+  t.equal(dataEvents(follower.events).length, 3, 'nothing else stored')
 })
 
 t.test('a NATS server without JetStream stops the start with what to do (no waiting for it as for a cluster electing leaders)', async (t) => {

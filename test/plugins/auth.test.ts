@@ -259,11 +259,57 @@ t.test('the secret is never printed: --print-config, config errors', async (t) =
   }
 })
 
+t.test('a token in the cookie is accepted only from pages of allowed origins, even when CORS is *', async (t) => {
+  const token = await sign(VIP)
+  const s = await startServer({ auth: { jwt: { secret: SECRET }, cookieOrigins: ['https://app.example'] } })
+  t.teardown(() => s.close())
+  const cookie = `tailcast_token=${token}`
+  const path = '/messages?room=vip'
+  for (const transport of ['sse', 'ws'] as const) {
+    const opened = (headers: Record<string, string>) => (transport === 'sse' ? openSse(s.url + path, headers) : openWs(s.wsUrl + path, headers))
+    const evil = opened({ cookie, origin: 'https://evil.example' })
+    t.equal(await evil.status, 403, `${transport}: a cross-site page with the cookie is refused`)
+    t.match(await evil.errorBody, { statusCode: 403, message: /cookie is not accepted from a page of origin "https:\/\/evil.example"/ })
+    t.equal(await opened({ cookie, origin: 'null' }).status, 403, `${transport}: an opaque origin too`)
+    for (const [why, headers] of [
+      ['a listed origin', { cookie, origin: 'https://app.example' }],
+      ["the server's own page", { cookie, origin: s.url }],
+      ['no Origin (not a page)', { cookie }],
+      ['a token in the header from any origin (CORS *)', { authorization: `Bearer ${token}`, origin: 'https://evil.example' }],
+    ] as const) {
+      const c = opened(headers)
+      await c.waitFor(isLive, 10_000, `${transport}: ${why}`)
+      t.pass(`${transport}: ${why} is live`)
+      c.close()
+    }
+  }
+})
+
+t.test('a relay of a private upstream refuses to start without auth of its own or upstream.public, and says both ways out', async (t) => {
+  const base = { PATH: process.env.PATH ?? '', PORT: '0', HOST: '127.0.0.1', TAILCAST_UPSTREAM: 'ws://127.0.0.1:9/messages?room=vip' }
+  const refusals = [{ TAILCAST_UPSTREAM_TOKEN: 'eyJ.private.token' }, { TAILCAST_UPSTREAM: 'ws://127.0.0.1:9/messages?room=vip&access_token=eyJ.private.token' }]
+  for (const env of refusals) {
+    const bad = await run(process.execPath, [CLI, 'serve'], { env: { ...base, ...env }, timeout: 20_000 }).then(
+      () => null,
+      (e: { code: number; stderr: string }) => e,
+    )
+    t.equal(bad?.code, 2, `${Object.keys(env).join(',')}: a configuration error (exit 2)`)
+    t.match(bad?.stderr, /no auth of its own[\s\S]*TAILCAST_JWT_SECRET[\s\S]*TAILCAST_UPSTREAM_PUBLIC=true/, 'the message names both ways out')
+    t.notOk(bad?.stderr.includes('eyJ.private.token'), 'and does not show the token')
+  }
+  // Either way out starts (checked with --print-config: the configuration is accepted).
+  for (const fix of [{ TAILCAST_UPSTREAM_PUBLIC: 'true' }, { TAILCAST_JWT_SECRET: SECRET }]) {
+    const ok = await run(process.execPath, [CLI, 'serve', '--print-config'], { env: { ...base, ...refusals[0], ...fix }, timeout: 20_000 })
+    t.match(ok.stdout, /"public"/, `${Object.keys(fix)[0]}: accepted`)
+  }
+})
+
 t.test('a relay (upstream.token) and the recorder (--token) follow a private upstream; without a token the recorder stops on the 401', async (t) => {
   const producer = await startServer({ auth: { jwt: { secret: SECRET } }, post: { token: 'producer-post-token' } })
   t.teardown(() => producer.close())
   const token = await sign(VIP)
-  const relay = await startServer({ upstream: { url: `${producer.wsUrl}/messages?room=vip`, token, reconnectMinMs: 50, reconnectMaxMs: 300 } })
+  // Serving the private room to anyone is on purpose here (upstream.public).
+  const relay = await startServer({ upstream: { url: `${producer.wsUrl}/messages?room=vip`, token, public: true, reconnectMinMs: 50, reconnectMaxMs: 300 } })
   t.teardown(() => relay.close())
   const dir = mkdtempSync(join(tmpdir(), 'tailcast-auth-rec-'))
   const quiet = { write: () => true }
@@ -321,7 +367,7 @@ t.test('tailcast token mints what the server accepts: HS256 from TAILCAST_JWT_SE
     [['-s', '/messages'], {}, /no signing key: set TAILCAST_JWT_SECRET/],
     [[], { TAILCAST_JWT_SECRET: SECRET }, /give at least one --subscribe or --publish/],
     [['-s', 'messages'], { TAILCAST_JWT_SECRET: SECRET }, /a subscribe pattern is a stream path starting with "\/"/],
-    [['-P', 'vip'], { TAILCAST_JWT_SECRET: SECRET }, /a publish pattern is room:NAME or competition:ID/],
+    [['-P', 'vip'], { TAILCAST_JWT_SECRET: SECRET }, /a publish pattern is room:NAME, competition:ID or competitions/],
     [['-s', '/messages', '-e', 'soon'], { TAILCAST_JWT_SECRET: SECRET }, /--expires must be a time span/],
     [['-s', '/messages', '--key', join(dir, 'public.pem')], {}, /not a PEM private key/],
   ]

@@ -1,5 +1,6 @@
 import http, { STATUS_CODES } from 'node:http'
 import t from 'tap'
+import { mintToken, signingKey } from '../../src/claims.js'
 import { startServer } from '../helpers/server.js'
 
 t.test('POST /messages accepts a room message and a full event, 202 with increasing string ids', async (t) => {
@@ -152,4 +153,52 @@ t.test('Idempotency-Key: a retried POST stores its event once and answers the fi
     t.equal(r.status, 400, `key ${JSON.stringify(bad.slice(0, 10))} is refused`)
     t.match(r.body.message, /Idempotency-Key header must be 1-200 visible ASCII characters/)
   }
+})
+
+t.test('Idempotency-Key reused with another body: 422, and the first event stays the stored one', async (t) => {
+  const s = await startServer()
+  t.teardown(() => s.close())
+  const key = { 'idempotency-key': 'reuse-1' }
+  const first = await s.post({ text: 'first', room: 'reuse' }, key)
+  t.equal(first.status, 202)
+  const other = await s.post({ text: 'second', room: 'reuse' }, key)
+  t.equal(other.status, 422, 'another body under the same key is refused')
+  t.match(other.body, { statusCode: 422, error: 'Unprocessable Entity', message: new RegExp(`already used for another event \\(id ${first.body.id}\\).*use a new key`) })
+  const retry = await s.post({ text: 'first', room: 'reuse' }, key)
+  t.same(retry, { status: 202, body: { id: first.body.id } }, 'the same body is still a retry')
+  // Two different bodies with one key at once: one is stored, the other gets 422, never a silent 202.
+  const both = await Promise.all([s.post({ text: 'a', room: 'reuse' }, { 'idempotency-key': 'race' }), s.post({ text: 'b', room: 'reuse' }, { 'idempotency-key': 'race' })])
+  t.same(both.map((r) => r.status).sort(), [202, 422])
+  t.same((await s.app.store.read({ kind: 'room', room: 'reuse' }, 0, 10)).map((e) => e.data.text), ['first', both[0].status === 202 ? 'a' : 'b'])
+})
+
+t.test('Idempotency-Key is scoped to the publisher: another token can neither learn nor squat a key', async (t) => {
+  const secret = 'idempotency-scope-secret-0123456789abcdef'
+  const s = await startServer({ auth: { jwt: { secret } }, post: { token: 'the-post-token' } })
+  t.teardown(() => s.close())
+  const signer = signingKey({ secret })
+  const token = (room: string, subject?: string) => mintToken(signer, { subscribe: [], publish: [`room:${room}`], expiresIn: '1h', ...(subject === undefined ? {} : { subject }) })
+  const a = { authorization: `Bearer ${await token('ta', 'tenant-a')}` }
+  const b = { authorization: `Bearer ${await token('tb', 'tenant-b')}` }
+  const first = await s.post({ text: 'from a', room: 'ta' }, { ...a, 'idempotency-key': 'k-1' })
+  t.equal(first.status, 202)
+  const probe = await s.post({ text: 'from b', room: 'tb' }, { ...b, 'idempotency-key': 'k-1' })
+  t.equal(probe.status, 202, "B's post with A's key is B's own event")
+  t.not(probe.body.id, first.body.id, "B does not learn A's id")
+  // B squats a key before A uses it: A's post is still stored.
+  const squat = await s.post({ text: 'squat', room: 'tb' }, { ...b, 'idempotency-key': 'k-2' })
+  const mine = await s.post({ text: 'a again', room: 'ta' }, { ...a, 'idempotency-key': 'k-2' })
+  t.equal(mine.status, 202)
+  t.not(mine.body.id, squat.body.id)
+  // A second token of the same subject is the same publisher (a refreshed token retries safely).
+  const refreshed = { authorization: `Bearer ${await mintToken(signer, { subscribe: ['/messages'], publish: ['room:ta'], expiresIn: '2h', subject: 'tenant-a' })}` }
+  t.not(refreshed.authorization, a.authorization)
+  t.same(await s.post({ text: 'a again', room: 'ta' }, { ...refreshed, 'idempotency-key': 'k-2' }), { status: 202, body: { id: mine.body.id } })
+  // Tokens without a subject are scoped by the token itself; the post token is a publisher of its own.
+  const c = { authorization: `Bearer ${await token('ta')}` }
+  const byC = await s.post({ text: 'from a', room: 'ta' }, { ...c, 'idempotency-key': 'k-1' })
+  t.not(byC.body.id, first.body.id)
+  const byPostToken = await s.post({ text: 'from a', room: 'ta' }, { authorization: 'Bearer the-post-token', 'idempotency-key': 'k-1' })
+  t.not(byPostToken.body.id, first.body.id)
+  t.same((await s.app.store.read({ kind: 'room', room: 'ta' }, 0, 10)).map((e) => e.data.text), ['from a', 'a again', 'from a', 'from a'], "every publisher's event is stored")
 })

@@ -397,6 +397,27 @@ t.test('shutdown tells every client to reconnect: WebSocket 1012, SSE stream end
   t.equal(await sse.ended, null)
 })
 
+t.test('behind a trusted proxy (trustProxy) the cap counts the clients X-Forwarded-For names; from other peers the header is ignored', async (t) => {
+  const client = (n: number) => ({ 'x-forwarded-for': `203.0.113.${n}` })
+  const trusted = await startServer({ trustProxy: ['127.0.0.1', '::1'], streams: { maxConnectionsPerAddress: 1 } })
+  t.teardown(() => trusted.close())
+  const a = openSse(`${trusted.url}/v1/competitions`, client(1))
+  await a.waitFor(isLive)
+  const b = openWs(`${trusted.wsUrl}/v1/competitions`, client(2))
+  await b.waitFor(isLive, 5000, 'another client behind the same proxy has its own place')
+  t.equal(await openSse(`${trusted.url}/v1/competitions`, client(1)).status, 429, 'the same client past its cap')
+  t.equal(await openWs(`${trusted.wsUrl}/v1/competitions`, client(2)).status, 429, 'over WebSocket too')
+  a.close()
+  b.close()
+  // Not trusted (the default): a client cannot pick its own address with the header.
+  const direct = await startServer({ streams: { maxConnectionsPerAddress: 1 } })
+  t.teardown(() => direct.close())
+  const c = openSse(`${direct.url}/v1/competitions`, client(1))
+  await c.waitFor(isLive)
+  t.equal(await openSse(`${direct.url}/v1/competitions`, client(2)).status, 429, 'a forged X-Forwarded-For from an untrusted peer is ignored')
+  c.close()
+})
+
 t.test('an optional cap on streams per client address answers 429 past it', async (t) => {
   const s = await startServer({ streams: { maxConnectionsPerAddress: 2 } })
   t.teardown(() => s.close())

@@ -107,6 +107,32 @@ export function storeContract(t: Test, make: () => Promise<EventStore>): void {
     t.notMatch(frameOf(first).json.toString(), /k-1/, 'the key is never part of the wire format')
   })
 
+  t.test("a key's body digest is kept: a reuse with another body is told apart (answered, or refused with given ids)", async (t) => {
+    const store = await make()
+    t.teardown(() => store.close())
+    const keyed = (i: number, digest: string) => ev(i, { room: 'r', idempotencyKey: 'k-d', idempotencyDigest: digest })
+    const [a] = await store.append([keyed(1, 'body-1')])
+    t.equal(a.idempotencyDigest, 'body-1', 'the stored event answers with its digest')
+    const [retry] = await store.append([keyed(2, 'body-1')])
+    t.equal(retry.id, a.id)
+    const [other] = await store.append([keyed(3, 'body-2')])
+    t.equal(other.id, a.id, 'another body gets the stored event (the caller answers 422)')
+    t.equal(other.idempotencyDigest, 'body-1', 'with the stored digest to compare')
+    t.equal((await store.findByKey('k-d'))?.idempotencyDigest, 'body-1')
+    // In one append: the second is answered with the first, its digest telling them apart.
+    const pair = await store.append([ev(4, { room: 'r', idempotencyKey: 'k-e', idempotencyDigest: 'x' }), ev(5, { room: 'r', idempotencyKey: 'k-e', idempotencyDigest: 'y' })])
+    t.equal(pair[1].id, pair[0].id)
+    t.equal(pair[1].idempotencyDigest, 'x')
+    // Given ids (the NATS writer): another body under a held key is refused, the events before it stored.
+    const newest = (await store.bounds()).newest as number
+    await t.rejects(store.append([ev(6, { room: 'r' }), keyed(7, 'body-3')], [newest + 1, newest + 2]), { name: 'StoreRejectedError', index: 1, message: /idempotency key was already used/ })
+    const ids = (await store.read({ kind: 'room', room: 'r' }, 0, 100)).map((e) => e.data.i)
+    t.same(ids, [1, 4, 6], 'one event per key; the conflicting one is not stored')
+    // The same body with given ids (a redelivery under a new sequence) is skipped, not refused.
+    await store.append([keyed(8, 'body-1')], [newest + 3])
+    t.same((await store.read({ kind: 'room', room: 'r' }, 0, 100)).map((e) => e.data.i), [1, 4, 6])
+  })
+
   t.test('evictedThrough: nothing after it was dropped, and it is below the oldest id', async (t) => {
     const store = await make()
     t.teardown(() => store.close())

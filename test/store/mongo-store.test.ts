@@ -19,12 +19,54 @@ t.test('a capped collection is created with the configured size and max, and the
   t.equal(stats.capped, true)
   t.equal(Number(stats.max), 1234)
   const names = (await db.collection(store.config.collection).indexes()).map((i) => i.name).sort()
-  t.same(names, ['_id_', 'competitionId_id', 'idempotency_key', 'room_id', 'type_time_id'])
+  t.same(names, ['_id_', 'competitionId_id', 'idempotency_scoped_key', 'room_id', 'type_time_id'])
   // Opening again (a second process, a restart) uses what is there.
   const again = new MongoEventStore(store.config)
   t.teardown(() => again.close())
   await again.open()
   t.same(await again.bounds(), { oldest: null, newest: null })
+})
+
+t.test('idempotency keys: one unique index, so two instances writing one key at once store it once (40 trials)', async (t) => {
+  const a = await openMongoStore()
+  t.teardown(() => a.close())
+  const b = new MongoEventStore(a.config)
+  t.teardown(() => b.close())
+  await b.open()
+  const keyed = (key: string, i: number): NewEvent => ({ type: 'message', room: 'r', time: new Date().toISOString(), data: { i }, idempotencyKey: key, idempotencyDigest: 'same-body' })
+  let duplicates = 0
+  let differentAnswers = 0
+  for (let trial = 0; trial < 40; trial++) {
+    const key = `trial-${trial}`
+    const [[x], [y]] = await Promise.all([a.append([keyed(key, 1)]), b.append([keyed(key, 2)])])
+    if (x.id !== y.id) differentAnswers++
+    const held = await a.client.db(TEST_DATABASE).collection(a.config.collection).countDocuments({ ik: key })
+    if (held !== 1) duplicates++
+  }
+  t.equal(duplicates, 0, 'no key stored twice')
+  t.equal(differentAnswers, 0, 'both instances answer the one stored id')
+  const index = (await a.client.db(TEST_DATABASE).collection(a.config.collection).indexes()).find((i) => i.name === 'idempotency_scoped_key')
+  t.equal(index?.unique, true, 'the key index is unique')
+})
+
+t.test('an old collection with the plain key index (and duplicate old keys) is migrated on open', async (t) => {
+  const client = new MongoClient(mongoUrl())
+  t.teardown(() => client.close())
+  const name = freshCollection('oldkeys')
+  const db = client.db(TEST_DATABASE)
+  await db.createCollection(name, { capped: true, size: 1 << 20, max: 1000 })
+  await db.collection(name).createIndex({ k: 1 }, { name: 'idempotency_key' })
+  const old = (id: number) => ({ _id: id as never, type: 'message', room: 'r', time: new Date().toISOString(), data: { id }, at: new Date(), k: 'dup' })
+  await db.collection(name).insertMany([old(1), old(2)])
+  const store = new MongoEventStore(mongoConfig({ collection: name }))
+  t.teardown(() => store.close())
+  await store.open()
+  const names = (await db.collection(name).indexes()).map((i) => i.name)
+  t.notOk(names.includes('idempotency_key'), 'the old index is dropped')
+  t.ok(names.includes('idempotency_scoped_key'), 'the unique one is there despite the old duplicates')
+  const [e] = await store.append([{ type: 'message', room: 'r', time: new Date().toISOString(), data: {}, idempotencyKey: 'dup' }])
+  t.ok(e.id > 2, 'an old unscoped key is not a new key: stored')
+  t.same((await store.read({ kind: 'room', room: 'r' }, 0, 10)).map((x) => x.id), [1, 2, e.id], 'old events are kept')
 })
 
 t.test('an existing collection that is not capped is a startup error naming it and the fix', async (t) => {

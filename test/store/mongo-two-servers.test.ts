@@ -64,3 +64,22 @@ t.test('two servers on one collection: both accept posts, ids stay unique and in
     t.same(ids, stored, `follower ${i}: exactly the store's sequence`)
   })
 })
+
+t.test('issue #21 row 5: the same Idempotency-Key posted to two servers at once is stored once (40 trials), both answer its id', async (t) => {
+  const mongodb = mongoConfig()
+  const a = await startServer({ store: { type: 'mongodb', mongodb } })
+  t.teardown(() => a.close())
+  const b = await startServer({ store: { type: 'mongodb', mongodb } })
+  t.teardown(() => b.close())
+  let twoIds = 0
+  for (let trial = 0; trial < 40; trial++) {
+    const key = { 'idempotency-key': `two-servers-${trial}` }
+    const [x, y] = await Promise.all([a.post({ text: `t${trial}`, room: 'keys' }, key), b.post({ text: `t${trial}`, room: 'keys' }, key)])
+    t.same([x.status, y.status], [202, 202], `trial ${trial}: both accepted`)
+    if (x.body.id !== y.body.id) twoIds++
+  }
+  t.equal(twoIds, 0, 'both servers answer the one id in every trial')
+  const stored = await a.app.store.read({ kind: 'room', room: 'keys' }, 0, 1000)
+  t.equal(stored.length, 40, 'each key stored once: 0 duplicates')
+  t.same(stored.map((e) => e.data.text), Array.from({ length: 40 }, (_, i) => `t${i}`))
+})
