@@ -285,6 +285,28 @@ t.test('a token in the cookie is accepted only from pages of allowed origins, ev
   }
 })
 
+t.test('issue #21 row 10: claim patterns with 20 stars against 128-character names answer at once (subscribe, publish, presence)', async (t) => {
+  const s = await startServer({ auth: { jwt: { secret: SECRET } } })
+  t.teardown(() => s.close())
+  const stars = '*a'.repeat(20) + '*'
+  const token = await sign({ tailcast: { subscribe: [`/messages?room=${stars}b`, `/v1/competitions/${stars}b`], publish: [`room:${stars}b`] } })
+  const auth = { authorization: `Bearer ${token}` }
+  const room = 'a'.repeat(127) + 'c'
+  const start = Date.now()
+  const sse = openSse(`${s.url}/messages?room=${room}`, auth)
+  t.equal(await sse.status, 403, 'subscribe: refused')
+  const ws = openWs(`${s.wsUrl}/v1/competitions/${room}`, auth)
+  t.equal(await ws.status, 403, 'WebSocket: refused')
+  t.equal((await s.post({ text: 'x', room }, auth)).status, 403, 'publish: refused')
+  const presence = await fetch(`${s.url}/v1/presence?stream=${encodeURIComponent(`/messages?room=${room}`)}`, { headers: auth })
+  t.equal(presence.status, 403, 'presence: refused')
+  const allowed = openSse(`${s.url}/messages?room=${'a'.repeat(127)}b`, auth)
+  await allowed.waitFor(isLive, 10_000, 'a matching room')
+  allowed.close()
+  // A backtracking matcher takes seconds to hours on these; generous for a busy machine.
+  t.ok(Date.now() - start < 5000, `all answered in ${Date.now() - start} ms`)
+})
+
 t.test('a relay of a private upstream refuses to start without auth of its own or upstream.public, and says both ways out', async (t) => {
   const base = { PATH: process.env.PATH ?? '', PORT: '0', HOST: '127.0.0.1', TAILCAST_UPSTREAM: 'ws://127.0.0.1:9/messages?room=vip' }
   const refusals = [{ TAILCAST_UPSTREAM_TOKEN: 'eyJ.private.token' }, { TAILCAST_UPSTREAM: 'ws://127.0.0.1:9/messages?room=vip&access_token=eyJ.private.token' }]
