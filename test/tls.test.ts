@@ -1,7 +1,7 @@
 import https from 'node:https'
 import http2 from 'node:http2'
 import tls from 'node:tls'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import WebSocket from 'ws'
 import { ConfigError, loadConfig } from '../src/config.js'
 import { tlsOptions } from '../src/tls.js'
@@ -22,7 +22,7 @@ async function startTls(overrides: Record<string, unknown> = {}): Promise<TestSe
   return Object.assign(server, { https: `https://127.0.0.1:${port}`, port })
 }
 
-function connectH2(t: { teardown(fn: () => void): void }, url: string): http2.ClientHttp2Session {
+function connectH2(t: Test, url: string): http2.ClientHttp2Session {
   const session = http2.connect(url, { ca: cert.cert })
   session.on('error', () => {})
   t.teardown(() => session.destroy())

@@ -2,6 +2,7 @@ import { execFileSync } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import type { ClientHttp2Session, IncomingHttpHeaders } from 'node:http2'
+import https from 'node:https'
 import { join } from 'node:path'
 import { deferred, sseParser, waiter, type Received, type StreamClient } from './clients.js'
 
@@ -76,4 +77,18 @@ export function openSseH2(session: ClientHttp2Session, path: string, headers: Re
     resolveEnded(null)
   })
   return { events, status, errorBody, ended, headers: head, waitFor: w.waitFor, pause: () => req.pause(), resume: () => req.resume(), close: () => req.close() }
+}
+
+/** POST /messages over HTTPS (HTTP/1.1) to a server whose certificate is `ca`. */
+export function postHttps(base: string, body: unknown, ca: Buffer, headers: Record<string, string> = {}): Promise<{ status: number; body: any }> {
+  return new Promise((resolve, reject) => {
+    const req = https.request(`${base}/messages`, { method: 'POST', ca, headers: { 'content-type': 'application/json', ...headers } }, (res) => {
+      let text = ''
+      res.setEncoding('utf8')
+      res.on('data', (d: string) => (text += d))
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) }))
+    })
+    req.on('error', reject)
+    req.end(JSON.stringify(body))
+  })
 }
