@@ -93,6 +93,9 @@ export async function buildApp(config: Config, opts: AppOptions = {}): Promise<F
   // as the plain HTTP one everywhere: the routes use what both protocols' requests and replies
   // share, and the SSE transport picks its writer by the response it gets (sse-transport.ts).
   const app = (tls === null ? Fastify({ ...options, http }) : Fastify({ ...options, http2: true, https: tls } as unknown as FastifyHttp2SecureOptions<Http2SecureServer>)) as unknown as FastifyInstance
+  // The HTTP/1.1 connections of the TLS port get the same receive deadlines (node checks them there
+  // too; Fastify passes its `http` options to a plain server only).
+  if (tls !== null) Object.assign(app.server, { requestTimeout, ...http })
 
   // First: a route keeps the error handler in place when it is added.
   app.setErrorHandler(sendError)

@@ -180,3 +180,18 @@ t.test('shutdown over HTTP/2: each stream gets the end event, then the connectio
   t.equal(streams[0].events.at(-1)!.sseEvent, undefined, '?unnamed=1: no event: line')
   t.equal(streams[1].events.at(-1)!.sseEvent, 'end')
 })
+
+t.test('HTTP/1.1 on the TLS port keeps the receive deadline: headers that never finish are cut', async (t) => {
+  const server = await startTls({ requestTimeoutSeconds: 1 })
+  t.teardown(() => server.close())
+  const socket = tls.connect({ host: '127.0.0.1', port: server.port, ca: cert.cert, servername: 'localhost', ALPNProtocols: ['http/1.1'] })
+  t.teardown(() => socket.destroy())
+  await new Promise((resolve) => socket.once('secureConnect', resolve))
+  socket.write('GET /health HTTP/1.1\r\nhost: localhost\r\nx-slow: ')
+  let answer = ''
+  socket.setEncoding('utf8').on('data', (d: string) => (answer += d))
+  const t0 = Date.now()
+  await new Promise((resolve) => socket.once('close', resolve))
+  t.ok(Date.now() - t0 < 10_000, `closed after ${Date.now() - t0} ms (requestTimeoutSeconds: 1)`)
+  t.match(answer, /^HTTP\/1\.1 408/, 'with a 408')
+})
