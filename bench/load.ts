@@ -6,7 +6,9 @@
  * just a scan for the marker): the load processes share the two cores with the server.
  * Driven by its parent over IPC: {cmd:'open'|'reset'|'report'|'close'}.
  */
+import http2 from 'node:http2'
 import net from 'node:net'
+import tls from 'node:tls'
 import { randomBytes } from 'node:crypto'
 import { Histogram } from './histogram.js'
 import { pong, walkFrames } from './ws-frames.js'
@@ -18,6 +20,13 @@ interface OpenCmd {
   ws: number
   localAddresses: string[]
   concurrency: number
+  /**
+   * How SSE clients connect: plain HTTP/1.1 (default), HTTP/1.1 over TLS (one connection per
+   * stream, as a browser's) or HTTP/2 over TLS with `streamsPerConnection` streams on each
+   * connection (a browser's tabs on one origin). The server's certificate is not checked.
+   */
+  protocol?: 'http' | 'https1' | 'h2'
+  streamsPerConnection?: number
 }
 
 const MARK = Buffer.from('"sentAt":')
@@ -76,9 +85,12 @@ function openRaw(url: URL, localAddress: string, name: string, request: string, 
   return new Promise((resolve) => {
     let carry: Buffer | null = null
     let opened = false
-    const socket = net.connect({ host: url.hostname, port: Number(url.port), localAddress })
+    const socket =
+      url.protocol === 'https:'
+        ? tls.connect({ host: url.hostname, port: Number(url.port), localAddress, rejectUnauthorized: false, ALPNProtocols: ['http/1.1'] } as tls.ConnectionOptions)
+        : net.connect({ host: url.hostname, port: Number(url.port), localAddress })
     socket.setNoDelay(true)
-    socket.on('connect', () => socket.write(request))
+    socket.on(url.protocol === 'https:' ? 'secureConnect' : 'connect', () => socket.write(request))
     socket.on('data', (chunk: Buffer) => {
       let buf: Buffer = carry === null ? chunk : Buffer.concat([carry, chunk])
       carry = null
@@ -128,6 +140,56 @@ function openSse(url: URL, localAddress: string): Promise<void> {
   })
 }
 
+/** `streams` SSE streams on one HTTP/2 connection; each stream's records scanned as openSse's. */
+function openH2(url: URL, localAddress: string, streams: number): Promise<void> {
+  return new Promise((resolve) => {
+    const session = http2.connect(url.origin, { localAddress, rejectUnauthorized: false } as http2.SecureClientSessionOptions)
+    let pending = streams
+    const settled = (): void => {
+      if (--pending === 0) resolve()
+    }
+    session.on('error', (err) => {
+      if (!closing) noteError(`h2: ${err.message}`)
+    })
+    sockets.push({ close: () => session.destroy() })
+    for (let i = 0; i < streams; i++) {
+      let carry: Buffer | null = null
+      let opened = false
+      const req = session.request({ ':path': `${url.pathname}${url.search}`, accept: 'text/event-stream' })
+      req.on('response', (h) => {
+        if (h[':status'] !== 200) {
+          noteError(`h2 status ${h[':status']}`)
+          req.close()
+        } else {
+          opened = true
+          open++
+        }
+        settled()
+      })
+      req.on('data', (chunk: Buffer) => {
+        const buf: Buffer = carry === null ? chunk : Buffer.concat([carry, chunk])
+        carry = null
+        const last = buf.lastIndexOf(SEP)
+        if (last === -1) {
+          carry = buf
+          return
+        }
+        scan(buf, last, now())
+        if (last + SEP.length < buf.length) carry = Buffer.from(buf.subarray(last + SEP.length))
+      })
+      req.on('error', (err) => {
+        if (!opened) settled()
+        if (!closing) noteError(`h2 stream: ${err.message}`)
+      })
+      req.on('close', () => {
+        if (!opened) return
+        open--
+        if (!closing) disconnects++
+      })
+    }
+  })
+}
+
 /**
  * WebSocket: the server's frames (never masked) walked header by header; text payloads are scanned
  * for the marker, pings answered with a masked pong (the server cuts off a client that does not
@@ -150,9 +212,17 @@ function openWs(url: URL, localAddress: string): Promise<void> {
 async function openAll(c: OpenCmd): Promise<void> {
   const url = new URL(c.url)
   const jobs: (() => Promise<void>)[] = []
+  if (c.protocol === 'h2') {
+    const per = c.streamsPerConnection ?? 10
+    for (let left = c.sse; left > 0; left -= per) {
+      const from = c.localAddresses[jobs.length % c.localAddresses.length]
+      const n = Math.min(per, left)
+      jobs.push(() => openH2(url, from, n))
+    }
+  }
   // Interleave the two transports so that both are spread over all source addresses.
-  for (let i = 0; i < Math.max(c.sse, c.ws); i++) {
-    if (i < c.sse) {
+  for (let i = 0; i < Math.max(c.protocol === 'h2' ? 0 : c.sse, c.ws); i++) {
+    if (i < c.sse && c.protocol !== 'h2') {
       const from = c.localAddresses[jobs.length % c.localAddresses.length]
       jobs.push(() => openSse(url, from))
     }

@@ -2,7 +2,7 @@
  * npm run bench [-- --quick] [-- --phases idle,load,multi,storm] [-- --clients 1000,10000] [-- --rate 50]
  *                [-- --store mongodb] [-- --nats] [-- --workers N] [-- --cpu-prof] [-- --filter TEXT]
  *                [-- --storm-clients 1000,10000] [-- --storm-events 10000] [-- --storm-window 1000]
- *                [-- --server-dist DIR]
+ *                [-- --server-dist DIR] [-- --phases h2]
  *
  * For each phase: start the server (tailcast from dist/, on the embedded store unless --store
  * mongodb, --nats or --workers N; or the raw node:http baseline; or the same fan-out on fastify +
@@ -13,8 +13,10 @@
  * tailcast/baseline and tailcast/fastify-sse-v2 ratios, and writes bench/results/*.json.
  */
 import { fork, spawn, type ChildProcess } from 'node:child_process'
-import { existsSync, readFileSync, readdirSync, writeFileSync, mkdirSync } from 'node:fs'
+import { existsSync, readFileSync, readdirSync, writeFileSync, mkdirSync, rmSync } from 'node:fs'
+import { execFileSync } from 'node:child_process'
 import http from 'node:http'
+import https from 'node:https'
 import os from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -50,6 +52,11 @@ interface Phase extends Setup {
   /** Events per second injected during the load window (0: idle only). */
   rate: number
   seconds: number
+  /**
+   * tailcast with tls.cert/tls.key, its SSE clients on HTTP/1.1 over TLS or on HTTP/2 (10 streams a
+   * connection, as a browser's tabs); events posted over HTTPS.
+   */
+  tls?: 'https1' | 'h2'
   /** A resume storm (bench/storm.ts) instead of a load phase: events in the stream, resumes among the newest `window`. */
   storm?: { events: number; window: number }
 }
@@ -162,11 +169,11 @@ function processTree(pid: number): number[] {
   return out
 }
 
-async function waitHealthy(port: number, child: ChildProcess): Promise<void> {
+async function waitHealthy(port: number, child: ChildProcess, secure = false): Promise<void> {
   for (let i = 0; i < 200; i++) {
     if (child.exitCode !== null) throw new Error(`server exited with code ${child.exitCode}`)
     const ok = await new Promise<boolean>((r) => {
-      http.get({ host: '127.0.0.1', port, path: '/health', agent: false }, (res) => {
+      ;(secure ? https : http).get({ host: '127.0.0.1', port, path: '/health', agent: false, rejectUnauthorized: false }, (res) => {
         res.resume()
         r(res.statusCode === 200)
       }).on('error', () => r(false))
@@ -175,6 +182,19 @@ async function waitHealthy(port: number, child: ChildProcess): Promise<void> {
     await sleep(100)
   }
   throw new Error('server did not answer /health within 20 s')
+}
+
+let cert: { TAILCAST_TLS_CERT: string; TAILCAST_TLS_KEY: string } | undefined
+/** A self-signed certificate for the TLS phases, made once per run in the temp dir (never kept). */
+function benchCert(): { TAILCAST_TLS_CERT: string; TAILCAST_TLS_KEY: string } {
+  if (cert !== undefined) return cert
+  const dir = join(os.tmpdir(), `tailcast-bench-tls-${process.pid}`)
+  mkdirSync(dir, { recursive: true })
+  cert = { TAILCAST_TLS_CERT: join(dir, 'cert.pem'), TAILCAST_TLS_KEY: join(dir, 'key.pem') }
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1', '-subj', '/CN=localhost',
+    '-keyout', cert.TAILCAST_TLS_KEY, '-out', cert.TAILCAST_TLS_CERT], { stdio: 'ignore' })
+  process.on('exit', () => rmSync(dir, { recursive: true, force: true }))
+  return cert
 }
 
 let portSeq = 0
@@ -192,6 +212,7 @@ function startServer(p: Phase, profDir: string | null): { child: ChildProcess; p
     TAILCAST_POST_TOKEN: '',
     TAILCAST_POST_ENABLED: 'true',
     ...setup,
+    ...(p.tls === undefined ? {} : benchCert()),
   }
   // Only what the phase asks for: the URLs test-services exports must not switch on NATS or MongoDB.
   if (!p.nats) delete env.NATS_URL
@@ -257,8 +278,8 @@ class LoadProcess {
 }
 
 /** POST events at `rate`/s for `seconds` over a few keep-alive sockets; each carries its send time. */
-async function inject(port: number, rate: number, seconds: number): Promise<{ sent: number; failed: number }> {
-  const agent = new http.Agent({ keepAlive: true, maxSockets: 8 })
+async function inject(port: number, rate: number, seconds: number, secure = false): Promise<{ sent: number; failed: number }> {
+  const agent = secure ? new https.Agent({ keepAlive: true, maxSockets: 8, rejectUnauthorized: false }) : new http.Agent({ keepAlive: true, maxSockets: 8 })
   const pad = 'x'.repeat(120)
   let sent = 0
   let failed = 0
@@ -266,7 +287,7 @@ async function inject(port: number, rate: number, seconds: number): Promise<{ se
   const post = (seq: number): Promise<void> =>
     new Promise((r) => {
       const body = `{"type":"bench","room":"bench","data":{"seq":${seq},"pad":"${pad}","sentAt":${(performance.timeOrigin + performance.now()).toFixed(3)}}}`
-      const req = http.request({ host: '127.0.0.1', port, path: '/messages', method: 'POST', agent, headers: { 'content-type': 'application/json' } }, (res) => {
+      const req = (secure ? https : http).request({ host: '127.0.0.1', port, path: '/messages', method: 'POST', agent, headers: { 'content-type': 'application/json' } }, (res) => {
         if (res.statusCode !== 202 && res.statusCode !== 201) failed++
         res.resume()
         res.on('end', r)
@@ -318,7 +339,7 @@ async function runPhase(p: Phase, profDir: string | null): Promise<PhaseResult> 
   const { child, port, setup } = startServer(p, profDir)
   const loads: LoadProcess[] = []
   try {
-    await waitHealthy(port, child)
+    await waitHealthy(port, child, p.tls !== undefined)
     await sleep(300)
     const before = procStat(child.pid!)
     const total = p.sse + p.ws
@@ -329,9 +350,10 @@ async function runPhase(p: Phase, profDir: string | null): Promise<PhaseResult> 
     const share = (n: number, i: number): number => Math.floor(n / nLoad) + (i < n % nLoad ? 1 : 0)
     const cpuBeforeConnect = { all: procStat(child.pid!).cpu, primary: processCpu(child.pid!) }
     const t0 = performance.now()
-    const url = `http://127.0.0.1:${port}/messages?room=bench`
+    const url = `${p.tls === undefined ? 'http' : 'https'}://127.0.0.1:${port}/messages?room=bench`
+    const protocol = p.tls ?? 'http'
     const opened = await Promise.all(
-      loads.map((l, i) => l.request({ cmd: 'open', url, sse: share(p.sse, i), ws: share(p.ws, i), localAddresses: addrs, concurrency: 200 }, 'opened')),
+      loads.map((l, i) => l.request({ cmd: 'open', url, sse: share(p.sse, i), ws: share(p.ws, i), localAddresses: addrs, concurrency: 200, protocol, streamsPerConnection: 10 }, 'opened')),
     )
     const connectSeconds = (performance.now() - t0) / 1000
     // With workers: how much of the server's CPU while connecting was the primary's (node:cluster
@@ -345,7 +367,7 @@ async function runPhase(p: Phase, profDir: string | null): Promise<PhaseResult> 
     await Promise.all(loads.map((l) => l.request({ cmd: 'reset' }, 'reset')))
     const cpu0 = procStat(child.pid!).cpu
     const w0 = performance.now()
-    const inj = p.rate > 0 ? await inject(port, p.rate, p.seconds) : (await sleep(p.seconds * 1000), { sent: 0, failed: 0 })
+    const inj = p.rate > 0 ? await inject(port, p.rate, p.seconds, p.tls !== undefined) : (await sleep(p.seconds * 1000), { sent: 0, failed: 0 })
     process.stderr.write(`  ${p.name}: injected ${inj.sent} events (${inj.failed} failed) in ${((performance.now() - w0) / 1000).toFixed(1)} s\n`)
     // Let the last events arrive: until all have, or none has for 2 s (a store tail may pause), at most 15 s.
     let last = -1
@@ -496,6 +518,14 @@ function plan(o: ReturnType<typeof args>): Phase[] {
         phases.push({ name: `peak ${n} baseline sse`, target: 'baseline', ...base, sse: n, ws: 0, rate: peak, seconds })
         phases.push({ name: `peak ${n} fastify-sse-v2 sse`, target: 'fastify-sse-v2', ...base, sse: n, ws: 0, rate: peak, seconds })
       }
+    }
+  }
+  if (o.phases.includes('h2')) {
+    // SSE over HTTP/2 against SSE over HTTP/1.1, both over TLS on the same server, same clients and rate.
+    for (const n of o.clients) {
+      const rate = rateFor(n)
+      phases.push({ name: `h2 ${n} tailcast sse https/1.1`, target: 'tailcast', ...base, sse: n, ws: 0, rate, seconds, tls: 'https1' })
+      phases.push({ name: `h2 ${n} tailcast sse h2 (10 streams/conn)`, target: 'tailcast', ...base, sse: n, ws: 0, rate, seconds, tls: 'h2' })
     }
   }
   if (o.phases.includes('multi')) {

@@ -10,17 +10,21 @@
 #   bash deploy/local.sh nginx-conf PREFIX LISTEN UPSTREAM...
 #                                  write PREFIX/nginx.conf running deploy/nginx/tailcast.conf on
 #                                  LISTEN (e.g. 127.0.0.1:8080) over the UPSTREAM instances
-#                                  (host:port ...), as the current user; used by `up` and the tests
+#                                  (host:port ...), as the current user; used by `up` and the tests.
+#                                  With TAILCAST_NGINX_TLS_LISTEN (host:port), TAILCAST_NGINX_CERT and
+#                                  TAILCAST_NGINX_KEY (PEM files) it also listens there with TLS and HTTP/2
 #
 # Needs: `npx -y -p node@24.21.0 -- npm ci` (builds dist/, fetches the pinned Node), and nginx, nats-server and FerretDB:
 #   bash scripts/test-services.sh install      (as root: apt-get install -y nginx nats-server; FerretDB with go)
 # Environment: TAILCAST_LOCAL_DIR (data, logs, pid files; default /tmp/tailcast-local),
-# TAILCAST_LOCAL_PORT (nginx, default 8080), MONGODB_URL (use that server instead of starting FerretDB).
+# TAILCAST_LOCAL_PORT (nginx, default 8080), TAILCAST_LOCAL_TLS_PORT (nginx HTTPS with HTTP/2, default 8443), MONGODB_URL (use that server instead of starting FerretDB).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DIR=${TAILCAST_LOCAL_DIR:-/tmp/tailcast-local}
 LISTEN_PORT=${TAILCAST_LOCAL_PORT:-8080}
+# nginx's HTTPS (HTTP/2) port, with a self-signed certificate made on the first `up`.
+TLS_PORT=${TAILCAST_LOCAL_TLS_PORT:-8443}
 SITE="$ROOT/deploy/nginx/tailcast.conf"
 # The pinned runtime (README "Runtime") when installed, else the node on PATH.
 if [ -x "$ROOT/node_modules/.bin/node" ]; then NODE=${NODE:-$ROOT/node_modules/.bin/node}; else NODE=${NODE:-node}; fi
@@ -38,6 +42,19 @@ die() {
 }
 say() { echo "local.sh: $*"; }
 
+# A self-signed certificate for localhost and 127.0.0.1 in $DIR/tls (made once, kept across ups):
+# browsers ask to accept it once. For a real name, put its certificate and key there instead.
+tls_cert() {
+  [ -s "$DIR/tls/cert.pem" ] && [ -s "$DIR/tls/key.pem" ] && return
+  command -v openssl >/dev/null || die "openssl is missing (apt-get install -y openssl): it makes the local HTTPS certificate"
+  mkdir -p "$DIR/tls"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 365 -subj /CN=localhost \
+    -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" -keyout "$DIR/tls/key.pem" -out "$DIR/tls/cert.pem" 2>/dev/null ||
+    die "openssl could not make the certificate in $DIR/tls"
+  chmod 600 "$DIR/tls/key.pem"
+  say "made a self-signed certificate: $DIR/tls/cert.pem"
+}
+
 # nginx-conf PREFIX LISTEN UPSTREAM...: the shipped site file with its listen address and upstream
 # servers replaced, in a main config of its own (pid, logs, temp files under PREFIX).
 nginx_conf() {
@@ -45,14 +62,23 @@ nginx_conf() {
   shift 2
   [ $# -gt 0 ] || die "usage: local.sh nginx-conf PREFIX LISTEN UPSTREAM..."
   mkdir -p "$prefix/tmp"
-  awk -v listen="$listen" -v ups="$*" '
+  # HTTPS (HTTP/2) too when TAILCAST_NGINX_TLS_LISTEN, TAILCAST_NGINX_CERT and TAILCAST_NGINX_KEY are set.
+  local tls=${TAILCAST_NGINX_TLS_LISTEN:-}
+  if [ -n "$tls" ] && { [ -z "${TAILCAST_NGINX_CERT:-}" ] || [ -z "${TAILCAST_NGINX_KEY:-}" ]; }; then
+    die "TAILCAST_NGINX_TLS_LISTEN needs TAILCAST_NGINX_CERT and TAILCAST_NGINX_KEY"
+  fi
+  awk -v listen="$listen" -v ups="$*" -v tls="$tls" -v cert="${TAILCAST_NGINX_CERT:-}" -v key="${TAILCAST_NGINX_KEY:-}" '
     /^upstream tailcast/ { inup = 1 }
     inup && /^[ \t]*server / {
       if (!done) { n = split(ups, a, " "); for (i = 1; i <= n; i++) { line = $0; sub(/server [^ ;]+/, "server " a[i], line); print line }; done = 1 }
       next
     }
     inup && /^}/ { inup = 0 }
+    /^[ \t]*listen .*ssl/ { if (tls != "") print "    listen " tls " ssl http2;"; next }
     /^[ \t]*listen / { print "    listen " listen ";"; next }
+    /^[ \t]*ssl_certificate / { if (tls != "") print "    ssl_certificate     " cert ";"; next }
+    /^[ \t]*ssl_certificate_key / { if (tls != "") print "    ssl_certificate_key " key ";"; next }
+    /^[ \t]*ssl_/ { if (tls != "") print; next }
     { print }
   ' "$SITE" >"$prefix/tailcast.conf"
   {
@@ -175,6 +201,8 @@ up() {
   for i in 1 2; do wait_for "tailcast$((i + 1))" "/ready" http_ok "http://127.0.0.1:${INSTANCE_PORTS[$i]}/ready"; done
 
   if ! running nginx; then
+    tls_cert
+    export TAILCAST_NGINX_TLS_LISTEN="127.0.0.1:$TLS_PORT" TAILCAST_NGINX_CERT="$DIR/tls/cert.pem" TAILCAST_NGINX_KEY="$DIR/tls/key.pem"
     local ups=()
     for i in 0 1 2; do ups+=("127.0.0.1:${INSTANCE_PORTS[$i]}"); done
     nginx_conf "$DIR/nginx" "127.0.0.1:$LISTEN_PORT" "${ups[@]}"
@@ -186,7 +214,8 @@ up() {
     say "nginx started (pid $(cat "$DIR/run/nginx.pid"), logs $DIR/nginx/)"
   fi
   wait_for nginx "/ready through it" http_ok "http://127.0.0.1:$LISTEN_PORT/ready"
-  say "up: open http://127.0.0.1:$LISTEN_PORT/ (nginx -> tailcast on ${INSTANCE_PORTS[*]} -> $mongo, NATS $nats_url)"
+  say "up: open https://127.0.0.1:$TLS_PORT/ (HTTP/2; self-signed certificate $DIR/tls/cert.pem: accept it once in the browser, or trust it)"
+  say "up: plain HTTP on http://127.0.0.1:$LISTEN_PORT/ (nginx -> tailcast on ${INSTANCE_PORTS[*]} -> $mongo, NATS $nats_url)"
 }
 
 status() {

@@ -106,6 +106,8 @@ class Feed {
     this.everOpened = false
     this.resetting = false
     this.closed = false
+    this.endReason = null
+    delete $('conn').dataset.endReason
     conn.lastId = null
     conn.reconnects = 0
     conn.resets = 0
@@ -144,6 +146,7 @@ class Feed {
     if (!ev || typeof ev !== 'object' || typeof ev.id !== 'string' || typeof ev.type !== 'string') return
     if (ev.type === 'live') return this.live(ev)
     if (ev.type === 'reset') return this.reset(ev)
+    if (ev.type === 'end') return this.end(ev)
     conn.lastId = ev.id
     this.handlers.onEvent(ev)
     renderConn()
@@ -157,8 +160,20 @@ class Feed {
     if (conn.reconnects > 0) detail.push(`${conn.reconnects} reconnect${conn.reconnects === 1 ? '' : 's'}`)
     if (this.resetting) detail.push('view rebuilt after a reset')
     this.resetting = false
+    this.endReason = null
     setConn('live', detail.join(', '))
     if (this.handlers.onLive) this.handlers.onLive()
+  }
+
+  /**
+   * The server is ending this stream and says why (shutdown, too slow, token expired, error); the
+   * browser reconnects by itself after `retry:`. Shown until the stream is live again.
+   */
+  end(ev) {
+    const d = ev.data || {}
+    this.endReason = typeof d.message === 'string' ? d.message : 'the server ended the stream'
+    $('conn').dataset.endReason = typeof d.reason === 'string' ? d.reason : ''
+    setConn('reconnecting', this.endReason)
   }
 
   reset(ev) {
@@ -179,8 +194,11 @@ class Feed {
       if (this.es !== es || this.closed) return
       if (refused) {
         es.close()
-        const hint = refused.status === 401 && !token ? ' Open this page with ?access_token=YOUR_TOKEN in its address.' : ''
-        return setConn(refused.status === 401 ? 'unauthorized' : 'forbidden', `${refused.message}.${hint}`)
+        const hint = refused.status === 401 ? (token ? ' Open this page with a new ?access_token=YOUR_TOKEN in its address.' : ' Open this page with ?access_token=YOUR_TOKEN in its address.') : ''
+        const text = `${refused.message}.${hint}`
+        // One message, in the header and in the view (instead of its "nothing yet" note).
+        if (this.handlers.onRefused) this.handlers.onRefused(text)
+        return setConn(refused.status === 401 ? 'unauthorized' : 'forbidden', text)
       }
     }
     this.attempt++
@@ -192,11 +210,11 @@ class Feed {
       // resume from the last id we hold so that nothing is lost or repeated.
       es.close()
       const delay = Math.min(30000, 500 * 2 ** Math.min(this.attempt - 1, 6))
-      setConn('reconnecting', `attempt ${this.attempt}, next in ${Math.round(delay / 1000)} s`)
+      setConn('reconnecting', `${this.endReason ? `${this.endReason}; ` : ''}attempt ${this.attempt}, next in ${Math.round(delay / 1000)} s`)
       this.timer = setTimeout(() => this.open(conn.lastId), delay)
     } else {
       // The browser reconnects by itself after the server's `retry:` and sends Last-Event-ID.
-      setConn('reconnecting', `attempt ${this.attempt}`)
+      setConn('reconnecting', `${this.endReason ? `${this.endReason}; ` : ''}attempt ${this.attempt}`)
     }
   }
 
@@ -282,7 +300,20 @@ function appendItem(list, item, emptyNote) {
 
 function clearList(list, emptyNote) {
   list.replaceChildren()
+  if (emptyNote.dataset.text === undefined) emptyNote.dataset.text = emptyNote.textContent
+  emptyNote.textContent = emptyNote.dataset.text
+  emptyNote.classList.remove('refused')
   emptyNote.hidden = false
+}
+
+/** The stream was refused (401/403): the view says so, not that nothing has happened yet. */
+function refusedNote(list, emptyNote) {
+  return (text) => {
+    list.replaceChildren()
+    emptyNote.textContent = text
+    emptyNote.classList.add('refused')
+    emptyNote.hidden = false
+  }
 }
 
 function competitionName(ev) {
@@ -319,7 +350,7 @@ function homeView() {
     while (list.childElementCount > MAX_ITEMS) list.lastElementChild.remove()
     empty.hidden = true
   }
-  return new Feed('/v1/competitions', { onEvent: add, onReset: () => clearList(list, empty) })
+  return new Feed('/v1/competitions', { onEvent: add, onReset: () => clearList(list, empty), onRefused: refusedNote(list, empty) })
 }
 
 /** #/competitions/ID : its live state, then its events as they arrive, of every type. */
@@ -342,7 +373,7 @@ function competitionView(id) {
     )
     appendItem(list, item, empty)
   }
-  return new Feed(`/v1/competitions/${encodeURIComponent(id)}`, { onEvent: add, onReset: () => clearList(list, empty) })
+  return new Feed(`/v1/competitions/${encodeURIComponent(id)}`, { onEvent: add, onReset: () => clearList(list, empty), onRefused: refusedNote(list, empty) })
 }
 
 /** #/rooms/NAME : the room's stored messages, then new ones; a send box when posting is allowed. */
@@ -364,10 +395,28 @@ function roomView(room) {
     )
     appendItem(list, item, empty)
   }
-  return new Feed(`/messages?room=${encodeURIComponent(room)}`, { onEvent: add, onReset: () => clearList(list, empty) })
+  return new Feed(`/messages?room=${encodeURIComponent(room)}`, { onEvent: add, onReset: () => clearList(list, empty), onRefused: refusedNote(list, empty) })
 }
 
 // ---- sending -----------------------------------------------------------------------------------
+/**
+ * Whether a JWT's "tailcast.publish" claim names `target` (room:NAME), with the server's pattern
+ * rule (src/claims.ts: `*` stands for any name characters). True when the token is not a JWT.
+ */
+function mayPublish(jwt, target) {
+  let claim
+  try {
+    const part = jwt.split('.')[1]
+    const payload = JSON.parse(atob(part.replace(/-/g, '+').replace(/_/g, '/')))
+    claim = payload && payload.tailcast
+  } catch {
+    return true
+  }
+  if (!claim || typeof claim !== 'object') return false
+  const list = Array.isArray(claim.publish) ? claim.publish : []
+  return list.some((p) => typeof p === 'string' && new RegExp(`^${p.split('*').map((x) => x.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('[^/?&=]*')}$`).test(target))
+}
+
 const sendForm = {
   room: null,
   allowed: true,
@@ -402,8 +451,12 @@ const sendForm = {
       if (!res.ok) return
       const posting = await res.json()
       if (!posting.enabled) this.disable(`${posting.reason.charAt(0).toUpperCase()}${posting.reason.slice(1)}; this page can only read.`)
-      // With a token the server decides (it may allow this room only): try, and show its answer.
       else if (posting.tokenRequired && !token) this.disable(this.refusal(401))
+      // A JWT names what it may post to ("tailcast.publish"): no send box for a room it cannot.
+      // The server checks again; another kind of token (the server's post token) is tried as is.
+      else if (posting.tokenRequired && token && !mayPublish(token, `room:${this.room}`)) {
+        this.disable(`Your token does not allow posting to room ${this.room}; this page can only read.`)
+      }
     } catch {
       // Offline: the send itself will say so.
     }

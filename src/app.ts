@@ -1,9 +1,11 @@
 import cors from '@fastify/cors'
 import websocket from '@fastify/websocket'
-import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
+import type { Http2SecureServer } from 'node:http2'
+import Fastify, { LogController, type FastifyHttp2SecureOptions, type FastifyInstance, type FastifyServerOptions, type FastifyReply, type FastifyRequest } from 'fastify'
 import { redactUrl, type Config } from './config.js'
 import { clientErrorHandler, RouteTable, sendError } from './errors.js'
 import { WS_CLOSE } from './hub/ws-transport.js'
+import { tlsOptions } from './tls.js'
 import type { EventStore } from './store/event-store.js'
 import authPlugin from './plugins/auth.js'
 import configPlugin from './plugins/config.js'
@@ -61,12 +63,11 @@ class RequestLog extends LogController {
 /** The whole server, ready to `listen`: external plugins, then app plugins, then routes. */
 export async function buildApp(config: Config, opts: AppOptions = {}): Promise<FastifyInstance> {
   const requestTimeout = Math.round(config.requestTimeoutSeconds * 1000)
-  const app = Fastify({
+  const options = {
     // Receiving a request (headers and body) may take this long; a stream is not cut: its GET is
     // in once it starts, and an upgraded WebSocket leaves the HTTP server's checks. Node checks
     // every connectionsCheckingInterval (30 s by default) and wants headersTimeout <= requestTimeout.
     requestTimeout,
-    http: { headersTimeout: Math.min(60_000, requestTimeout), connectionsCheckingInterval: Math.min(5000, Math.ceil(requestTimeout / 4)) },
     logController: new RequestLog(),
     logger: {
       level: config.logLevel,
@@ -83,13 +84,22 @@ export async function buildApp(config: Config, opts: AppOptions = {}): Promise<F
     return503OnClosing: true,
     // Long competition ids get a 400 that says why, rather than the router's 404.
     routerOptions: { maxParamLength: 512 },
-    forceCloseConnections: 'idle',
+    forceCloseConnections: 'idle' as const,
     // Unknown query parameters are refused (additionalProperties: false), not silently removed;
     // verbose: a schema error carries the value and the schema whose description states the rule.
     ajv: { customOptions: { removeAdditional: false, verbose: true } },
     frameworkErrors: sendError,
     clientErrorHandler: clientErrorHandler(config.requestTimeoutSeconds),
-  })
+  } satisfies FastifyServerOptions
+  const http = { headersTimeout: Math.min(60_000, requestTimeout), connectionsCheckingInterval: Math.min(5000, Math.ceil(requestTimeout / 4)) }
+  const tls = tlsOptions(config)
+  // With tls.cert/tls.key: HTTPS, HTTP/2 and HTTP/1.1 on one port (tls.ts). The instance is typed
+  // as the plain HTTP one everywhere: the routes use what both protocols' requests and replies
+  // share, and the SSE transport picks its writer by the response it gets (sse-transport.ts).
+  const app = (tls === null ? Fastify({ ...options, http }) : Fastify({ ...options, http2: true, https: tls } as unknown as FastifyHttp2SecureOptions<Http2SecureServer>)) as unknown as FastifyInstance
+  // The HTTP/1.1 connections of the TLS port get the same receive deadlines (node checks them there
+  // too; Fastify passes its `http` options to a plain server only).
+  if (tls !== null) Object.assign(app.server, { requestTimeout, ...http })
 
   // First: a route keeps the error handler in place when it is added.
   app.setErrorHandler(sendError)
@@ -103,6 +113,7 @@ export async function buildApp(config: Config, opts: AppOptions = {}): Promise<F
     origin: origins.includes('*') ? '*' : origins,
     methods: config.cors.methods,
     allowedHeaders: config.cors.headers,
+    exposedHeaders: config.cors.exposedHeaders,
   })
   await app.register(websocket, {
     options: { maxPayload: 64 * 1024, perMessageDeflate: false },

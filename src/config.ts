@@ -66,9 +66,22 @@ const MemoryConfigSchema = Type.Object({ budgetBytes: Type.Integer({ minimum: 0 
 const PostConfigSchema = Type.Object({ enabled: Type.Boolean(), token: Type.String() }, { additionalProperties: false })
 
 const CorsConfigSchema = Type.Object(
-  { origins: Type.Array(Type.String()), methods: Type.Array(Type.String()), headers: Type.Array(Type.String()) },
+  {
+    origins: Type.Array(Type.String()),
+    methods: Type.Array(Type.String()),
+    /** Request headers a page on another origin may send (the preflight's Access-Control-Allow-Headers). */
+    headers: Type.Array(Type.String()),
+    /** Response headers such a page may read (Access-Control-Expose-Headers). */
+    exposedHeaders: Type.Array(Type.String()),
+  },
   { additionalProperties: false },
 )
+
+/**
+ * HTTPS with HTTP/2: both files set (PEM) = TLS on `port`, ALPN h2 and http/1.1; both empty = plain
+ * HTTP/1.1 as before.
+ */
+const TlsConfigSchema = Type.Object({ cert: Type.String(), key: Type.String() }, { additionalProperties: false })
 
 /** Relay mode: follow this upstream tailcast stream instead of taking POSTs (url "" = off). */
 export const UpstreamConfigSchema = Type.Object(
@@ -156,6 +169,7 @@ export const ConfigSchema = Type.Object(
     memory: MemoryConfigSchema,
     post: PostConfigSchema,
     cors: CorsConfigSchema,
+    tls: TlsConfigSchema,
     upstream: UpstreamConfigSchema,
     nats: NatsConfigSchema,
     auth: AuthConfigSchema,
@@ -203,6 +217,11 @@ export const ENV_KEYS: Record<string, string> = {
   TAILCAST_POST_ENABLED: 'post.enabled',
   TAILCAST_POST_TOKEN: 'post.token',
   TAILCAST_CORS_ORIGINS: 'cors.origins',
+  TAILCAST_CORS_METHODS: 'cors.methods',
+  TAILCAST_CORS_HEADERS: 'cors.headers',
+  TAILCAST_CORS_EXPOSED_HEADERS: 'cors.exposedHeaders',
+  TAILCAST_TLS_CERT: 'tls.cert',
+  TAILCAST_TLS_KEY: 'tls.key',
   TAILCAST_UPSTREAM: 'upstream.url',
   TAILCAST_UPSTREAM_TOKEN: 'upstream.token',
   TAILCAST_UPSTREAM_PUBLIC: 'upstream.public',
@@ -374,6 +393,9 @@ export function loadConfig(opts: LoadOptions = {}): Config {
         'everyone could read the private upstream through it. Either set auth.jwt (TAILCAST_JWT_SECRET, ..._PUBLIC_KEY_FILE or ..._JWKS_FILE) ' +
         'so its readers need tokens, or set upstream.public (TAILCAST_UPSTREAM_PUBLIC=true) to serve it to anyone on purpose',
     )
+  }
+  if ((config.tls.cert === '') !== (config.tls.key === '')) {
+    throw new ConfigError(`invalid configuration:\n  tls.${config.tls.cert === '' ? 'key' : 'cert'} is set without tls.${config.tls.cert === '' ? 'cert' : 'key'}: HTTPS needs both files (PEM); set both, or neither for plain HTTP`)
   }
   // HS256 with a short secret can be brute-forced offline from any one token.
   if (jwt.secret !== '' && Buffer.byteLength(jwt.secret) < 32) {

@@ -37,8 +37,8 @@ export function metaOf(e: StoredEvent): EventMeta {
 
 export const COMPETITION_ACTIVATED = 'CompetitionActivatedEvent'
 export const ROOM_MESSAGE = 'message'
-/** Control events share the envelope but are never stored. */
-export const CONTROL_TYPES = ['live', 'reset'] as const
+/** Control events share the envelope but are never stored. `end`: the server is ending the stream, and says why. */
+export const CONTROL_TYPES = ['live', 'reset', 'end'] as const
 export type ControlType = (typeof CONTROL_TYPES)[number]
 
 /** Room names and competition ids: the pattern, and the rule in words for error messages. */
@@ -94,7 +94,7 @@ function describe(errors: ErrorObject[] | null | undefined): string {
     case 'required':
       return `missing field "${String(p.missingProperty)}"`
     case 'not':
-      return `type "live" and "reset" are reserved for control events`
+      return `type ${CONTROL_TYPES.map((c) => `"${c}"`).join(', ')} are reserved for control events`
     case 'type':
       return `${where} must be ${p.type === 'object' ? 'an object' : `a ${String(p.type)}`}`
     case 'minLength':
@@ -360,8 +360,18 @@ export function frameOf(e: StoredEvent): Frame {
  * On SSE, `live` carries `id:` so EventSource resumes from there; `reset` carries none, so a client
  * that drops during the rebuilt replay keeps asking for (and gets) a reset.
  */
-export function controlFrame(type: ControlType, position: number, data: Record<string, unknown> = {}): Frame {
+export function controlFrame(type: 'live' | 'reset', position: number, data: Record<string, unknown> = {}): Frame {
   const json = JSON.stringify({ id: String(position), type, time: new Date().toISOString(), data })
   const sseId = type === 'live' && position > 0 ? position : null
   return { id: position, json: Buffer.from(json), sse: sseRecord(sseId, type, json) }
+}
+
+/**
+ * The `end` control event, the last record of a stream the server ends: `data` says why and how to
+ * come back (end-reason.ts). Its `id` is the position the client had reached (0: nothing yet); the
+ * SSE record carries no `id:` line, so EventSource's own Last-Event-ID stays that of the last event.
+ */
+export function endFrame(position: number, data: Record<string, unknown>): Frame {
+  const json = JSON.stringify({ id: String(position), type: 'end', time: new Date().toISOString(), data })
+  return { id: position, json: Buffer.from(json), sse: sseRecord(null, 'end', json) }
 }

@@ -148,3 +148,13 @@ t.test('an invalid config stops the server with exit code 2 and the reason', asy
   const err = await run(process.execPath, [CLI], { env: { PATH: process.env.PATH, PORT: 'x' } }).catch((e: { code: number; stderr: string }) => e)
   t.match(err, { code: 2, stderr: /tailcast: PORT="x": expected a number/ })
 })
+
+t.test('every CORS list can be set from the environment; the default allows what the API asks of clients', async (t) => {
+  const d = loadConfig({ env: {} })
+  for (const h of ['Idempotency-Key', 'Last-Event-ID', 'Authorization', 'Content-Type']) t.ok(d.cors.headers.includes(h), `${h} is allowed by default`)
+  t.same(d.cors.exposedHeaders, ['Retry-After'])
+  const c = loadConfig({
+    env: { TAILCAST_CORS_METHODS: 'GET, POST', TAILCAST_CORS_HEADERS: 'Content-Type,Idempotency-Key', TAILCAST_CORS_EXPOSED_HEADERS: 'Retry-After, X-Request-Id' },
+  })
+  t.same(c.cors, { origins: ['*'], methods: ['GET', 'POST'], headers: ['Content-Type', 'Idempotency-Key'], exposedHeaders: ['Retry-After', 'X-Request-Id'] })
+})

@@ -12,7 +12,7 @@ import { parseNewEvent, type StoredEvent } from '../event.js'
  */
 
 export interface ControlInfo {
-  type: 'live' | 'reset'
+  type: 'live' | 'reset' | 'end'
   /** The stream position the control event carries. */
   id: number
   data: Record<string, unknown>
@@ -38,6 +38,8 @@ export interface StreamClientOptions {
   onPosition?(position: number): void
   /** The server could not honour the resume id and restarts from its whole live state. */
   onReset?(info: ControlInfo): void
+  /** The server is ending the stream (`data.reason`: shutdown, slow, expired, error); a reconnect follows. */
+  onEnd?(info: ControlInfo): void
   /**
    * After a `reset`, an event whose id is not above the last one handed over: the upstream's
    * history was replaced by another one. Never passed to onEvent.
@@ -80,7 +82,7 @@ export function parseWireMessage(value: unknown): { event: StoredEvent } | { con
   if (typeof id !== 'string' || !/^(0|[1-9][0-9]{0,15})$/.test(id) || !Number.isSafeInteger(Number(id))) {
     throw new StreamProtocolError(`id must be a positive integer as decimal text, got ${JSON.stringify(id)?.slice(0, 40)}`)
   }
-  if (rest.type === 'live' || rest.type === 'reset') {
+  if (rest.type === 'live' || rest.type === 'reset' || rest.type === 'end') {
     const data = rest.data !== null && typeof rest.data === 'object' ? (rest.data as Record<string, unknown>) : {}
     return { control: { type: rest.type, id: Number(id), data } }
   }
@@ -267,6 +269,9 @@ export class StreamClient {
       if (c.type === 'reset') {
         this.resetSeen = true
         this.opts.onReset?.(c)
+      } else if (c.type === 'end') {
+        // The server is ending the stream and says why; the reconnect that follows resumes from pos.
+        this.opts.onEnd?.(c)
       } else {
         this.attempt = 0
         // `live` carries the stream position: every event of the stream up to it was delivered.

@@ -1,16 +1,11 @@
 import type { WebSocket } from 'ws'
 import type { Frame } from '../event.js'
 import type { Batch } from './frames.js'
+import { END_REASONS } from './end-reason.js'
 import type { CloseReason, Transport } from './transport.js'
 
 /** Close codes a client sees; after any of them it reconnects with `?lastEventId=` (after 4401 with a fresh token). */
-export const WS_CLOSE = {
-  shutdown: { code: 1012, reason: 'server restarting: reconnect with lastEventId' },
-  slow: { code: 1013, reason: 'client too slow: reconnect with lastEventId' },
-  error: { code: 1011, reason: 'server error: reconnect with lastEventId' },
-  // 4000-4999: the application's own; 4401 echoes HTTP's 401.
-  expired: { code: 4401, reason: 'token expired: reconnect with a fresh token and lastEventId' },
-} as const
+export const WS_CLOSE = END_REASONS
 
 /**
  * A client that does not finish the closing handshake in this time is cut off. A slow reader gets

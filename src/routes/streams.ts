@@ -5,7 +5,7 @@ import type { WebSocket } from 'ws'
 import { refuse, schemaErrors } from '../errors.js'
 import { NAME_PATTERN, NAME_RULE, quoted } from '../event.js'
 import { ACCESS_TOKEN_PARAM } from '../plugins/auth.js'
-import { SseTransport } from '../hub/sse-transport.js'
+import { sseTransport } from '../hub/sse-transport.js'
 import type { Transport } from '../hub/transport.js'
 import { WsTransport } from '../hub/ws-transport.js'
 import { streamPath, type StreamFilter } from '../stream.js'
@@ -133,10 +133,9 @@ export default async function streams(fastify: FastifyInstance): Promise<void> {
       preHandler: parse,
       handler: async (req, reply) => {
         reply.hijack()
-        const transport = new SseTransport(reply.raw, (req.stream as StreamRequest).unnamed)
-        transport.open(reply.getHeaders(), app.config.streams.retryMs)
-        // Fastify answers HEAD with this GET handler: the same head (node drops the body of a HEAD
-        // response, and adds no content-length), then the end, nothing attached.
+        const transport = sseTransport(reply.raw, { unnamed: (req.stream as StreamRequest).unnamed, retryMs: app.config.streams.retryMs })
+        transport.open(reply.getHeaders(), req.method)
+        // Fastify answers HEAD with this GET handler: the same head, then the end, nothing attached.
         if (req.method === 'HEAD') return void reply.raw.end()
         follow(req, transport)
       },

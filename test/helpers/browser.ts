@@ -28,8 +28,11 @@ export interface Browser {
   close(): Promise<void>
 }
 
-/** Launch headless Chromium with a fresh user-data dir; throws how to install it when missing. */
-export async function launchBrowser(viewport = { width: 390, height: 800 }): Promise<Browser> {
+/**
+ * Launch headless Chromium with a fresh user-data dir; throws how to install it when missing.
+ * `trustSpki`: public-key hashes (TestCert.spki) of self-signed certificates to accept as valid.
+ */
+export async function launchBrowser(viewport = { width: 390, height: 800 }, opts: { trustSpki?: string[] } = {}): Promise<Browser> {
   if (!existsSync(CHROMIUM)) {
     throw new Error(`Chromium is not installed at ${CHROMIUM}: run "apt-get install -y chromium" (or set CHROMIUM_PATH)`)
   }
@@ -37,7 +40,7 @@ export async function launchBrowser(viewport = { width: 390, height: 800 }): Pro
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
     headless: true,
-    args: CHROMIUM_ARGS,
+    args: opts.trustSpki === undefined ? CHROMIUM_ARGS : [...CHROMIUM_ARGS, `--ignore-certificate-errors-spki-list=${opts.trustSpki.join(',')}`],
     viewport,
     timeout: 60_000,
   })

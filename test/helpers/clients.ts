@@ -36,12 +36,12 @@ export interface StreamClient {
   close(): void
 }
 
-/** Events that are not control events (`live`, `reset`). */
+/** Events that are not control events (`live`, `reset`, `end`). */
 export function dataEvents(events: Received[]): Received[] {
-  return events.filter((e) => e.type !== 'live' && e.type !== 'reset')
+  return events.filter((e) => e.type !== 'live' && e.type !== 'reset' && e.type !== 'end')
 }
 
-function waiter(events: Received[], ended: Promise<unknown>) {
+export function waiter(events: Received[], ended: Promise<unknown>) {
   const listeners = new Set<() => void>()
   let done = false
   void ended.then(() => {
@@ -79,7 +79,7 @@ function waiter(events: Received[], ended: Promise<unknown>) {
 }
 
 /** A promise and its resolve function. */
-function deferred<T>(): [Promise<T>, (v: T) => void] {
+export function deferred<T>(): [Promise<T>, (v: T) => void] {
   let resolve!: (v: T) => void
   const promise = new Promise<T>((r) => (resolve = r))
   return [promise, resolve]
@@ -97,6 +97,44 @@ function readBody(res: http.IncomingMessage, done: (body: unknown) => void): voi
       done(body)
     }
   })
+}
+
+/** The EventSource spec's parsing of an SSE body, chunk by chunk: each complete record with data is pushed to `events`. */
+export function sseParser(events: Received[]): (chunk: string) => void {
+  let buf = ''
+  let id: string | undefined
+  let type: string | undefined
+  let data: string[] = []
+  return (chunk) => {
+    buf += chunk
+    let nl: number
+    while ((nl = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, nl).replace(/\r$/, '')
+      buf = buf.slice(nl + 1)
+      if (line === '') {
+        if (data.length > 0) {
+          const raw = data.join('\n')
+          const parsed = JSON.parse(raw) as Received
+          parsed.raw = raw
+          parsed.sseId = id
+          parsed.sseEvent = type
+          parsed.receivedAt = performance.now()
+          events.push(parsed)
+        }
+        id = undefined
+        type = undefined
+        data = []
+        continue
+      }
+      if (line.startsWith(':')) continue
+      const colon = line.indexOf(':')
+      const field = colon < 0 ? line : line.slice(0, colon)
+      const value = colon < 0 ? '' : line.slice(colon + 1).replace(/^ /, '')
+      if (field === 'id') id = value
+      else if (field === 'event') type = value
+      else if (field === 'data') data.push(value)
+    }
+  }
 }
 
 /** A minimal SSE client over node:http that parses the stream as the EventSource spec does. */
@@ -119,39 +157,9 @@ export function openSse(url: string, headers: Record<string, string> = {}): Stre
     }
     res.setEncoding('utf8')
     resolveBody(undefined)
-    let buf = ''
-    let id: string | undefined
-    let type: string | undefined
-    let data: string[] = []
+    const parse = sseParser(events)
     res.on('data', (chunk: string) => {
-      buf += chunk
-      let nl: number
-      while ((nl = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, nl).replace(/\r$/, '')
-        buf = buf.slice(nl + 1)
-        if (line === '') {
-          if (data.length > 0) {
-            const raw = data.join('\n')
-            const parsed = JSON.parse(raw) as Received
-            parsed.raw = raw
-            parsed.sseId = id
-            parsed.sseEvent = type
-            parsed.receivedAt = performance.now()
-            events.push(parsed)
-          }
-          id = undefined
-          type = undefined
-          data = []
-          continue
-        }
-        if (line.startsWith(':')) continue
-        const colon = line.indexOf(':')
-        const field = colon < 0 ? line : line.slice(0, colon)
-        const value = colon < 0 ? '' : line.slice(colon + 1).replace(/^ /, '')
-        if (field === 'id') id = value
-        else if (field === 'event') type = value
-        else if (field === 'data') data.push(value)
-      }
+      parse(chunk)
       w.notify()
     })
     res.on('close', () => resolveEnded(null))

@@ -14,6 +14,8 @@ export interface Nginx {
   port: number
   url: string
   wsUrl: string
+  /** With `tls`: https://127.0.0.1:PORT of the HTTPS (HTTP/2) listener. */
+  httpsUrl?: string
   /** nginx -s reload, resolved once the new workers run (the old ones finish their streams meanwhile). */
   reload(): Promise<void>
   /** What nginx logged (error.log at notice). */
@@ -27,14 +29,16 @@ export interface Nginx {
  * current user, with its own prefix, pid file and logs. `shutdownTimeout` is how long a reload lets
  * old workers keep their streams (nginx's worker_shutdown_timeout).
  */
-export async function startNginx(upstreams: string[], opts: { shutdownTimeout?: string } = {}): Promise<Nginx> {
+export async function startNginx(upstreams: string[], opts: { shutdownTimeout?: string; tls?: { certFile: string; keyFile: string } } = {}): Promise<Nginx> {
   if (!existsSync(NGINX_BIN)) {
     throw new Error(`${NGINX_BIN} is missing: install it with \`bash scripts/test-services.sh install\` (apt-get install -y nginx), or set NGINX_BIN`)
   }
   const prefix = mkdtempSync(join(tmpdir(), 'tailcast-nginx-'))
   const port = await freePort()
+  const tlsPort = opts.tls === undefined ? undefined : await freePort()
+  const tls = opts.tls === undefined ? {} : { TAILCAST_NGINX_TLS_LISTEN: `127.0.0.1:${tlsPort}`, TAILCAST_NGINX_CERT: opts.tls.certFile, TAILCAST_NGINX_KEY: opts.tls.keyFile }
   await promisify(execFile)('bash', [LOCAL_SH, 'nginx-conf', prefix, `127.0.0.1:${port}`, ...upstreams], {
-    env: { ...process.env, TAILCAST_NGINX_SHUTDOWN_TIMEOUT: opts.shutdownTimeout ?? '10s' },
+    env: { ...process.env, TAILCAST_NGINX_SHUTDOWN_TIMEOUT: opts.shutdownTimeout ?? '10s', ...tls },
   })
   const args = ['-p', prefix, '-c', join(prefix, 'nginx.conf'), '-e', join(prefix, 'error.log')]
   const child: ChildProcess = spawn(NGINX_BIN, [...args, '-g', 'daemon off;'], { stdio: ['ignore', 'pipe', 'pipe'] })
@@ -67,6 +71,7 @@ export async function startNginx(upstreams: string[], opts: { shutdownTimeout?: 
     port,
     url: `http://127.0.0.1:${port}`,
     wsUrl: `ws://127.0.0.1:${port}`,
+    ...(tlsPort === undefined ? {} : { httpsUrl: `https://127.0.0.1:${tlsPort}` }),
     async reload() {
       const before = workersStarted()
       await promisify(execFile)(NGINX_BIN, [...args, '-s', 'reload'])

@@ -13,8 +13,8 @@ t.test('direct socket writes: a reader that stops is seen, drained() waits for i
   const opened = new Promise<void>((resolve) => {
     const server = http.createServer((_req, res) => {
       serverRes = res
-      transport = new SseTransport(res)
-      transport.open({}, 1000)
+      transport = new SseTransport(res, { unnamed: false, retryMs: 1000 })
+      transport.open({})
       resolve()
     })
     server.listen(0, '127.0.0.1', () => {
@@ -67,6 +67,9 @@ t.test('direct socket writes: a reader that stops is seen, drained() waits for i
   await ended
   const ids = [...body.matchAll(/^id: ?(\d+)$/gm)].map((m) => Number(m[1]))
   t.same(ids, Array.from({ length: id }, (_, i) => i + 1), 'every event arrived once, in order, and the chunked body ended cleanly')
+  const end = /event: end\ndata: (.*)\n\n$/.exec(body)
+  t.ok(end, 'the last record is the end event')
+  t.match(JSON.parse(end![1]), { id: String(id), type: 'end', data: { reason: 'shutdown', reconnect: true, retryMs: 1000, freshToken: false, message: /server restarting/ } })
 })
 
 t.test('Batch: the unnamed SSE variant is the named record without its event: line, built lazily once per batch and shared', async (t) => {

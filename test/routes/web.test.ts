@@ -372,8 +372,20 @@ t.test('private streams: a token from the page URL or a cookie opens room vip, s
   // Same tab session: the token is kept; another room is not this token's.
   await withUrl.evaluate(() => (location.hash = '#/rooms/other'))
   await withUrl.waitForSelector('#conn[data-state="forbidden"]', { timeout: 10_000 })
-  t.match(await withUrl.textContent('#conn-detail'), /does not allow the stream \/messages\?room=other/)
-  for (const p of [withUrl, withCookie, without]) await p.close()
+  const detail = (await withUrl.textContent('#conn-detail')) ?? ''
+  t.match(detail, /does not allow the stream \/messages\?room=other/)
+  t.equal(await withUrl.textContent('#room-messages-empty'), detail, 'the view says the same as the header, not "No messages yet"')
+  await withUrl.waitForSelector('#send-text[disabled]', { timeout: 5000 })
+  t.match(await withUrl.textContent('#send-note'), /does not allow posting to room other/, 'no send box for a room the token cannot post to')
+  await withUrl.screenshot({ path: browser.shot('private-room-403'), fullPage: true })
+
+  // A token that may follow the room but not post to it: read-only page.
+  const readOnly = await sign({ subscribe: ['/messages?room=vip'] })
+  const reader = await openPage(`${server.url}/?access_token=${readOnly}#/rooms/vip`)
+  await waitLive(reader)
+  await reader.waitForSelector('#send-text[disabled]', { timeout: 5000 })
+  t.match(await reader.textContent('#send-note'), /does not allow posting to room vip/)
+  for (const p of [withUrl, withCookie, without, reader]) await p.close()
 })
 
 t.test('no page had an uncaught script error', async (t) => {
