@@ -7,8 +7,8 @@ import { startServer } from '../helpers/server.js'
 t.test('the store wraps past a slow reader during its replay: reset, then the live state, never a silent gap', async (t) => {
   const server = await startServer({
     store: { type: 'memory', capacity: 2000 },
-    // A long heartbeat: the paused reader is not cut off as slow while the test posts.
-    streams: { replayPageSize: 100, maxBufferedBytes: 64 * 1024, historyMaxEvents: 200, heartbeatSeconds: 600 },
+    // A long heartbeat and drain deadline: the paused reader is not cut off as slow while the test posts.
+    streams: { replayPageSize: 100, maxBufferedBytes: 64 * 1024, historyMaxEvents: 200, heartbeatSeconds: 600, drainTimeoutSeconds: 600 },
   })
   t.teardown(() => server.close())
   const pad = 'x'.repeat(4000)
