@@ -15,9 +15,7 @@ export async function serveWorkers(config: Config): Promise<void> {
     await serve(config, process.platform === 'linux' ? { reusePort: true, exclusive: true } : {})
     return
   }
-  if (config.store.type === 'memory') {
-    throw new Error('workers > 1 needs a shared store: set store.type to "mongodb" (the embedded store lives inside one process)')
-  }
+  // checkServe (startup.ts) has refused workers > 1 on the embedded store.
   let stopping = false
   const fork = (): void => {
     cluster.fork()

@@ -49,7 +49,15 @@ const StreamsConfigSchema = Type.Object(
   { additionalProperties: false },
 )
 
-const PostConfigSchema = Type.Object({ enabled: Type.Boolean(), token: Type.String() }, { additionalProperties: false })
+const PostConfigSchema = Type.Object(
+  {
+    enabled: Type.Boolean(),
+    token: Type.String(),
+    /** Posting without a credential on a listener other than loopback is wanted (else serve refuses to start). */
+    open: Type.Boolean(),
+  },
+  { additionalProperties: false },
+)
 
 const CorsConfigSchema = Type.Object(
   { origins: Type.Array(Type.String()), methods: Type.Array(Type.String()), headers: Type.Array(Type.String()) },
@@ -164,6 +172,7 @@ export const ENV_KEYS: Record<string, string> = {
   TAILCAST_HISTORY_MAX_EVENTS: 'streams.historyMaxEvents',
   TAILCAST_POST_ENABLED: 'post.enabled',
   TAILCAST_POST_TOKEN: 'post.token',
+  TAILCAST_POST_OPEN: 'post.open',
   TAILCAST_CORS_ORIGINS: 'cors.origins',
   TAILCAST_UPSTREAM: 'upstream.url',
   TAILCAST_UPSTREAM_TOKEN: 'upstream.token',
@@ -293,6 +302,13 @@ export interface LoadOptions {
   env?: NodeJS.ProcessEnv
   /** Values that win over everything (used by tests and the CLI). */
   overrides?: Tree
+}
+
+/** config/default.json, validated: what every setting is when nothing sets it. */
+export function defaultConfig(): Config {
+  const tree = readJson(DEFAULTS_URL)
+  if (!validate(tree)) throw new ConfigError(`config/default.json does not match the schema`)
+  return tree
 }
 
 /** defaults (config/default.json) < file < environment < overrides; then validated. */

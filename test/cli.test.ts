@@ -65,13 +65,13 @@ t.test('serve --port/--host/--config: options over environment over file over de
   const dir = mkdtempSync(join(tmpdir(), 'tailcast-cli-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
   const file = join(dir, 'config.json')
-  writeFileSync(file, JSON.stringify({ port: 7001, host: '10.0.0.1', streams: { retryMs: 77 } }))
+  writeFileSync(file, JSON.stringify({ port: 7001, host: '10.0.0.1', streams: { retryMs: 77 }, post: { open: true } }))
   const printed = async (args: string[], env: Record<string, string> = {}): Promise<{ port: number; host: string; streams: { retryMs: number } }> => {
     const out = await cli([...args, '--print-config'], env)
     t.equal(out.code, 0, `${args.join(' ')}: exit 0 (${out.stderr.trim()})`)
     return JSON.parse(out.stdout)
   }
-  t.match(await printed([]), { port: 8080, host: '0.0.0.0' }, 'defaults')
+  t.match(await printed([]), { port: 8080, host: '127.0.0.1', post: { open: false } }, 'defaults')
   t.match(await printed(['--config', file]), { port: 7001, host: '10.0.0.1', streams: { retryMs: 77 } }, 'file over defaults')
   t.match(await printed(['-c', file], { PORT: '7002', HOST: '10.0.0.2' }), { port: 7002, host: '10.0.0.2', streams: { retryMs: 77 } }, 'environment over file')
   t.match(await printed(['serve', '--config', file, '--port', '7003', '--host', '10.0.0.3'], { PORT: '7002', HOST: '10.0.0.2' }), { port: 7003, host: '10.0.0.3', streams: { retryMs: 77 } }, 'options over environment')
