@@ -34,6 +34,10 @@ function logRequest(req: FastifyRequest): Record<string, unknown> {
 }
 
 declare module 'fastify' {
+  interface FastifyInstance {
+    /** The routes served, with their schemas (404/405 answers, tests). */
+    routeTable: RouteTable
+  }
   interface FastifyContextConfig {
     /** The level of this route's per-request lines ("incoming request", "request completed"); default info. */
     requestLogLevel?: 'debug' | 'info'
@@ -90,7 +94,8 @@ export async function buildApp(config: Config, opts: AppOptions = {}): Promise<F
   // First: a route keeps the error handler in place when it is added.
   app.setErrorHandler(sendError)
   const routes = new RouteTable()
-  app.addHook('onRoute', (route) => routes.add(route.url, route.method))
+  app.decorate('routeTable', routes)
+  app.addHook('onRoute', (route) => routes.add(route.url, route.method, route.schema))
   // Fastify's own 404 quotes and logs the URL with its query, which may hold a token.
   app.setNotFoundHandler(routes.notFound)
 

@@ -162,3 +162,13 @@ export function logBanner(app: FastifyInstance, config: Config): void {
   app.log.info({ startup: Object.fromEntries(b.lines) }, `tailcast started\n${bannerText({ lines: b.lines, warnings: [] }).trimEnd()}`)
   for (const w of b.warnings) app.log.warn(w)
 }
+
+/**
+ * A backing service that cannot be used at start, named with its redacted URL and the setting
+ * that points at it: `MongoDB at mongodb://db:27017 cannot be used: … (the address is store.mongodb.url, env MONGODB_URL)`.
+ */
+export function serviceError(component: string, url: string, key: string, err: unknown): Error {
+  const reason = redactUrl(err instanceof Error ? err.message : String(err))
+  const env = envOf(key)
+  return new Error(`${component} at ${redactUrl(url)} cannot be used: ${reason} (the address is ${key}${env === undefined ? '' : `, env ${env}`})`, { cause: err })
+}

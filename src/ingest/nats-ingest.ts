@@ -216,7 +216,7 @@ export class NatsIngest {
    * first sequence; an idempotency key is that id, and travels in a header to the store.
    */
   async publish(e: NewEvent): Promise<number> {
-    if (this.nc === undefined) throw new StoreUnavailableError([], true, new Error('NATS is not connected'))
+    if (this.nc === undefined) throw new StoreUnavailableError([], true, new Error('not connected'), 'NATS')
     const { idempotencyKey, ...wire } = e
     const h = natsHeaders()
     if (idempotencyKey !== undefined) h.set(IDEMPOTENCY_HEADER, idempotencyKey)
@@ -233,7 +233,7 @@ export class NatsIngest {
       } catch (err) {
         // A publish that timed out may have been stored (its ack was lost).
         if (!publishNotStored(err)) sent = true
-        if (attempt >= 5 || this.closing || Date.now() + 100 * 2 ** attempt > until) throw new StoreUnavailableError([], !sent, err)
+        if (attempt >= 5 || this.closing || Date.now() + 100 * 2 ** attempt > until) throw new StoreUnavailableError([], !sent, err, 'NATS')
         await new Promise((r) => setTimeout(r, 100 * 2 ** (attempt - 1)))
       }
     }

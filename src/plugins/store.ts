@@ -2,6 +2,7 @@ import fp from 'fastify-plugin'
 import { closeStep } from '../bounded.js'
 import type { EventStore } from '../store/event-store.js'
 import { createStore } from '../store/index.js'
+import { serviceError } from '../startup.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -17,7 +18,12 @@ export default fp<{ store?: EventStore }>(
       return
     }
     const store = await createStore(app.config)
-    await store.open()
+    try {
+      await store.open()
+    } catch (err) {
+      const { type, mongodb } = app.config.store
+      throw type === 'mongodb' ? serviceError('MongoDB', mongodb.url, 'store.mongodb.url', err) : err
+    }
     app.decorate('store', store)
     app.addHook('onClose', () => closeStep(app.log, 'the store', () => store.close()))
   },

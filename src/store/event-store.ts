@@ -36,12 +36,13 @@ export class StoreRejectedError extends Error {
 /**
  * The store could not be reached or did not answer. `stored` are the events of the call known to be
  * stored; `certain` says whether the others are known not to be (false: the write may have landed,
- * a retry with the same idempotency key is safe).
+ * a retry with the same idempotency key is safe). `component` names the part that failed, for the
+ * answer and the log: the store, or the broker the write goes through ("NATS").
  */
 export class StoreUnavailableError extends Error {
   override name = 'StoreUnavailableError'
-  constructor(readonly stored: StoredEvent[], readonly certain: boolean, cause: unknown) {
-    super(`the store is unavailable: ${(cause as Error)?.message ?? String(cause)}`, { cause })
+  constructor(readonly stored: StoredEvent[], readonly certain: boolean, cause: unknown, readonly component = 'the store') {
+    super(`${component} is unavailable: ${(cause as Error)?.message ?? String(cause)}`, { cause })
   }
 }
 
