@@ -2,7 +2,7 @@ import cors from '@fastify/cors'
 import websocket from '@fastify/websocket'
 import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import { redactUrl, type Config } from './config.js'
-import { clientErrorHandler, RouteTable, sendError } from './errors.js'
+import { clientErrorHandler, refused, RouteTable, sendError } from './errors.js'
 import { WS_CLOSE } from './hub/ws-transport.js'
 import type { EventStore } from './store/event-store.js'
 import authPlugin from './plugins/auth.js'
@@ -45,18 +45,20 @@ declare module 'fastify' {
 }
 
 /**
- * Fastify's per-request lines at the level the route asks for: streams, health, readiness and
+ * One line per request at most, at the level the route asks for: streams, health, readiness and
  * metrics are polled or held open by many clients and say `debug`, so `info` keeps lifecycle,
- * posts and errors readable.
+ * posts and errors readable. "incoming request" is `debug` everywhere; a refused request's line is
+ * its "request refused" (errors.ts), so it gets no "request completed" besides.
  */
 class RequestLog extends LogController {
   override incomingRequest(request: FastifyRequest): void {
-    request.log[request.routeOptions?.config?.requestLogLevel ?? 'info']({ req: request }, 'incoming request')
+    request.log.debug({ req: request }, 'incoming request')
   }
 
   override requestCompleted(error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {
     if (error) reply.log.error({ res: reply, err: error, responseTime: reply.elapsedTime }, 'request errored')
-    else reply.log[request.routeOptions?.config?.requestLogLevel ?? 'info']({ res: reply, responseTime: reply.elapsedTime }, 'request completed')
+    else if (refused.has(request)) reply.log.debug({ res: reply, responseTime: reply.elapsedTime }, 'request completed')
+    else reply.log[request.routeOptions?.config?.requestLogLevel ?? 'info']({ req: request, res: reply, responseTime: reply.elapsedTime }, 'request completed')
   }
 }
 

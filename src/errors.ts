@@ -21,12 +21,16 @@ export function errorBody(statusCode: number, message: string): ErrorBody {
   return { statusCode, error: STATUS_CODES[statusCode] ?? 'Error', message }
 }
 
+/** Requests whose refusal is logged ("request refused"): that line is their one line. */
+export const refused = new WeakSet<FastifyRequest>()
+
 /**
  * Answer a 4xx with the one error shape. Logged at info with the reason and the path (credentials
  * in the query hidden), without a stack: it is the client's mistake, told to the client.
  */
 export function refuse(reply: FastifyReply, statusCode: number, message: string): FastifyReply {
   const req = reply.request
+  refused.add(req)
   req.log.info({ statusCode, reason: message, method: req.method, url: redactUrl(req.url) }, 'request refused')
   return reply.code(statusCode).send(errorBody(statusCode, message))
 }

@@ -52,8 +52,11 @@ export interface Tail {
 }
 
 export interface TailHandlers {
-  /** New events, in id order, each id greater than the last one handed over. */
-  onEvents(events: StoredEvent[]): void
+  /**
+   * New events, in id order, each id greater than the last one handed over. `acceptedAt`: when the
+   * store accepted the last of them (ms since the epoch), for the tail lag; absent for a backlog.
+   */
+  onEvents(events: StoredEvent[], acceptedAt?: number): void
   /** The tail lost its place and re-opened (e.g. after a store restart); for logs and metrics. */
   onError?(err: Error): void
 }
