@@ -3,7 +3,9 @@ import net from 'node:net'
 import t from 'tap'
 import type { NewEvent, StoredEvent } from '../src/event.js'
 import { MemoryEventStore } from '../src/store/memory-store.js'
-import { startServer } from './helpers/server.js'
+import { ownNatsServer, natsOverrides } from './helpers/nats.js'
+import { freePort, startServer } from './helpers/server.js'
+import { waitUntil } from './helpers/wait.js'
 
 // One error shape everywhere: routes, schema validation, Fastify's own errors, 404/405, and what
 // Node's HTTP parser refuses. Each case: the request, the status, and what the message must say.
@@ -206,4 +208,42 @@ t.test('GET /v1/presence without stream says which parameter is missing and what
     error: 'Bad Request',
     message: 'query parameter "stream" is missing: stream must be a stream path, e.g. /messages?room=vip or /v1/competitions/c-42',
   })
+})
+
+t.test('NATS down: a POST names NATS, never the store; the log says the same', async (t) => {
+  const nats = await ownNatsServer()
+  const lines: Record<string, any>[] = []
+  const s = await startServer({ logLevel: 'info', ...natsOverrides(nats.url) }, { logStream: { write: (l: string) => void lines.push(JSON.parse(l)) } })
+  t.teardown(async () => {
+    await s.close()
+    await nats.dispose()
+  })
+  t.equal((await s.post({ text: 'before', room: 'r' })).status, 202, 'posting through NATS')
+  await nats.stop()
+  const r = await s.post({ text: 'during', room: 'r' })
+  t.equal(r.status, 503)
+  t.match(r.body.message, /^NATS (is unavailable; the event was not stored: retry later|did not confirm the write, so the event may have been stored: retry with the same Idempotency-Key)/, r.body.message)
+  t.notMatch(r.body.message, /store is|store did/, 'not "the store"')
+  t.ok(lines.some((l) => l.msg === 'POST /messages: NATS is unavailable'), 'the log names NATS')
+  // NATS back: posting works again (and the client's connection has something to end on close).
+  await nats.start()
+  await waitUntil(async () => ((await s.post({ text: 'after', room: 'r' })).status === 202 ? true : undefined), 30_000, 'a POST through the restarted NATS', 500)
+})
+
+t.test('upstream down: stream requests and /ready name the upstream, its setting and the reason', async (t) => {
+  const closed = await freePort()
+  const s = await startServer({ upstream: { url: `http://127.0.0.1:${closed}/messages?room=a`, catchUpTimeoutMs: 100, reconnectMaxMs: 1000 } })
+  t.teardown(() => s.close())
+  const named = new RegExp(`not yet following the upstream http://127\\.0\\.0\\.1:${closed}/messages\\?room=a \\(upstream\\.url, env TAILCAST_UPSTREAM\\): .*ECONNREFUSED`)
+  const ready = await waitUntil(async () => {
+    const res = await fetch(`${s.url}/ready`)
+    const body = (await res.json()) as { upstream?: string }
+    return res.status === 503 && /ECONNREFUSED/.test(body.upstream ?? '') ? body : undefined
+  }, 15_000, '/ready to name the refused upstream')
+  t.match(ready, { status: 'not ready', store: 'ok', upstream: named })
+  const res = await fetch(`${s.url}/messages?room=a`, { headers: { accept: 'text/event-stream' } })
+  t.equal(res.status, 503)
+  const body = (await res.json()) as { message: string }
+  t.match(body.message, new RegExp(`^this relay cannot serve streams: ${named.source}`))
+  t.notMatch(body.message, /store/, 'not "the store"')
 })
