@@ -1,4 +1,5 @@
 import { STATUS_CODES } from 'node:http'
+import { readFileSync } from 'node:fs'
 import net from 'node:net'
 import t from 'tap'
 import { isLive, openSse, openWs } from './helpers/clients.js'
@@ -205,4 +206,18 @@ t.test('tailcast_tail_lag_seconds counts from the store accepting the event, not
   await waitUntil(async () => ((await metric('tailcast_events_ingested_total')) >= 1 ? true : undefined), 10_000, 'the event reaches the hub')
   const lag = await metric('tailcast_tail_lag_seconds')
   t.ok(lag >= 0 && lag < 30, `lag ${lag} s: seconds at most, not the 25 years since the event's time`)
+})
+
+t.test("README's metrics table has every tailcast_ metric the server exposes, and only those", async (t) => {
+  const server = await startServer()
+  t.teardown(() => server.close())
+  const text = await (await fetch(`${server.url}/metrics`)).text()
+  const exposed = [...text.matchAll(/^# HELP (tailcast_\w+) /gm)].map((m) => m[1])
+  t.ok(exposed.length >= 10, `${exposed.length} metrics`)
+  const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8')
+  const table = readme.slice(readme.indexOf('### Metrics\n'), readme.indexOf('\n#', readme.indexOf('### Metrics\n') + 5))
+  const documented = [...table.matchAll(/^\| `(tailcast_\w+)[{`]/gm)].map((m) => m[1])
+  for (const name of exposed) t.ok(documented.includes(name), `README documents ${name}`)
+  const sources = readFileSync(new URL('../src/plugins/metrics.ts', import.meta.url), 'utf8')
+  for (const name of documented) t.ok(sources.includes(`'${name}'`), `${name} exists`)
 })
