@@ -2,6 +2,9 @@ import cluster from 'node:cluster'
 import type { Config } from './config.js'
 import { serve } from './server.js'
 
+/** The exit code of a configuration error (cli.ts). */
+const CONFIG_EXIT = 2
+
 /**
  * Several server processes on one port. Each worker is a whole tailcast with its own tailing cursor
  * on the shared store, so a client resumes on any of them. node:cluster only starts and restarts them.
@@ -23,7 +26,16 @@ export async function serveWorkers(config: Config): Promise<void> {
   for (let i = 0; i < config.workers; i++) fork()
   cluster.on('exit', (worker, code, signal) => {
     if (stopping) {
-      if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(0)
+      if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(process.exitCode ?? 0)
+      return
+    }
+    if (code === CONFIG_EXIT) {
+      // A configuration error (exit 2) is the same in every worker: restarting cannot fix it.
+      process.stderr.write(`tailcast: worker ${worker.process.pid} exited (2: a configuration error, above); stopping\n`)
+      stopping = true
+      process.exitCode = CONFIG_EXIT
+      for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGTERM')
+      if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(CONFIG_EXIT)
       return
     }
     process.stderr.write(`tailcast: worker ${worker.process.pid} exited (${signal ?? code}); starting another\n`)

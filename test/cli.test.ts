@@ -227,6 +227,13 @@ t.test('configuration errors exit 2 everywhere; a backing service that cannot be
     ['open posting off loopback', ['--host', '0.0.0.0'], {}, 2, /refusing to start/],
     ['a config file that does not exist', ['-c', '/nonexistent/tailcast.json'], {}, 2, /cannot read config file \/nonexistent\/tailcast\.json/],
     [
+      'a configuration error found in the workers',
+      [],
+      { TAILCAST_WORKERS: '2', TAILCAST_STORE: 'mongodb', TAILCAST_JWT_PUBLIC_KEY_FILE: '/nonexistent.pem', MONGODB_URL: `mongodb://127.0.0.1:${closed}/?serverSelectionTimeoutMS=500` },
+      2,
+      /auth\.jwt\.publicKeyFile \/nonexistent\.pem: not a readable PEM public key[\s\S]*a configuration error, above\); stopping/,
+    ],
+    [
       'MongoDB refusing connections',
       [],
       { TAILCAST_STORE: 'mongodb', MONGODB_URL: `mongodb://bob:hunter2@127.0.0.1:${closed}/?serverSelectionTimeoutMS=1000` },
@@ -239,7 +246,7 @@ t.test('configuration errors exit 2 everywhere; a backing service that cannot be
   cases.forEach(([what, , , code, message], i) => {
     t.equal(results[i].code, code, `${what}: exit ${code}`)
     t.match(results[i].stderr, message, `${what}: ${results[i].stderr.trim().split('\n')[0]}`)
-    t.notMatch(results[i].stderr, /hunter2|at [A-Za-z]+ \(|\.js:\d+/, `${what}: no credentials, no stack`)
+    t.notMatch(results[i].stderr, /hunter2|at [A-Za-z.]+ \(|\.js:\d+/, `${what}: no credentials, no stack`)
   })
 })
 
