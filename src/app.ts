@@ -3,7 +3,7 @@ import websocket from '@fastify/websocket'
 import type { Http2SecureServer } from 'node:http2'
 import Fastify, { LogController, type FastifyHttp2SecureOptions, type FastifyInstance, type FastifyServerOptions, type FastifyReply, type FastifyRequest } from 'fastify'
 import { redactUrl, type Config } from './config.js'
-import { clientErrorHandler, RouteTable, sendError } from './errors.js'
+import { clientErrorHandler, refused, RouteTable, sendError } from './errors.js'
 import { WS_CLOSE } from './hub/ws-transport.js'
 import { tlsOptions } from './tls.js'
 import type { EventStore } from './store/event-store.js'
@@ -38,6 +38,10 @@ function logRequest(req: FastifyRequest): Record<string, unknown> {
 }
 
 declare module 'fastify' {
+  interface FastifyInstance {
+    /** The routes served, with their schemas (404/405 answers, tests). */
+    routeTable: RouteTable
+  }
   interface FastifyContextConfig {
     /** The level of this route's per-request lines ("incoming request", "request completed"); default info. */
     requestLogLevel?: 'debug' | 'info'
@@ -45,18 +49,20 @@ declare module 'fastify' {
 }
 
 /**
- * Fastify's per-request lines at the level the route asks for: streams, health, readiness and
+ * One line per request at most, at the level the route asks for: streams, health, readiness and
  * metrics are polled or held open by many clients and say `debug`, so `info` keeps lifecycle,
- * posts and errors readable.
+ * posts and errors readable. "incoming request" is `debug` everywhere; a refused request's line is
+ * its "request refused" (errors.ts), so it gets no "request completed" besides.
  */
 class RequestLog extends LogController {
   override incomingRequest(request: FastifyRequest): void {
-    request.log[request.routeOptions?.config?.requestLogLevel ?? 'info']({ req: request }, 'incoming request')
+    request.log.debug({ req: request }, 'incoming request')
   }
 
   override requestCompleted(error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {
     if (error) reply.log.error({ res: reply, err: error, responseTime: reply.elapsedTime }, 'request errored')
-    else reply.log[request.routeOptions?.config?.requestLogLevel ?? 'info']({ res: reply, responseTime: reply.elapsedTime }, 'request completed')
+    else if (refused.has(request)) reply.log.debug({ res: reply, responseTime: reply.elapsedTime }, 'request completed')
+    else reply.log[request.routeOptions?.config?.requestLogLevel ?? 'info']({ req: request, res: reply, responseTime: reply.elapsedTime }, 'request completed')
   }
 }
 
@@ -104,7 +110,8 @@ export async function buildApp(config: Config, opts: AppOptions = {}): Promise<F
   // First: a route keeps the error handler in place when it is added.
   app.setErrorHandler(sendError)
   const routes = new RouteTable()
-  app.addHook('onRoute', (route) => routes.add(route.url, route.method))
+  app.decorate('routeTable', routes)
+  app.addHook('onRoute', (route) => routes.add(route.url, route.method, route.schema))
   // Fastify's own 404 quotes and logs the URL with its query, which may hold a token.
   app.setNotFoundHandler(routes.notFound)
 

@@ -1,6 +1,7 @@
 import { createPrivateKey, type KeyObject } from 'node:crypto'
 import { SignJWT } from 'jose'
 import { COMPETITION_ACTIVATED, type NewEvent } from './event.js'
+import { checkPatterns } from './grant-patterns.js'
 
 /**
  * What a token allows, from its `tailcast` claim:
@@ -157,8 +158,7 @@ export function signingKey(source: { secret: string } | { privateKeyPem: string 
 
 /** A token carrying the tailcast claim (see Grant), as the server checks it. */
 export async function mintToken(signer: { key: Uint8Array | KeyObject; alg: string }, o: MintOptions): Promise<string> {
-  for (const p of o.subscribe) if (!p.startsWith('/')) throw new ClaimError(`a subscribe pattern is a stream path starting with "/", got ${JSON.stringify(p)}`)
-  for (const p of o.publish) if (p !== 'competitions' && !/^(room|competition):./.test(p)) throw new ClaimError(`a publish pattern is room:NAME, competition:ID or competitions (the list), got ${JSON.stringify(p)}`)
+  checkPatterns(o.subscribe, o.publish)
   const jwt = new SignJWT({ tailcast: { subscribe: o.subscribe, publish: o.publish } }).setProtectedHeader({ alg: signer.alg }).setIssuedAt()
   try {
     jwt.setExpirationTime(o.expiresIn)

@@ -4,6 +4,7 @@ import { Command, CommanderError, Help, InvalidArgumentError } from 'commander'
 import { ClaimError, mintToken, signingKey } from './claims.js'
 import { ConfigError, loadConfig, redact } from './config.js'
 import { serveWorkers } from './cluster.js'
+import { banner, bannerText, checkServe, VERSION } from './startup.js'
 import { startRecording } from './recorder/record.js'
 import { RecordingError } from './recorder/file.js'
 import { startReplay } from './recorder/replay.js'
@@ -12,13 +13,11 @@ import { serve } from './server.js'
 /** Exit code of a usage error (unknown command or option, bad option value) and of a bad config or recording. */
 const USAGE = 2
 
-const { version } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }
-
 const program = new Command()
 program
   .name('tailcast')
   .description('Live events over Server-Sent Events and WebSockets, with exact resume')
-  .version(version, '-V, --version', 'print the version and exit')
+  .version(VERSION, '-V, --version', 'print the version and exit')
   // Commander errors (it prints them) become CommanderErrors, so the exit code is decided below.
   .exitOverride()
   // serve's catch-all argument (below) is not one to show.
@@ -34,7 +33,7 @@ const serveCommand = program
   .option('-p, --port <port>', 'port to listen on (over env PORT and the config file)', portNumber)
   .option('--host <host>', 'address to listen on, e.g. 127.0.0.1 (over env HOST and the config file)')
   .option('--upstream <url>', 'relay mode: take events from this upstream tailcast stream (ws://, wss://, http://, https://) instead of POST; env TAILCAST_UPSTREAM')
-  .option('--print-config', 'print the effective configuration (secrets redacted) and exit')
+  .option('--print-config', 'print the effective configuration (secrets redacted) and the startup banner, check it as serve would, and exit')
   .addHelpText('after', '\nPrecedence: these options > environment variables > config file > config/default.json.')
   .action(async (words: string[], opts: { config?: string; port?: number; host?: string; printConfig?: boolean; upstream?: string }) => {
     if (words.length > 0) {
@@ -50,9 +49,12 @@ const serveCommand = program
     }
     const config = loadConfig({ file: opts.config, overrides })
     if (opts.printConfig) {
+      // stdout: the configuration as JSON (for tools); stderr: the banner, as serve logs it.
       process.stdout.write(JSON.stringify(redact(config), null, 2) + '\n')
-      return
+      process.stderr.write(bannerText(banner(config)))
     }
+    checkServe(config)
+    if (opts.printConfig) return
     if (config.workers > 1) await serveWorkers(config)
     else await serve(config)
   })

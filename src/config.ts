@@ -63,7 +63,15 @@ const StreamsConfigSchema = Type.Object(
 /** The process's memory budget (src/budget.ts): 0 derives it from the machine. */
 const MemoryConfigSchema = Type.Object({ budgetBytes: Type.Integer({ minimum: 0 }) }, { additionalProperties: false })
 
-const PostConfigSchema = Type.Object({ enabled: Type.Boolean(), token: Type.String() }, { additionalProperties: false })
+const PostConfigSchema = Type.Object(
+  {
+    enabled: Type.Boolean(),
+    token: Type.String(),
+    /** Posting without a credential on a listener other than loopback is wanted (else serve refuses to start). */
+    open: Type.Boolean(),
+  },
+  { additionalProperties: false },
+)
 
 const CorsConfigSchema = Type.Object(
   {
@@ -216,6 +224,7 @@ export const ENV_KEYS: Record<string, string> = {
   TAILCAST_LIVE_WAIT_MS: 'streams.liveWaitMs',
   TAILCAST_POST_ENABLED: 'post.enabled',
   TAILCAST_POST_TOKEN: 'post.token',
+  TAILCAST_POST_OPEN: 'post.open',
   TAILCAST_CORS_ORIGINS: 'cors.origins',
   TAILCAST_CORS_METHODS: 'cors.methods',
   TAILCAST_CORS_HEADERS: 'cors.headers',
@@ -352,6 +361,13 @@ export interface LoadOptions {
   env?: NodeJS.ProcessEnv
   /** Values that win over everything (used by tests and the CLI). */
   overrides?: Tree
+}
+
+/** config/default.json, validated: what every setting is when nothing sets it. */
+export function defaultConfig(): Config {
+  const tree = readJson(DEFAULTS_URL)
+  if (!validate(tree)) throw new ConfigError(`config/default.json does not match the schema`)
+  return tree
 }
 
 /** defaults (config/default.json) < file < environment < overrides; then validated. */

@@ -21,12 +21,16 @@ export function errorBody(statusCode: number, message: string): ErrorBody {
   return { statusCode, error: STATUS_CODES[statusCode] ?? 'Error', message }
 }
 
+/** Requests whose refusal is logged ("request refused"): that line is their one line. */
+export const refused = new WeakSet<FastifyRequest>()
+
 /**
  * Answer a 4xx with the one error shape. Logged at info with the reason and the path (credentials
  * in the query hidden), without a stack: it is the client's mistake, told to the client.
  */
 export function refuse(reply: FastifyReply, statusCode: number, message: string): FastifyReply {
   const req = reply.request
+  refused.add(req)
   req.log.info({ statusCode, reason: message, method: req.method, url: redactUrl(req.url) }, 'request refused')
   return reply.code(statusCode).send(errorBody(statusCode, message))
 }
@@ -87,12 +91,25 @@ export function schemaErrors(querystring?: { properties?: Record<string, unknown
       const unknown = String((e.params as { additionalProperty?: unknown }).additionalProperty)
       return new Error(dataVar === 'querystring' ? `unknown query parameter "${unknown.slice(0, 60)}": ${takes}` : `unknown field "${unknown.slice(0, 60)}"`)
     }
+    if (e.keyword === 'required') {
+      const missing = String((e.params as { missingProperty?: unknown }).missingProperty)
+      const rule = (querystring?.properties?.[missing] as { description?: string } | undefined)?.description
+      const named = dataVar === 'querystring' ? `query parameter "${missing}"` : dataVar === 'params' ? `path parameter "${missing}"` : `field "${missing}"`
+      return new Error(`${named} is missing${rule === undefined ? '' : `: ${rule}`}`)
+    }
     if (e.data === '') return new Error(`${what} is empty: give it a value or leave it out (${takes})`)
     if (Array.isArray(e.data)) return new Error(`${what} is given ${e.data.length} times: give it once`)
     const rule = e.parentSchema?.description
     if (rule !== undefined) return new Error(`${rule}, got ${quoted(e.data)}`)
     return new Error(`${what} ${e.message ?? 'is not valid'}`)
   }
+}
+
+/** The parts of a route's schema that requests are validated against. */
+export interface RouteSchema {
+  querystring?: unknown
+  params?: unknown
+  body?: unknown
 }
 
 /**
@@ -102,8 +119,11 @@ export function schemaErrors(querystring?: { properties?: Record<string, unknown
  */
 export class RouteTable {
   private readonly routes: { pattern: RegExp; methods: Set<string> }[] = []
+  /** Every route with a schema, as added: what a test walks to see each schema error in words. */
+  readonly schemas: { url: string; methods: string[]; schema: RouteSchema }[] = []
 
-  add(url: string, methods: string | string[]): void {
+  add(url: string, methods: string | string[], schema?: RouteSchema): void {
+    if (schema !== undefined) this.schemas.push({ url, methods: Array.isArray(methods) ? methods : [methods], schema })
     if (url.includes('*')) return
     const source = url
       .split('/')

@@ -2,6 +2,7 @@ import type { ListenOptions, Socket } from 'node:net'
 import type { FastifyInstance } from 'fastify'
 import { buildApp } from './app.js'
 import type { Config } from './config.js'
+import { logBanner } from './startup.js'
 
 /** Build, listen, and shut down gracefully on SIGTERM / SIGINT. `listen`: how to bind (see cluster.ts). */
 export async function serve(config: Config, listen: Pick<ListenOptions, 'reusePort' | 'exclusive'> = {}): Promise<FastifyInstance> {
@@ -15,6 +16,7 @@ export async function serve(config: Config, listen: Pick<ListenOptions, 'reusePo
   // A deploy or a load-balancer flip reconnects every client at once: a deep accept queue (the
   // kernel caps it at net.core.somaxconn) takes that storm instead of resetting connections.
   await app.listen({ port: config.port, host: config.host, backlog: 4096, ...listen })
+  logBanner(app, config)
   let stopping = false
   const stop = (signal: string): void => {
     if (stopping) return

@@ -1,7 +1,9 @@
 import { STATUS_CODES } from 'node:http'
+import { readFileSync } from 'node:fs'
 import net from 'node:net'
 import t from 'tap'
 import { isLive, openSse, openWs } from './helpers/clients.js'
+import { waitUntil } from './helpers/wait.js'
 import { freshCollection, ownFerretDb, TEST_DATABASE } from './helpers/mongo.js'
 import { startServer, type TestServer } from './helpers/server.js'
 
@@ -110,10 +112,13 @@ t.test('logs at info: lifecycle, posts and refusals (without stacks); streams, /
 
   const info = await run('info')
   t.ok(info.some((l) => l.level === 30 && /^Server listening at /.test(l.msg)), 'info: the server says where it listens')
-  t.same(requestLines(info, quiet), [], 'info: no per-request line for streams, /health, /ready, /metrics')
-  const posts = info.filter((l) => l.msg === 'incoming request' && l.req.method === 'POST')
-  t.equal(posts.length, 2, 'info: each POST /messages is logged')
-  t.ok(posts.every((l) => l.level === 30), 'info: at info')
+  t.same(info.filter((l) => l.req !== undefined && l.req.method === 'GET' && quiet.test(l.req.url)), [], 'info: no per-request line for streams, /health, /ready, /metrics')
+  const posts = info.filter((l) => l.msg === 'request completed' && l.req?.method === 'POST')
+  t.equal(posts.length, 1, 'info: a stored POST /messages is logged once')
+  t.match(posts[0], { level: 30, req: { method: 'POST', url: '/messages' }, res: { statusCode: 202 } }, 'info: at info, with the path and the status')
+  const perRequest = new Map<string, number>()
+  for (const l of info) if (l.reqId !== undefined) perRequest.set(l.reqId, (perRequest.get(l.reqId) ?? 0) + 1)
+  t.same([...perRequest].filter(([, n]) => n > 1), [], 'info: at most one line per request (a refused one: its refusal)')
   const refused = info.filter((l) => l.msg === 'request refused')
   t.same(refused.map((l) => [l.level, l.statusCode, l.method, l.url]), [
     [30, 400, 'GET', '/messages?rom=r'],
@@ -191,4 +196,33 @@ t.test('requestTimeoutSeconds does not cut streams: SSE and WebSocket clients st
   t.equal(posted.status, 202)
   await Promise.all(clients.map((c) => c.waitFor((es) => es.some((e) => e.id === posted.body.id), 5000, 'the event posted after the timeout')))
   t.pass('both streams received it')
+})
+
+t.test('tailcast_tail_lag_seconds counts from the store accepting the event, not from its own time', async (t) => {
+  const server = await startServer()
+  t.teardown(() => server.close())
+  const metric = async (name: string): Promise<number> => {
+    const text = await (await fetch(`${server.url}/metrics`)).text()
+    const line = text.split('\n').find((l) => l.startsWith(`${name} `))
+    return line === undefined ? NaN : Number(line.split(' ')[1])
+  }
+  // A client's clock, an upstream's or a replayed event: the time an event carries can be any age.
+  t.equal((await server.post({ type: 'LapCompleted', room: 'r', time: '2001-01-01T00:00:00.000Z', data: { lap: 1 } })).status, 202)
+  await waitUntil(async () => ((await metric('tailcast_events_ingested_total')) >= 1 ? true : undefined), 10_000, 'the event reaches the hub')
+  const lag = await metric('tailcast_tail_lag_seconds')
+  t.ok(lag >= 0 && lag < 30, `lag ${lag} s: seconds at most, not the 25 years since the event's time`)
+})
+
+t.test("README's metrics table has every tailcast_ metric the server exposes, and only those", async (t) => {
+  const server = await startServer()
+  t.teardown(() => server.close())
+  const text = await (await fetch(`${server.url}/metrics`)).text()
+  const exposed = [...text.matchAll(/^# HELP (tailcast_\w+) /gm)].map((m) => m[1])
+  t.ok(exposed.length >= 10, `${exposed.length} metrics`)
+  const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8')
+  const table = readme.slice(readme.indexOf('### Metrics\n'), readme.indexOf('\n#', readme.indexOf('### Metrics\n') + 5))
+  const documented = [...table.matchAll(/^\| `(tailcast_\w+)[{`]/gm)].map((m) => m[1])
+  for (const name of exposed) t.ok(documented.includes(name), `README documents ${name}`)
+  const sources = readFileSync(new URL('../src/plugins/metrics.ts', import.meta.url), 'utf8')
+  for (const name of documented) t.ok(sources.includes(`'${name}'`), `${name} exists`)
 })

@@ -158,3 +158,31 @@ t.test('every CORS list can be set from the environment; the default allows what
   })
   t.same(c.cors, { origins: ['*'], methods: ['GET', 'POST'], headers: ['Content-Type', 'Idempotency-Key'], exposedHeaders: ['Retry-After', 'X-Request-Id'] })
 })
+
+/** GitHub's anchor of a heading: lower case, punctuation but `-` and `_` dropped, spaces to `-`; repeats get -1, -2. */
+function anchors(markdown: string): { level: number; text: string; anchor: string }[] {
+  const seen = new Map<string, number>()
+  const out: { level: number; text: string; anchor: string }[] = []
+  let fence = false
+  for (const line of markdown.split('\n')) {
+    if (line.startsWith('```')) fence = !fence
+    const m = fence ? null : /^(#{2,3}) (.+)$/.exec(line)
+    if (m === null) continue
+    const base = m[2].toLowerCase().replace(/[^\p{L}\p{N}_\- ]/gu, '').replace(/ /g, '-')
+    const n = seen.get(base) ?? 0
+    seen.set(base, n + 1)
+    out.push({ level: m[1].length, text: m[2], anchor: n === 0 ? base : `${base}-${n}` })
+  }
+  return out
+}
+
+t.test('README: the table of contents lists every section, and every link in it (and every #link) leads to a heading', async (t) => {
+  const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8')
+  const headings = anchors(readme)
+  const toc = readme.slice(readme.indexOf('## Contents\n'), readme.indexOf('\n## ', readme.indexOf('## Contents\n') + 1))
+  t.ok(toc.length > 0, 'a Contents section')
+  const listed = new Set([...toc.matchAll(/\]\(#([^)]+)\)/g)].map((m) => m[1]))
+  for (const h of headings.filter((h) => h.level === 2 && h.text !== 'Contents')) t.ok(listed.has(h.anchor), `Contents lists "${h.text}" (#${h.anchor})`)
+  const known = new Set(headings.map((h) => h.anchor))
+  for (const [, link] of readme.matchAll(/\]\(#([^)]+)\)/g)) t.ok(known.has(link), `#${link} is a heading`)
+})

@@ -3,7 +3,9 @@ import net from 'node:net'
 import t from 'tap'
 import type { NewEvent, StoredEvent } from '../src/event.js'
 import { MemoryEventStore } from '../src/store/memory-store.js'
-import { startServer } from './helpers/server.js'
+import { ownNatsServer, natsOverrides } from './helpers/nats.js'
+import { freePort, startServer } from './helpers/server.js'
+import { waitUntil } from './helpers/wait.js'
 
 // One error shape everywhere: routes, schema validation, Fastify's own errors, 404/405, and what
 // Node's HTTP parser refuses. Each case: the request, the status, and what the message must say.
@@ -145,4 +147,103 @@ t.test('5xx: a generic message with the request id; the details only in the log'
   t.notMatch(JSON.stringify(r.body), /ECONNREFUSED|10\.0\.0\.5|driver\.js/, 'no internals in the body')
   const logged = lines.find((l) => l.reqId === r.body.requestId && l.level === 50)
   t.match(logged, { msg: 'request failed', err: { message: /ECONNREFUSED/, stack: /driver\.js/ } }, 'the log has the details under the request id')
+})
+
+/** What Ajv says on its own; a message meant for people never reads like this. */
+const AJV_WORDS = /must have required property|must match pattern|must NOT have|must be (string|integer|number|object|array|boolean)|must be equal to|(parameter|field) ""|^\/|undefined/
+
+t.test('every route\'s schema errors are written for people: unknown, missing, empty, repeated and invalid parameters', async (t) => {
+  const s = await startServer()
+  t.teardown(() => s.close())
+  const routes = s.app.routeTable.schemas.filter((r) => (r.methods.includes('GET') || r.methods.includes('POST')) && (r.schema.querystring !== undefined || r.schema.params !== undefined))
+  t.ok(routes.length >= 5, `routes with schemas: ${routes.map((r) => `${r.methods.join("/")} ${r.url}`).join(", ")}`)
+  type Props = Record<string, { pattern?: string; maxLength?: number; minLength?: number }>
+  let checked = 0
+  for (const route of routes) {
+    const method = route.methods.includes('GET') ? 'GET' : 'POST'
+    const qs = route.schema.querystring as { properties?: Props; required?: string[] } | undefined
+    const params = route.schema.params as { properties?: Props } | undefined
+    // A valid path: each path parameter a valid name.
+    const path = route.url.replace(/:(\w+)/g, 'c-1')
+    const props = qs?.properties ?? {}
+    const required = qs?.required ?? []
+    const base = required.map((k) => `${k}=${encodeURIComponent(k === 'stream' ? '/messages' : 'x')}`)
+    const q = (extra: string[]): string => `${path}?${[...base.filter((b) => !extra.some((e) => e.startsWith(b.split('=')[0] + '='))), ...extra].join('&')}`
+    const cases: [string, string, RegExp][] = [[`unknown parameter`, q(['zz=1']), /^unknown query parameter "zz": this path (takes: |takes no query parameters)/]]
+    for (const k of required) cases.push([`${k} missing`, `${path}?${base.filter((b) => !b.startsWith(k + '=')).join('&')}`, new RegExp(`^query parameter "${k}" is missing`)])
+    for (const [k, p] of Object.entries(props)) {
+      cases.push([`${k} empty`, q([`${k}=`]), new RegExp(`^query parameter "${k}" is empty: give it a value or leave it out`)])
+      cases.push([`${k} twice`, q([`${k}=a1`, `${k}=b1`]), new RegExp(`^query parameter "${k}" is given 2 times: give it once`)])
+      if (p.pattern !== undefined) cases.push([`${k} not matching its rule`, q([`${k}=${encodeURIComponent('!bad value')}`]), /got "!bad value"/])
+      if (p.maxLength !== undefined) cases.push([`${k} too long`, q([`${k}=${'y'.repeat(p.maxLength + 1)}`]), /got "yyyy/])
+    }
+    for (const [k, p] of Object.entries(params?.properties ?? {})) {
+      if (p.pattern !== undefined) cases.push([`path parameter ${k} not matching its rule`, route.url.replace(`:${k}`, encodeURIComponent('!bad')), /got "!bad"/])
+    }
+    for (const [what, url, message] of cases) {
+      const res = await fetch(`${s.url}${url}`, {
+        method,
+        signal: AbortSignal.timeout(10_000),
+        ...(method === 'POST' ? { headers: { 'content-type': 'application/json' }, body: JSON.stringify({ text: 'x', room: 'r' }) } : {}),
+      })
+      const body = (await res.json()) as { statusCode: number; error: string; message: string }
+      const name = `${method} ${route.url}: ${what}`
+      t.equal(res.status, 400, `${name}: 400`)
+      t.match(body, { statusCode: 400, error: 'Bad Request', message }, `${name}: ${body.message}`)
+      t.notMatch(body.message, AJV_WORDS, `${name}: not Ajv's own words`)
+      checked++
+    }
+  }
+  t.ok(checked >= 30, `${checked} schema errors read`)
+  t.same(await s.app.store.read({ kind: 'room', room: null }, 0, 10), [], 'nothing stored by any of them')
+})
+
+t.test('GET /v1/presence without stream says which parameter is missing and what it takes', async (t) => {
+  const s = await startServer()
+  t.teardown(() => s.close())
+  const res = await fetch(`${s.url}/v1/presence`)
+  t.equal(res.status, 400)
+  t.same(await res.json(), {
+    statusCode: 400,
+    error: 'Bad Request',
+    message: 'query parameter "stream" is missing: stream must be a stream path, e.g. /messages?room=vip or /v1/competitions/c-42',
+  })
+})
+
+t.test('NATS down: a POST names NATS, never the store; the log says the same', async (t) => {
+  const nats = await ownNatsServer()
+  const lines: Record<string, any>[] = []
+  const s = await startServer({ logLevel: 'info', ...natsOverrides(nats.url) }, { logStream: { write: (l: string) => void lines.push(JSON.parse(l)) } })
+  t.teardown(async () => {
+    await s.close()
+    await nats.dispose()
+  })
+  t.equal((await s.post({ text: 'before', room: 'r' })).status, 202, 'posting through NATS')
+  await nats.stop()
+  const r = await s.post({ text: 'during', room: 'r' })
+  t.equal(r.status, 503)
+  t.match(r.body.message, /^NATS (is unavailable; the event was not stored: retry later|did not confirm the write, so the event may have been stored: retry with the same Idempotency-Key)/, r.body.message)
+  t.notMatch(r.body.message, /store is|store did/, 'not "the store"')
+  t.ok(lines.some((l) => l.msg === 'POST /messages: NATS is unavailable'), 'the log names NATS')
+  // NATS back: posting works again (and the client's connection has something to end on close).
+  await nats.start()
+  await waitUntil(async () => ((await s.post({ text: 'after', room: 'r' })).status === 202 ? true : undefined), 30_000, 'a POST through the restarted NATS', 500)
+})
+
+t.test('upstream down: stream requests and /ready name the upstream, its setting and the reason', async (t) => {
+  const closed = await freePort()
+  const s = await startServer({ upstream: { url: `http://127.0.0.1:${closed}/messages?room=a`, catchUpTimeoutMs: 100, reconnectMaxMs: 1000 } })
+  t.teardown(() => s.close())
+  const named = new RegExp(`not yet following the upstream http://127\\.0\\.0\\.1:${closed}/messages\\?room=a \\(upstream\\.url, env TAILCAST_UPSTREAM\\): .*ECONNREFUSED`)
+  const ready = await waitUntil(async () => {
+    const res = await fetch(`${s.url}/ready`)
+    const body = (await res.json()) as { upstream?: string }
+    return res.status === 503 && /ECONNREFUSED/.test(body.upstream ?? '') ? body : undefined
+  }, 15_000, '/ready to name the refused upstream')
+  t.match(ready, { status: 'not ready', store: 'ok', upstream: named })
+  const res = await fetch(`${s.url}/messages?room=a`, { headers: { accept: 'text/event-stream' } })
+  t.equal(res.status, 503)
+  const body = (await res.json()) as { message: string }
+  t.match(body.message, new RegExp(`^this relay cannot serve streams: ${named.source}`))
+  t.notMatch(body.message, /store/, 'not "the store"')
 })

@@ -164,7 +164,11 @@ export class Hub implements SubscriberHost {
     const { newest } = await this.store.bounds()
     this.pos = newest ?? 0
     this.tail = this.store.tail(this.pos, {
-      onEvents: (events) => this.dispatch(events),
+      onEvents: (events, acceptedAt) => {
+        // From the store's acceptance, never the event's own `time` (a client's, an upstream's: any age).
+        if (acceptedAt !== undefined) this.stats.tailLagMs = Math.max(0, Date.now() - acceptedAt)
+        this.dispatch(events)
+      },
       onError: (err) => this.opts.log?.warn({ err }, 'store tail re-opened'),
     })
     this.timer = setInterval(() => {
@@ -327,8 +331,6 @@ export class Hub implements SubscriberHost {
       this.upstreamPos = Math.max(this.upstreamPos, waiting.position)
       this.upstreamWaiting = undefined
     }
-    const last = events[events.length - 1]
-    if (last !== undefined) this.stats.tailLagMs = Math.max(0, now - Date.parse(last.time))
     for (const [topic, frames] of groups) {
       const batch = new Batch(frames)
       for (const s of topic.subscribers) {

@@ -244,7 +244,7 @@ export class NatsIngest {
    * first sequence; an idempotency key is that id, and travels in a header to the store.
    */
   async publish(e: NewEvent): Promise<{ seq: number; duplicate: boolean }> {
-    if (this.nc === undefined) throw new StoreUnavailableError([], true, new Error('NATS is not connected'))
+    if (this.nc === undefined) throw new StoreUnavailableError([], true, new Error('not connected'), 'NATS')
     const { idempotencyKey, idempotencyDigest, ...wire } = e
     const h = natsHeaders()
     // POST's key, already scoped to its publisher, with its body's digest (see keyOfMessage).
@@ -263,7 +263,7 @@ export class NatsIngest {
       } catch (err) {
         // A publish that timed out may have been stored (its ack was lost).
         if (!publishNotStored(err)) sent = true
-        if (attempt >= 5 || this.closing || Date.now() + 100 * 2 ** attempt > until) throw new StoreUnavailableError([], !sent, err)
+        if (attempt >= 5 || this.closing || Date.now() + 100 * 2 ** attempt > until) throw new StoreUnavailableError([], !sent, err, 'NATS')
         await new Promise((r) => setTimeout(r, 100 * 2 ** (attempt - 1)))
       }
     }
@@ -590,13 +590,13 @@ export class NatsIngest {
 
   /** The stream's last sequence: the id of the newest event any instance has published (read-your-writes). */
   async lastSequence(): Promise<number> {
-    if (this.nc === undefined) throw new StoreUnavailableError([], true, new Error('NATS is not connected'))
+    if (this.nc === undefined) throw new StoreUnavailableError([], true, new Error('not connected'), 'NATS')
     return (await this.jsm.streams.info(this.cfg.stream)).state.last_seq
   }
 
   /** Every sequence up to this was stored or dead-lettered by the writer: the durable consumer's ack floor. */
   async settledThrough(): Promise<number> {
-    if (this.nc === undefined) throw new StoreUnavailableError([], true, new Error('NATS is not connected'))
+    if (this.nc === undefined) throw new StoreUnavailableError([], true, new Error('not connected'), 'NATS')
     return (await this.jsm.consumers.info(this.cfg.stream, this.cfg.durable)).ack_floor.stream_seq
   }
 }

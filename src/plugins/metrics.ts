@@ -109,7 +109,7 @@ export default fp(
         },
       })
     }
-    fromHubGauge('tailcast_tail_lag_seconds', "Time from the last dispatched event's `time` to its dispatch by this process", () => hub.stats.tailLagMs / 1000)
+    fromHubGauge('tailcast_tail_lag_seconds', 'Time from the store accepting the last event this process followed to its dispatch here (not the event\'s own `time`)', () => hub.stats.tailLagMs / 1000)
     const dropped = new Counter({
       name: 'tailcast_events_dropped_total',
       help: 'Events refused and not stored, by reason',

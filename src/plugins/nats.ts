@@ -1,6 +1,7 @@
 import fp from 'fastify-plugin'
 import { closeStep } from '../bounded.js'
 import { NatsIngest } from '../ingest/nats-ingest.js'
+import { serviceError } from '../startup.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -17,7 +18,11 @@ export default fp(
       return
     }
     const nats = new NatsIngest(app.config.nats, app.store, app.log, app.config.store.timeoutMs)
-    await nats.start()
+    try {
+      await nats.start()
+    } catch (err) {
+      throw serviceError('NATS', app.config.nats.url, 'nats.url', err)
+    }
     app.decorate('nats', nats)
     // preClose: stop writing and hand the lease over before the store closes.
     app.addHook('preClose', () => closeStep(app.log, 'NATS', () => nats.close()))

@@ -4,6 +4,7 @@ import { MemoryBudget } from '../budget.js'
 import type { EventStore } from '../store/event-store.js'
 import { createStore } from '../store/index.js'
 import { MemoryEventStore } from '../store/memory-store.js'
+import { serviceError } from '../startup.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -26,7 +27,12 @@ export default fp<{ store?: EventStore }>(
       return
     }
     const store = await createStore(app.config, budget)
-    await store.open()
+    try {
+      await store.open()
+    } catch (err) {
+      const { type, mongodb } = app.config.store
+      throw type === 'mongodb' ? serviceError('MongoDB', mongodb.url, 'store.mongodb.url', err) : err
+    }
     app.decorate('store', store)
     if (store instanceof MemoryEventStore) budget.track('store', () => store.bytes)
     app.addHook('onClose', () => closeStep(app.log, 'the store', () => store.close()))

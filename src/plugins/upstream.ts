@@ -25,7 +25,7 @@ export interface UpstreamStatus {
 export function upstreamProblem(status: UpstreamStatus): string | null {
   if (status.stopped !== null) return `relaying stopped: ${status.stopped}`
   if (status.caughtUp) return null
-  return `not yet following the upstream ${status.url}: ${status.error ?? (status.connected ? 'connected, catching up' : 'connecting')}`
+  return `not yet following the upstream ${status.url} (upstream.url, env TAILCAST_UPSTREAM): ${status.error ?? (status.connected ? 'connected, catching up' : 'connecting')}`
 }
 
 declare module 'fastify' {

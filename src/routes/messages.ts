@@ -97,10 +97,11 @@ export default async function messages(app: FastifyInstance): Promise<void> {
         return refuse(reply, 400, 'the store refused this event; nothing was stored')
       }
       if (err instanceof StoreUnavailableError) {
-        req.log.error({ err }, 'POST /messages: the store is unavailable')
+        // Named as the part that failed: with NATS on, a POST's write goes to NATS, not the store.
+        req.log.error({ err }, `POST /messages: ${err.component} is unavailable`)
         const message = err.certain
-          ? 'the store is unavailable; the event was not stored: retry later'
-          : 'the store did not confirm the write, so the event may have been stored: retry with the same Idempotency-Key header to store it exactly once'
+          ? `${err.component} is unavailable; the event was not stored: retry later`
+          : `${err.component} did not confirm the write, so the event may have been stored: retry with the same Idempotency-Key header to store it exactly once`
         return unavailable(reply, message, 1)
       }
       throw err

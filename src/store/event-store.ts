@@ -36,12 +36,13 @@ export class StoreRejectedError extends Error {
 /**
  * The store could not be reached or did not answer. `stored` are the events of the call known to be
  * stored; `certain` says whether the others are known not to be (false: the write may have landed,
- * a retry with the same idempotency key is safe).
+ * a retry with the same idempotency key is safe). `component` names the part that failed, for the
+ * answer and the log: the store, or the broker the write goes through ("NATS").
  */
 export class StoreUnavailableError extends Error {
   override name = 'StoreUnavailableError'
-  constructor(readonly stored: StoredEvent[], readonly certain: boolean, cause: unknown) {
-    super(`the store is unavailable: ${(cause as Error)?.message ?? String(cause)}`, { cause })
+  constructor(readonly stored: StoredEvent[], readonly certain: boolean, cause: unknown, readonly component = 'the store') {
+    super(`${component} is unavailable: ${(cause as Error)?.message ?? String(cause)}`, { cause })
   }
 }
 
@@ -51,8 +52,11 @@ export interface Tail {
 }
 
 export interface TailHandlers {
-  /** New events, in id order, each id greater than the last one handed over. */
-  onEvents(events: StoredEvent[]): void
+  /**
+   * New events, in id order, each id greater than the last one handed over. `acceptedAt`: when the
+   * store accepted the last of them (ms since the epoch), for the tail lag; absent for a backlog.
+   */
+  onEvents(events: StoredEvent[], acceptedAt?: number): void
   /** The tail lost its place and re-opened (e.g. after a store restart); for logs and metrics. */
   onError?(err: Error): void
 }

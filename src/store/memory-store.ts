@@ -40,6 +40,8 @@ export class MemoryEventStore implements EventStore {
   private lastId: number
   private readonly tails = new Set<TailHandlers>()
   private pending: StoredEvent[] = []
+  /** When the newest pending event was accepted: the tail lag is measured from it. */
+  private pendingAt = 0
   /** See EventStore.evictedThrough. */
   private evicted = 0
   private readonly byKey = new Map<string, Entry>()
@@ -112,6 +114,7 @@ export class MemoryEventStore implements EventStore {
       // when idle an event still leaves in the same turn (no timer).
       if (this.pending.length === 0) setImmediate(() => this.notify())
       this.pending.push(...stored)
+      this.pendingAt = Date.now()
     }
     if (refused !== undefined) throw refused
     return result
@@ -176,7 +179,7 @@ export class MemoryEventStore implements EventStore {
   private notify(): void {
     const batch = this.pending
     this.pending = []
-    for (const t of this.tails) t.onEvents(batch)
+    for (const t of this.tails) t.onEvents(batch, this.pendingAt)
   }
 
   private push(e: Entry): void {

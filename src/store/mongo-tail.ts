@@ -128,8 +128,9 @@ abstract class TailLoop {
     }
     if (events.length === 0) return 0
     const lastDoc = docs[docs.length - 1]
-    if (lastDoc.at instanceof Date) this.host.tailStats.lagMs = Math.max(0, Date.now() - lastDoc.at.getTime())
-    this.handlers.onEvents(events)
+    const acceptedAt = lastDoc.at instanceof Date ? lastDoc.at.getTime() : undefined
+    if (acceptedAt !== undefined) this.host.tailStats.lagMs = Math.max(0, Date.now() - acceptedAt)
+    this.handlers.onEvents(events, acceptedAt)
     return events.length
   }
 }

@@ -388,7 +388,7 @@ t.test('tailcast token mints what the server accepts: HS256 from TAILCAST_JWT_SE
   const errors: [string[], Record<string, string>, RegExp][] = [
     [['-s', '/messages'], {}, /no signing key: set TAILCAST_JWT_SECRET/],
     [[], { TAILCAST_JWT_SECRET: SECRET }, /give at least one --subscribe or --publish/],
-    [['-s', 'messages'], { TAILCAST_JWT_SECRET: SECRET }, /a subscribe pattern is a stream path starting with "\/"/],
+    [['-s', 'messages'], { TAILCAST_JWT_SECRET: SECRET }, /the subscribe pattern "messages" matches no stream: a stream path is \/v1\/competitions/],
     [['-P', 'vip'], { TAILCAST_JWT_SECRET: SECRET }, /a publish pattern is room:NAME, competition:ID or competitions/],
     [['-s', '/messages', '-e', 'soon'], { TAILCAST_JWT_SECRET: SECRET }, /--expires must be a time span/],
     [['-s', '/messages', '--key', join(dir, 'public.pem')], {}, /not a PEM private key/],

@@ -90,7 +90,7 @@ t.test('an upstream that refuses, then comes up: streams get 503 naming the prob
   t.teardown(() => early.close())
   t.equal(await early.status, 503, 'a stream request is refused while the upstream is not followed')
   t.ok(Date.now() - started >= 250, 'after waiting for the upstream (bounded)')
-  t.match(await early.errorBody, { statusCode: 503, error: 'Service Unavailable', message: new RegExp(`not yet following the upstream ws://127\\.0\\.0\\.1:${port}/messages\\?room=late: connect ECONNREFUSED`) })
+  t.match(await early.errorBody, { statusCode: 503, error: 'Service Unavailable', message: new RegExp(`not yet following the upstream ws://127\\.0\\.0\\.1:${port}/messages\\?room=late \\(upstream\\.url, env TAILCAST_UPSTREAM\\): connect ECONNREFUSED`) })
   const sse = openSse(`${relay.url}/messages?room=late`)
   t.teardown(() => sse.close())
   t.equal(await sse.status, 503, 'over SSE too')
