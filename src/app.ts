@@ -2,6 +2,7 @@ import cors from '@fastify/cors'
 import websocket from '@fastify/websocket'
 import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import { redactUrl, type Config } from './config.js'
+import { shutdownPlugin } from './shutdown.js'
 import { clientErrorHandler, RouteTable, sendError } from './errors.js'
 import { WS_CLOSE } from './hub/ws-transport.js'
 import type { EventStore } from './store/event-store.js'
@@ -87,6 +88,8 @@ export async function buildApp(config: Config, opts: AppOptions = {}): Promise<F
     clientErrorHandler: clientErrorHandler(config.requestTimeoutSeconds),
   })
 
+  // Before any route: its onRequest hook marks the stream routes' connections.
+  shutdownPlugin(app)
   // First: a route keeps the error handler in place when it is added.
   app.setErrorHandler(sendError)
   const routes = new RouteTable()
