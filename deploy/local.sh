@@ -166,17 +166,21 @@ load_state() {
 # Every port this `up` will open: distinct, and free unless its component already runs.
 check_ports() {
   local -A seen=()
-  local entry name port
-  for entry in "nginx:$LISTEN_PORT:TAILCAST_LOCAL_PORT" \
-    "tailcast1:${INSTANCE_PORTS[0]}:TAILCAST_LOCAL_INSTANCE_PORT" "tailcast2:${INSTANCE_PORTS[1]}:TAILCAST_LOCAL_INSTANCE_PORT" "tailcast3:${INSTANCE_PORTS[2]}:TAILCAST_LOCAL_INSTANCE_PORT" \
-    "nats1:${NATS_PORTS[0]}:TAILCAST_LOCAL_NATS_PORT" "nats2:${NATS_PORTS[1]}:TAILCAST_LOCAL_NATS_PORT" "nats3:${NATS_PORTS[2]}:TAILCAST_LOCAL_NATS_PORT" \
-    "nats1:${NATS_ROUTE_PORTS[0]}:TAILCAST_LOCAL_NATS_PORT" "nats2:${NATS_ROUTE_PORTS[1]}:TAILCAST_LOCAL_NATS_PORT" "nats3:${NATS_ROUTE_PORTS[2]}:TAILCAST_LOCAL_NATS_PORT" \
-    "nats1:${NATS_MONITOR_PORTS[0]}:TAILCAST_LOCAL_NATS_PORT" "nats2:${NATS_MONITOR_PORTS[1]}:TAILCAST_LOCAL_NATS_PORT" "nats3:${NATS_MONITOR_PORTS[2]}:TAILCAST_LOCAL_NATS_PORT" \
-    $([ -n "$MONGO" ] || echo "ferretdb:$FERRETDB_PORT:TAILCAST_LOCAL_FERRETDB_PORT"); do
+  local -a entries=("nginx:$LISTEN_PORT:TAILCAST_LOCAL_PORT")
+  local entry name port var i
+  for i in 0 1 2; do entries+=("tailcast$((i + 1)):${INSTANCE_PORTS[$i]}:TAILCAST_LOCAL_INSTANCE_PORT"); done
+  for i in 0 1 2; do
+    entries+=("nats$((i + 1)):${NATS_PORTS[$i]}:TAILCAST_LOCAL_NATS_PORT" "nats$((i + 1)):${NATS_ROUTE_PORTS[$i]}:TAILCAST_LOCAL_NATS_PORT" "nats$((i + 1)):${NATS_MONITOR_PORTS[$i]}:TAILCAST_LOCAL_NATS_PORT")
+  done
+  [ -n "$MONGO" ] || entries+=("ferretdb:$FERRETDB_PORT:TAILCAST_LOCAL_FERRETDB_PORT")
+  for entry in "${entries[@]}"; do
     IFS=: read -r name port var <<<"$entry"
-    [[ "$port" =~ ^[0-9]+$ ]] && [ "$port" -ge 1 ] && [ "$port" -le 65535 ] || die "port '$port' for $name is not a port number (from $var or TAILCAST_LOCAL_PORT)"
+    [[ "$port" =~ ^[0-9]+$ ]] && [ "$port" -ge 1 ] && [ "$port" -le 65535 ] || die "port '$port' for $name is not a port number (from $var or the base TAILCAST_LOCAL_PORT)"
     [ -z "${seen[$port]:-}" ] || die "port $port is wanted by both ${seen[$port]} and $name: set $var (or the base TAILCAST_LOCAL_PORT) apart"
     seen[$port]=$name
+  done
+  for entry in "${entries[@]}"; do
+    IFS=: read -r name port var <<<"$entry"
     running "$name" && continue
     if port_busy "$port"; then die "port $port (for $name) is in use by another program: stop it, or choose other ports with $var (or the base TAILCAST_LOCAL_PORT)"; fi
   done

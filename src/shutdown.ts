@@ -81,8 +81,13 @@ export class Shutdown {
 export function shutdownPlugin(app: FastifyInstance): Shutdown {
   const shutdown = new Shutdown(app.server)
   app.decorate('shutdown', shutdown)
-  app.addHook('onRequest', (req, _reply, done) => {
-    if (req.routeOptions.config.stream === true) shutdown.markStream(req.raw.socket)
+  app.addHook('onRequest', (req, reply, done) => {
+    if (req.routeOptions.config.stream === true) {
+      // Its connection ends with it (a refused stream request's too): a socket marked here never
+      // carries another request, which a drain that does not wait for streams would cut.
+      reply.raw.shouldKeepAlive = false
+      shutdown.markStream(req.raw.socket)
+    }
     done()
   })
   return shutdown

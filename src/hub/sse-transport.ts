@@ -10,7 +10,9 @@ export const SSE_HEADERS = {
   'content-type': 'text/event-stream; charset=utf-8',
   'cache-control': 'no-cache',
   'x-accel-buffering': 'no',
-  connection: 'keep-alive',
+  // A stream's connection is never reused: a proxy that kept it after the stream ended (nginx does
+  // with upstream keepalive) could send a POST on it just as a stopping instance closes it.
+  connection: 'close',
 }
 
 /**
