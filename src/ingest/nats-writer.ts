@@ -259,15 +259,14 @@ export class NatsWriter {
     let read = 0
     try {
       // Not tied to one consumer: a restart while catching up keeps it going.
-      while (this.d.leaseHeld()) {
+      // Until the consumer hands over something past the position (then it is the faster path:
+      // batches, not one request per message), or for CATCH_UP_MAX_MS.
+      while (this.d.leaseHeld() && this.deliveredAt <= began && performance.now() - began <= CATCH_UP_MAX_MS) {
         const got = await this.readAfter(this.d.st.lastSequence, this.d.cfg.batchSize)
         if (got.length > 0) {
           read += got.length
           await this.exclusive(() => this.writeBatch(got))
-          continue
-        }
-        if (this.deliveredAt > began || performance.now() - began > CATCH_UP_MAX_MS) break
-        await new Promise((r) => setTimeout(r, CATCH_UP_POLL_MS))
+        } else await new Promise((r) => setTimeout(r, CATCH_UP_POLL_MS))
       }
       if (read > 0) this.d.log.info({ reason, read, ms: Math.round(performance.now() - began) }, 'NATS writer caught up by reading the stream directly')
     } catch (err) {
