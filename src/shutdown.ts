@@ -82,9 +82,12 @@ export function shutdownPlugin(app: FastifyInstance): Shutdown {
   const shutdown = new Shutdown(app.server)
   app.decorate('shutdown', shutdown)
   app.addHook('onRequest', (req, reply, done) => {
-    if (req.routeOptions.config.stream === true) {
+    // A HEAD is answered at once, like any request.
+    if (req.routeOptions.config.stream === true && req.method === 'GET') {
       // Its connection ends with it (a refused stream request's too): a socket marked here never
-      // carries another request, which a drain that does not wait for streams would cut.
+      // carries another request, which a drain that does not wait for streams would cut, and
+      // which a proxy that kept it (nginx's upstream keepalive) could send a POST on just as a
+      // stopping instance closes it.
       reply.raw.shouldKeepAlive = false
       shutdown.markStream(req.raw.socket)
     }

@@ -10,9 +10,7 @@ export const SSE_HEADERS = {
   'content-type': 'text/event-stream; charset=utf-8',
   'cache-control': 'no-cache',
   'x-accel-buffering': 'no',
-  // A stream's connection is never reused: a proxy that kept it after the stream ended (nginx does
-  // with upstream keepalive) could send a POST on it just as a stopping instance closes it.
-  connection: 'close',
+  // No Connection header: Node's, `close` for a stream (src/shutdown.ts: its connection is never reused).
 }
 
 /**

@@ -46,7 +46,11 @@ export async function spawnServer(env: Record<string, string> = {}, args: string
   const deadline = Date.now() + 30_000
   for (;;) {
     if (gone) throw new Error(`server exited before answering:\n${out}`)
-    if (Date.now() > deadline) throw new Error(`server did not answer ${opts.until ?? '/ready'} in 30 s:\n${out}`)
+    if (Date.now() > deadline) {
+      // Not left running: its pipes would hold the test file open until tap's timeout.
+      child.kill('SIGKILL')
+      throw new Error(`server did not answer ${opts.until ?? '/ready'} in 30 s:\n${out}`)
+    }
     try {
       // '/health': up, even if not ready (a relay whose upstream is wrong).
       // Connection: close: a kept-alive connection would hold a SIGTERM's drain (src/shutdown.ts).
