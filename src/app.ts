@@ -3,6 +3,7 @@ import websocket from '@fastify/websocket'
 import type { Http2SecureServer } from 'node:http2'
 import Fastify, { LogController, type FastifyHttp2SecureOptions, type FastifyInstance, type FastifyServerOptions, type FastifyReply, type FastifyRequest } from 'fastify'
 import { redactUrl, type Config } from './config.js'
+import { shutdownPlugin } from './shutdown.js'
 import { clientErrorHandler, refused, RouteTable, sendError } from './errors.js'
 import { WS_CLOSE } from './hub/ws-transport.js'
 import { tlsOptions } from './tls.js'
@@ -107,6 +108,8 @@ export async function buildApp(config: Config, opts: AppOptions = {}): Promise<F
   // too; Fastify passes its `http` options to a plain server only).
   if (tls !== null) Object.assign(app.server, { requestTimeout, ...http })
 
+  // Before any route: its onRequest hook marks the stream routes' connections.
+  shutdownPlugin(app)
   // First: a route keeps the error handler in place when it is added.
   app.setErrorHandler(sendError)
   const routes = new RouteTable()

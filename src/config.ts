@@ -162,6 +162,8 @@ export const ConfigSchema = Type.Object(
     port: PortSchema,
     workers: Type.Integer({ minimum: 1, maximum: 64 }),
     shutdownTimeoutSeconds: Type.Number({ minimum: 1, maximum: 600 }),
+    /** How long a stopping instance waits for requests in flight and idle keep-alive connections before it ends its streams. */
+    shutdownDrainSeconds: Type.Number({ minimum: 0, maximum: 300 }),
     /** How long receiving one request (headers and body) may take; streams, once open, are not cut. */
     requestTimeoutSeconds: Type.Number({ minimum: 1, maximum: 3600 }),
     logLevel: LogLevelSchema,
@@ -197,6 +199,7 @@ export const ENV_KEYS: Record<string, string> = {
   HOST: 'host',
   TAILCAST_WORKERS: 'workers',
   TAILCAST_SHUTDOWN_TIMEOUT_SECONDS: 'shutdownTimeoutSeconds',
+  TAILCAST_SHUTDOWN_DRAIN_SECONDS: 'shutdownDrainSeconds',
   TAILCAST_REQUEST_TIMEOUT_SECONDS: 'requestTimeoutSeconds',
   LOG_LEVEL: 'logLevel',
   MONGODB_URL: 'store.mongodb.url',

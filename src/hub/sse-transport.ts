@@ -12,7 +12,7 @@ export const SSE_HEADERS = {
   'content-type': 'text/event-stream; charset=utf-8',
   'cache-control': 'no-cache',
   'x-accel-buffering': 'no',
-  connection: 'keep-alive',
+  // No Connection header: Node's, `close` for a stream (src/shutdown.ts: its connection is never reused).
 }
 
 /** Headers HTTP/2 forbids (connection-specific): node drops them with a warning. */

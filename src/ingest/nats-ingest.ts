@@ -1,24 +1,13 @@
-import { bodyDigest, IDEMPOTENCY_KEY, IDEMPOTENCY_KEY_RULE, NATS_SCOPE, scopedKey } from '../idempotency.js'
 import { bounded } from '../bounded.js'
 import { randomUUID } from 'node:crypto'
 import { hostname } from 'node:os'
-import {
-  AckPolicy,
-  connect,
-  DeliverPolicy,
-  headers as natsHeaders,
-  RetentionPolicy,
-  StorageType,
-  type ConsumerMessages,
-  type JetStreamClient,
-  type JetStreamManager,
-  type JsMsg,
-  type KV,
-  type NatsConnection,
-} from 'nats'
+import { connect, headers as natsHeaders, RetentionPolicy, StorageType, type JetStreamClient, type JetStreamManager, type KV, type NatsConnection } from 'nats'
 import type { Config } from '../config.js'
-import { decodeEvent, InvalidEventError, type NewEvent } from '../event.js'
-import { StoreRejectedError, StoreUnavailableError, type EventStore } from '../store/event-store.js'
+import type { NewEvent } from '../event.js'
+import { StoreUnavailableError, type EventStore } from '../store/event-store.js'
+import { DIGEST_HEADER, managerTimeoutMs, NatsWriter, SCOPED_KEY_HEADER } from './nats-writer.js'
+
+export { DEAD_LETTER_HEADERS } from './nats-writer.js'
 
 export type NatsConfig = Config['nats']
 
@@ -46,26 +35,9 @@ export interface NatsState {
   writerFailures: number
 }
 
-/** Dead-letter headers (the body is the original payload, byte for byte). */
-export const DEAD_LETTER_HEADERS = {
-  reason: 'Tailcast-Reason',
-  subject: 'Tailcast-Subject',
-  sequence: 'Tailcast-Sequence',
-  stream: 'Tailcast-Stream',
-  /** Present when the body had to be cut to fit the server's max_payload: the original length. */
-  truncated: 'Tailcast-Truncated',
-} as const
-
-/** Bytes kept free for the dead-letter headers (reason at most 1,000 characters, subject, ids). */
-const DEAD_LETTER_HEADER_ROOM = 4096
-
 const LEASE_KEY = 'writer'
 /** How long an instance starting waits for JetStream to answer its set-up (the plugin timeout is 60 s). */
 const JETSTREAM_SETUP_MS = 40_000
-const IDEMPOTENCY_HEADER = 'Tailcast-Idempotency-Key'
-/** Set by POST /messages: its key scoped to its publisher, and its body's digest (see idempotency.ts). */
-const SCOPED_KEY_HEADER = 'Tailcast-Idempotency-Scoped-Key'
-const DIGEST_HEADER = 'Tailcast-Idempotency-Digest'
 
 export function leaseBucket(cfg: NatsConfig): string {
   return `${cfg.stream}_LEASE`
@@ -128,40 +100,8 @@ function publishNotStored(err: unknown): boolean {
 }
 
 /**
- * The idempotency key of a message, into `event`; returns why it is refused, or null. A message
- * published by POST carries its key already scoped to its publisher, with its body's digest; a
- * raw NATS publisher's `Tailcast-Idempotency-Key` follows POST's rule and is scoped to NATS
- * publishers (so it can never squat a POST publisher's key), its digest taken from the payload.
- */
-function keyOfMessage(m: JsMsg, event: NewEvent): string | null {
-  const scoped = m.headers?.get(SCOPED_KEY_HEADER) ?? ''
-  if (scoped !== '') {
-    if (!/^[A-Za-z0-9_-]{43}$/.test(scoped)) return `the ${SCOPED_KEY_HEADER} header is not a key digest (it is set by POST /messages)`
-    event.idempotencyKey = scoped
-    const digest = m.headers?.get(DIGEST_HEADER) ?? ''
-    event.idempotencyDigest = digest !== '' ? digest : bodyDigest(m.data)
-    return null
-  }
-  if (m.headers === undefined || !m.headers.has(IDEMPOTENCY_HEADER)) return null
-  const raw = m.headers.get(IDEMPOTENCY_HEADER)
-  if (!IDEMPOTENCY_KEY.test(raw)) return `the ${IDEMPOTENCY_HEADER} header ${IDEMPOTENCY_KEY_RULE}, got ${JSON.stringify(raw.slice(0, 40))}${raw.length > 40 ? '…' : ''} (${raw.length} characters)`
-  event.idempotencyKey = scopedKey(NATS_SCOPE, raw)
-  event.idempotencyDigest = bodyDigest(m.data)
-  return null
-}
-
-/** One header line: no CR/LF, bounded. */
-function headerValue(s: string): string {
-  return s.replace(/[\r\n]+/g, ' ').slice(0, 1000)
-}
-
-/**
  * NATS JetStream ingest. Every instance publishes (POST /messages); exactly one instance at a time,
- * the holder of a lease in a JetStream KV bucket, consumes the stream through a durable pull
- * consumer into the store, in stream order, with the stream sequence as the event id, and acks each
- * message only after its batch is stored. The store's newest id is the position: whenever the writer
- * starts (lease won, error, NATS reconnect, a gap in the sequences) it re-creates the durable
- * consumer at newest + 1, so messages another writer had in flight are neither lost nor doubled.
+ * the holder of a lease in a JetStream KV bucket, consumes the stream into the store (nats-writer.ts).
  */
 export class NatsIngest {
   private nc: NatsConnection | undefined
@@ -173,13 +113,7 @@ export class NatsIngest {
   private leaseValidUntil = 0
   private leaseTimer: NodeJS.Timeout | undefined
   private closing = false
-  private messages: ConsumerMessages | undefined
-  private queue: JsMsg[] = []
-  private draining = false
-  private resetting: Promise<void> | undefined
-  private restartWanted = false
-  private generation = 0
-  private fresh = false
+  private writer!: NatsWriter
   private readonly st: NatsState = {
     connected: false,
     server: null,
@@ -221,7 +155,23 @@ export class NatsIngest {
     this.st.server = nc.getServer()
     void this.watchStatus(nc)
     this.js = nc.jetstream()
+    // The writer's requests are retried rather than waited for: a short timeout.
+    const writerJs = nc.jetstream({ timeout: managerTimeoutMs })
+    let writerJsm: JetStreamManager | undefined
+    this.writer = new NatsWriter({
+      cfg: this.cfg,
+      store: this.store,
+      log: this.log,
+      st: this.st,
+      js: () => writerJs,
+      jsm: () => writerJsm ?? this.jsm,
+      leaseHeld: () => this.leaseHeld(),
+      closing: () => this.closing,
+      maxPayload: () => this.nc?.info?.max_payload ?? Infinity,
+      ensureDeadLetterStream: () => this.ensureStream(deadLetterStream(this.cfg), [this.cfg.deadLetterSubject]),
+    })
     await this.untilJetStreamAnswers(async () => {
+      writerJsm = await nc.jetstreamManager({ timeout: managerTimeoutMs, checkAPI: false })
       this.jsm = await nc.jetstreamManager()
       await this.ensureStream(this.cfg.stream, [this.cfg.subject])
       await this.ensureStream(deadLetterStream(this.cfg), [this.cfg.deadLetterSubject])
@@ -233,7 +183,9 @@ export class NatsIngest {
       await nc.close().catch(() => {})
       throw err
     })
-    this.leaseTimer = setInterval(() => void this.leaseTick(), Math.max(200, (this.cfg.leaseSeconds * 1000) / 3))
+    // At least every second: a renewal that failed (the bucket's leader being elected again) is
+    // retried soon enough to keep a longer lease through the election.
+    this.leaseTimer = setInterval(() => void this.leaseTick(), Math.min(1000, Math.max(200, (this.cfg.leaseSeconds * 1000) / 3)))
     await this.leaseTick()
   }
 
@@ -272,9 +224,9 @@ export class NatsIngest {
   async close(): Promise<void> {
     this.closing = true
     if (this.leaseTimer) clearInterval(this.leaseTimer)
-    this.stopConsuming()
+    this.writer?.stop()
     // Let an in-flight batch finish so that its acks go out before the connection closes.
-    for (let i = 0; i < 50 && (this.draining || this.resetting); i++) await new Promise((r) => setTimeout(r, 20))
+    for (let i = 0; i < 50 && this.writer?.busy; i++) await new Promise((r) => setTimeout(r, 20))
     // Each step is bounded: after a NATS restart a request or a drain can wait on a server that
     // no longer knows it, and a shutdown must end within its deadline.
     if (this.st.writer) {
@@ -296,8 +248,9 @@ export class NatsIngest {
         this.st.connected = true
         this.st.server = nc.getServer()
         this.log.info({ nats: 'reconnected', server: this.st.server }, 'NATS reconnected')
-        // Deliveries and acks in flight may be lost: restart consuming from the store's position.
-        if (this.st.writer) this.restartWriter()
+        // The consumer is kept (nats.js pulls again through this node); until it delivers again the
+        // writer reads the stream directly, so a leader election does not hold events.
+        if (this.st.writer) this.writer.resume('NATS reconnected')
       }
     }
   }
@@ -324,20 +277,24 @@ export class NatsIngest {
     }
   }
 
-  /** Create the stream with `nats.replicas` copies, or add missing subjects to an existing one and scale it to them. */
+  /**
+   * Create the stream with `nats.replicas` copies, or add missing subjects to an existing one and
+   * scale it to them. Direct access on: the writer reads messages by sequence from any replica
+   * while a consumer's leader is being elected (nats-writer.ts).
+   */
   private async ensureStream(name: string, subjects: string[]): Promise<void> {
     const replicas = this.cfg.replicas
     try {
       const info = await this.jsm.streams.info(name)
       const missing = subjects.filter((s) => !info.config.subjects?.includes(s))
-      if (missing.length > 0 || info.config.num_replicas !== replicas) {
+      if (missing.length > 0 || info.config.num_replicas !== replicas || info.config.allow_direct !== true) {
         if (info.config.num_replicas !== replicas) this.log.info({ stream: name, from: info.config.num_replicas, to: replicas }, 'changing the JetStream stream replicas (nats.replicas)')
-        await this.jsm.streams.update(name, { subjects: [...(info.config.subjects ?? []), ...missing], num_replicas: replicas })
+        await this.jsm.streams.update(name, { subjects: [...(info.config.subjects ?? []), ...missing], num_replicas: replicas, allow_direct: true })
       }
     } catch (err) {
       if (!/stream not found/i.test((err as Error).message)) throw err
       await this.jsm.streams
-        .add({ name, subjects, num_replicas: replicas, storage: StorageType.File, retention: RetentionPolicy.Limits, duplicate_window: 120_000_000_000 })
+        .add({ name, subjects, num_replicas: replicas, storage: StorageType.File, retention: RetentionPolicy.Limits, duplicate_window: 120_000_000_000, allow_direct: true })
         .catch((e: Error) => {
           // Another instance created it first.
           if (!/already in use/i.test(e.message)) throw e
@@ -358,13 +315,13 @@ export class NatsIngest {
         this.leaseValidUntil = started + this.cfg.leaseSeconds * 1000
         // The supervisor: a writer that is not consuming (a failed batch, a reset that found the
         // lease too short) starts again here.
-        if (this.messages === undefined && this.resetting === undefined) this.restartWriter()
+        if (!this.writer.running) this.writer.restart()
       } else {
         this.leaseRevision = await this.kv.create(LEASE_KEY, new TextEncoder().encode(this.me))
         this.leaseValidUntil = started + this.cfg.leaseSeconds * 1000
         this.st.writer = true
         this.log.info({ nats: 'writer' }, 'won the NATS writer lease; consuming the stream into the store')
-        this.restartWriter()
+        this.writer.restart()
       }
     } catch (err) {
       if (this.st.writer) {
@@ -378,7 +335,7 @@ export class NatsIngest {
   private checkLeaseExpiry(): void {
     if (this.st.writer && Date.now() >= this.leaseValidUntil) {
       this.st.writer = false
-      this.stopConsuming()
+      this.writer.stop()
       this.log.warn({ nats: 'follower' }, 'NATS writer lease lost; stopped writing')
     }
   }
@@ -386,206 +343,6 @@ export class NatsIngest {
   /** The lease is still ours for long enough to finish a write. */
   private leaseHeld(): boolean {
     return this.st.writer && !this.closing && Date.now() < this.leaseValidUntil - 250
-  }
-
-  private stopConsuming(): void {
-    // Messages a stopped consumer still hands over are ignored (they come again after a reset).
-    this.generation++
-    this.messages?.stop()
-    this.messages = undefined
-    this.queue = []
-  }
-
-  /**
-   * (Re)create the durable consumer at the store's newest id + 1 and consume from there. A request
-   * made while a reset runs is never dropped: the reset runs again.
-   */
-  private restartWriter(): void {
-    this.stopConsuming()
-    this.restartWanted = true
-    if (this.resetting) return
-    this.resetting = (async () => {
-      while (this.restartWanted && !this.closing) {
-        this.restartWanted = false
-        try {
-          await this.resetConsumer()
-        } catch (err) {
-          this.st.lastError = (err as Error).message
-          this.st.writerFailures++
-          this.log.warn({ err: (err as Error).message, failuresInARow: this.st.writerFailures }, 'NATS consumer reset failed; retrying')
-          await new Promise((r) => setTimeout(r, 500))
-          if (this.leaseHeld()) this.restartWanted = true
-        }
-      }
-    })().finally(() => (this.resetting = undefined))
-  }
-
-  private async resetConsumer(): Promise<void> {
-    // Wait for a batch in flight: its write decides the position.
-    while (this.draining) await new Promise((r) => setTimeout(r, 10))
-    if (!this.leaseHeld()) return
-    const newest = (await this.store.bounds()).newest ?? 0
-    this.st.lastSequence = newest
-    await this.jsm.consumers.delete(this.cfg.stream, this.cfg.durable).catch((err: Error) => {
-      if (!/consumer not found/i.test(err.message)) throw err
-    })
-    await this.jsm.consumers.add(this.cfg.stream, {
-      durable_name: this.cfg.durable,
-      ack_policy: AckPolicy.Explicit,
-      ack_wait: Math.round(this.cfg.ackWaitSeconds * 1e9),
-      deliver_policy: DeliverPolicy.StartSequence,
-      opt_start_seq: newest + 1,
-      filter_subject: this.cfg.subject,
-      max_ack_pending: this.cfg.batchSize * 4,
-    })
-    if (!this.leaseHeld()) return
-    const consumer = await this.js.consumers.get(this.cfg.stream, this.cfg.durable)
-    // Nothing waiting to be written: the writer is well again (else the next stored batch says so).
-    if ((await consumer.info()).num_pending === 0) this.st.writerFailures = 0
-    this.fresh = true
-    this.queue = []
-    const generation = ++this.generation
-    const messages = await consumer.consume({
-      max_messages: this.cfg.batchSize * 2,
-      callback: (m) => {
-        if (generation !== this.generation) return
-        this.queue.push(m)
-        void this.drain()
-      },
-    })
-    // Stopped while it was starting (lease lost, reconnect): the next restart or renewal starts again.
-    if (generation !== this.generation) messages.stop()
-    else {
-      this.messages = messages
-      // Messages that came before the assignment wait in the queue.
-      void this.drain()
-    }
-  }
-
-  /** Write what has arrived, one batch at a time, in order. */
-  private async drain(): Promise<void> {
-    if (this.draining) return
-    this.draining = true
-    try {
-      while (this.queue.length > 0 && this.messages !== undefined) {
-        const batch = this.queue.splice(0, this.cfg.batchSize)
-        await this.writeBatch(batch)
-      }
-    } catch (err) {
-      this.st.lastError = (err as Error).message
-      this.st.writerFailures++
-      this.log.warn({ err: (err as Error).message, failuresInARow: this.st.writerFailures }, 'NATS ingest batch failed; restarting from the store position')
-      this.stopConsuming()
-      // The next lease renewal restarts consuming from the store's position.
-    } finally {
-      this.draining = false
-    }
-  }
-
-  private async writeBatch(batch: JsMsg[]): Promise<void> {
-    const accepted: { m: JsMsg; event: NewEvent }[] = []
-    const dead: { m: JsMsg; reason: string }[] = []
-    const done: JsMsg[] = []
-    let last = this.st.lastSequence
-    for (const m of batch) {
-      const seq = m.seq
-      if (seq <= last) {
-        // Already stored (or dead-lettered): a redelivery. Ack it, write nothing.
-        this.st.redeliveriesSkipped++
-        m.ack()
-        continue
-      }
-      if (seq !== last + 1 && !this.fresh) {
-        // A message before this one was delivered but never reached us (NATS restart, lost
-        // delivery): writing this one would skip it for good. Start again from the position.
-        throw new Error(`sequence gap: expected ${last + 1}, got ${seq}`)
-      }
-      this.fresh = false
-      last = seq
-      done.push(m)
-      if (m.data.length > this.cfg.maxPayload) {
-        dead.push({ m, reason: `the payload is ${m.data.length} bytes, over the limit of ${this.cfg.maxPayload} (nats.maxPayload)` })
-        continue
-      }
-      try {
-        // A payload without `time` gets the time JetStream stored it: the same on every redelivery.
-        const event = decodeEvent(m.data, new Date(Math.floor(m.info.timestampNanos / 1e6)))
-        const keyProblem = keyOfMessage(m, event)
-        if (keyProblem !== null) {
-          dead.push({ m, reason: keyProblem })
-          continue
-        }
-        accepted.push({ m, event })
-      } catch (err) {
-        if (!(err instanceof InvalidEventError)) throw err
-        dead.push({ m, reason: err.message })
-      }
-    }
-    if (done.length === 0) return
-    if (!this.leaseHeld()) throw new Error('the writer lease expired before the batch was written')
-    // Dead letters first: a dead letter published twice is removed by its Nats-Msg-Id, one never
-    // published would be lost once a later event of the batch is stored.
-    for (const d of dead) await this.deadLetter(d.m, d.reason)
-    const refused = await this.storeBatch(accepted)
-    for (const m of done) m.ack()
-    this.st.lastSequence = last
-    this.st.written += accepted.length - refused
-    this.st.deadLettered += dead.length + refused
-    this.st.writerFailures = 0
-  }
-
-  /**
-   * Store the batch with the stream sequences as ids. A message the store refuses for its content is
-   * dead-lettered with the store's reason and the rest of the batch is stored after it: one event
-   * can never hold up the ones behind it. Returns how many were refused.
-   */
-  private async storeBatch(batch: { m: JsMsg; event: NewEvent }[]): Promise<number> {
-    let refused = 0
-    let rest = batch
-    while (rest.length > 0) {
-      try {
-        await this.store.append(
-          rest.map((a) => a.event),
-          rest.map((a) => a.m.seq),
-        )
-        return refused
-      } catch (err) {
-        if (!(err instanceof StoreRejectedError)) throw err
-        await this.deadLetter(rest[err.index].m, err.message)
-        refused++
-        rest = rest.slice(err.index + 1)
-      }
-    }
-    return refused
-  }
-
-  private async deadLetter(m: JsMsg, reason: string): Promise<void> {
-    const h = natsHeaders()
-    h.set(DEAD_LETTER_HEADERS.reason, headerValue(reason))
-    h.set(DEAD_LETTER_HEADERS.subject, m.subject)
-    h.set(DEAD_LETTER_HEADERS.sequence, String(m.seq))
-    h.set(DEAD_LETTER_HEADERS.stream, this.cfg.stream)
-    // The payload plus these headers can pass the server's max_payload that the payload alone fit
-    // in: then the dead letter keeps the payload's start and says how long it was, rather than
-    // failing for ever and stopping the ingest behind it.
-    const room = (this.nc?.info?.max_payload ?? Infinity) - DEAD_LETTER_HEADER_ROOM
-    let body = m.data
-    if (body.length > room) {
-      h.set(DEAD_LETTER_HEADERS.truncated, String(body.length))
-      body = body.subarray(0, Math.max(0, room))
-    }
-    const publish = () => this.js.publish(this.cfg.deadLetterSubject, body, { headers: h, msgID: `${this.cfg.stream}:${m.seq}`, timeout: 5000 })
-    try {
-      await publish().catch(async (err: Error) => {
-        // No stream takes the subject (someone deleted it): create it again, once.
-        if (!/no responders|503/i.test(err.message)) throw err
-        await this.ensureStream(deadLetterStream(this.cfg), [this.cfg.deadLetterSubject])
-        await publish()
-      })
-    } catch (err) {
-      throw new Error(`dead-lettering sequence ${m.seq} to ${this.cfg.deadLetterSubject} failed: ${(err as Error).message}`)
-    }
-    this.log.warn({ subject: m.subject, sequence: m.seq, reason }, 'NATS message sent to the dead-letter subject')
   }
 
   /** The stream's last sequence: the id of the newest event any instance has published (read-your-writes). */

@@ -12,6 +12,8 @@ export default async function health(app: FastifyInstance): Promise<void> {
 
   /** 200 when the store answers and every configured source (NATS, an upstream) is usable; else 503 saying which is not. */
   app.get('/ready', quiet, async (_req, reply) => {
+    // Stopping (SIGTERM): no longer chosen, whatever else holds (src/shutdown.ts).
+    if (app.shutdown.stopping) return reply.code(503).send({ status: 'stopping' })
     const nats = app.nats === null ? undefined : app.nats.state
     const upstreamDown = app.upstream ? upstreamProblem(app.upstream) : null
     const upstream = app.upstream === null || app.upstream === undefined ? undefined : upstreamDown ?? (app.upstream.connected ? 'connected' : 'reconnecting')

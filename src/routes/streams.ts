@@ -127,7 +127,7 @@ export default async function streams(fastify: FastifyInstance): Promise<void> {
       url,
       schema,
       schemaErrorFormatter: schemaErrors(schema.querystring),
-      config: { requestLogLevel: 'debug' },
+      config: { requestLogLevel: 'debug', stream: true },
       // Authentication first (401, before the query is even checked), authorization in parse (403).
       onRequest: app.auth.authenticate,
       preHandler: parse,

@@ -46,10 +46,15 @@ export async function spawnServer(env: Record<string, string> = {}, args: string
   const deadline = Date.now() + 30_000
   for (;;) {
     if (gone) throw new Error(`server exited before answering:\n${out}`)
-    if (Date.now() > deadline) throw new Error(`server did not answer ${opts.until ?? '/ready'} in 30 s:\n${out}`)
+    if (Date.now() > deadline) {
+      // Not left running: its pipes would hold the test file open until tap's timeout.
+      child.kill('SIGKILL')
+      throw new Error(`server did not answer ${opts.until ?? '/ready'} in 30 s:\n${out}`)
+    }
     try {
       // '/health': up, even if not ready (a relay whose upstream is wrong).
-      if ((await fetch(`http://127.0.0.1:${port}${opts.until ?? '/ready'}`)).ok) break
+      // Connection: close: a kept-alive connection would hold a SIGTERM's drain (src/shutdown.ts).
+      if ((await fetch(`http://127.0.0.1:${port}${opts.until ?? '/ready'}`, { headers: { connection: 'close' } })).ok) break
     } catch {}
     await new Promise((r) => setTimeout(r, 50))
   }
@@ -65,7 +70,7 @@ export async function spawnServer(env: Record<string, string> = {}, args: string
     },
     exited,
     async ready() {
-      const res = await fetch(`http://127.0.0.1:${port}/ready`)
+      const res = await fetch(`http://127.0.0.1:${port}/ready`, { headers: { connection: 'close' } })
       return { status: res.status, body: await res.json() }
     },
     async kill(signal: NodeJS.Signals = 'SIGTERM') {
