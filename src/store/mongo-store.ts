@@ -7,7 +7,7 @@ import { windowStart, type StreamFilter } from '../stream.js'
 import { DEFAULT_TIMEOUT_MS, DeadlineError, withDeadline } from './deadline.js'
 import { StoreRejectedError, StoreUnavailableError, type EventStore, type ReadOptions, type StoreBounds, type Tail, type TailHandlers } from './event-store.js'
 import { EVENT_PROJECTION, eventBytes, toDoc, toEvent, type EventDoc } from './mongo-doc.js'
-import { AwaitDataTail, NewestPollTail, type MongoTailStats } from './mongo-tail.js'
+import { AwaitDataTail, HeadPollTail, type HeadDoc, type MongoTailStats } from './mongo-tail.js'
 import { ReadQueue } from './read-queue.js'
 
 export type { MongoTailStats } from './mongo-tail.js'
@@ -81,6 +81,10 @@ interface QueuedAppend {
   reject(err: unknown): void
 }
 
+/** The head document (FerretDB) carries the newest HEAD_RECENT events of at most HEAD_EVENT_MAX_BYTES each. */
+const HEAD_RECENT = 64
+const HEAD_EVENT_MAX_BYTES = 2048
+
 /** Replay reads at once when not configured (see MongoStoreConfig.replayConcurrency). */
 const AUTO_CONCURRENCY = { mongodb: 8, ferretdb: 1 }
 
@@ -105,10 +109,12 @@ export class MongoEventStore implements EventStore {
   private db!: Db
   private coll!: Collection<EventDoc>
   private closed = false
-  private readonly tails = new Set<AwaitDataTail | NewestPollTail>()
+  private readonly tails = new Set<AwaitDataTail | HeadPollTail>()
   /** The replays' own client (own connection pool): tailing, appends and /ready never wait behind them. */
   readonly replayClient: MongoClient
   private replayColl!: Collection<EventDoc>
+  /** FerretDB: one document (`_id: "head"`) holding the newest id appended, for the tail (see HeadPollTail). */
+  private headColl!: Collection<HeadDoc>
   /** Replay reads: bounded, shared fairly between clients, cancelled when a client leaves. */
   readonly readQueue: ReadQueue
   /** Deadline of every store call (ms). */
@@ -175,6 +181,7 @@ export class MongoEventStore implements EventStore {
     }
     this.coll = this.db.collection<EventDoc>(collection)
     this.replayColl = this.replayClient.db(database).collection<EventDoc>(collection)
+    this.headColl = this.db.collection(`${collection}_head`)
     // Only the missing ones: FerretDB 1.24 drops the connection on createIndexes of existing indexes.
     const have = new Set((await this.coll.listIndexes().toArray()).map((i) => i.name as string))
     const missing = REPLAY_INDEXES.filter((i) => !have.has(i.name as string))
@@ -359,6 +366,7 @@ export class MongoEventStore implements EventStore {
       }
       for (const d of docs.slice(0, inserted)) stored.push(toEvent(d))
       this.lastWritten = inserted > 0 ? { id: docs[inserted - 1]._id, at: Date.now() } : null
+      if (inserted > 0 && this.isFerretDb) this.raiseHead(docs.slice(0, inserted))
       rest = rest.slice(inserted)
     }
     return stored
@@ -416,9 +424,44 @@ export class MongoEventStore implements EventStore {
   async newestEvents(limit: number, maxBytes = Number.POSITIVE_INFINITY): Promise<StoredEvent[]> {
     if (limit <= 0) return []
     const ms = 6 * this.timeoutMs
+    if (this.isFerretDb) return this.newestByWindow(limit, maxBytes, ms)
     const cursor = this.replayColl.find({}, { projection: EVENT_PROJECTION, sort: { $natural: -1 }, limit, batchSize: Math.min(limit, 1000), timeoutMS: ms })
     const events = await this.readPage(cursor, maxBytes, 'warm-up read of the newest events', ms)
     return events.reverse()
+  }
+
+  /**
+   * FerretDB reads a whole collection and sorts it in memory for any sort, `$natural: -1`
+   * included; without one it streams in natural order. So there the warm-up streams forwards and
+   * keeps a window of the newest `limit` events and `maxBytes`: one pass, memory bounded by the window.
+   */
+  private async newestByWindow(limit: number, maxBytes: number, ms: number): Promise<StoredEvent[]> {
+    const cursor = this.replayColl.find({}, { projection: EVENT_PROJECTION, batchSize: 1000, timeoutMS: ms })
+    const window: { e: StoredEvent; bytes: number }[] = []
+    let head = 0
+    let bytes = 0
+    const read = async (): Promise<void> => {
+      for await (const d of cursor) {
+        const e = toEvent(d)
+        const size = maxBytes === Number.POSITIVE_INFINITY ? 0 : eventBytes(e)
+        window.push({ e, bytes: size })
+        bytes += size
+        while (window.length - head > limit || (bytes > maxBytes && window.length - head > 1)) bytes -= window[head++].bytes
+        // Drop what fell out now and then, not on every event.
+        if (head > 4096) {
+          window.splice(0, head)
+          head = 0
+        }
+      }
+    }
+    try {
+      await withDeadline(read(), ms, 'warm-up read of the newest events')
+    } catch (err) {
+      throw err instanceof StoreUnavailableError ? err : new StoreUnavailableError([], true, err)
+    } finally {
+      void cursor.close().catch(() => {})
+    }
+    return window.slice(head).map((w) => w.e)
   }
 
   /** Events from a cursor until it ends or their serialised size reaches `maxBytes` (at least one), within `ms`. */
@@ -485,7 +528,7 @@ export class MongoEventStore implements EventStore {
   tail(afterId: number, handlers: TailHandlers): Tail {
     const poll = (this.opts.tail ?? (this.isFerretDb ? 'poll' : 'awaitData')) === 'poll'
     const topts = { ...this.opts, timeoutMs: this.timeoutMs }
-    const t = poll ? new NewestPollTail(this, this.db, this.coll, afterId, handlers, topts) : new AwaitDataTail(this, this.db, this.coll, afterId, handlers, topts)
+    const t = poll ? new HeadPollTail(this, this.db, this.coll, afterId, handlers, topts) : new AwaitDataTail(this, this.db, this.coll, afterId, handlers, topts)
     this.tails.add(t)
     void t.run().finally(() => this.tails.delete(t))
     return { close: () => t.close() }
@@ -502,6 +545,21 @@ export class MongoEventStore implements EventStore {
     await Promise.all([...this.tails].map((t) => t.close()))
     // Forced: a tail's awaitData getMore may still wait out its maxTimeMS on the server.
     await Promise.all([this.client.close(true), this.replayClient.close(true)])
+  }
+
+  /**
+   * Tell the FerretDB tails (this process's and the other instances') that `docs` are stored, and
+   * hand them the small ones (see HeadPollTail). Not awaited: the append is stored whatever happens
+   * here, and a tail that finds the head short reads the collection instead.
+   */
+  private raiseHead(docs: EventDoc[]): void {
+    const small = docs.filter((d) => eventBytes(toEvent(d)) <= HEAD_EVENT_MAX_BYTES)
+    const update = { $max: { id: docs[docs.length - 1]._id }, $push: { recent: { $each: small, $slice: -HEAD_RECENT } } }
+    void this.headColl.updateOne({ _id: 'head' }, update, { upsert: true, ...this.deadline }).catch(() => {})
+  }
+
+  async head(): Promise<HeadDoc | null> {
+    return this.headColl.findOne({ _id: 'head' }, this.deadline)
   }
 
   /** For the tail's check that it has not silently lost its place. */

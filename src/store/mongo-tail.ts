@@ -21,6 +21,15 @@ export interface TailHost {
   readonly tailStats: MongoTailStats
   /** The newest stored id (for the check that a cursor has not silently lost its place). */
   newest(): Promise<number | null>
+  /** The head document appends keep up to date (FerretDB; see HeadPollTail). */
+  head(): Promise<HeadDoc | null>
+}
+
+/** FerretDB: the newest id appended, and the newest small events themselves (in the order their writes landed). */
+export interface HeadDoc {
+  _id: string
+  id: number
+  recent?: EventDoc[]
 }
 
 export interface MongoTailOptions {
@@ -46,12 +55,9 @@ const AWAIT_MS = 5000
 const TAIL_BATCH = 10_000
 /** At most this many bytes of documents are handed over from one read (a catch-up goes on with the next). */
 const TAIL_MAX_BYTES = 16 * 1024 * 1024
-/**
- * The polling tail's probes of the newest documents, wider while all are new. A query's cost on
- * FerretDB is mostly its own overhead, not 64 rows: one probe per poll covers ordinary traffic.
- */
-const PROBES = [64, 2048]
+/** The polling tail's pause between polls of the head, and its read of the events regardless of the head. */
 const POLL_MS = 20
+const FULL_READ_MS = 30_000
 
 /**
  * The loop shared by both tails: follow, hand over new events in id order exactly once, and after
@@ -213,17 +219,21 @@ export class AwaitDataTail extends TailLoop {
 }
 
 /**
- * The tail on FerretDB, whose tailable cursor re-runs its whole query (a scan of the collection:
- * FerretDB v1.24 pushes no range on `_id` down to SQLite) on every awaitData poll, about every
- * 10 ms, so its cost and the delivery delay grew with the collection. This tail polls the newest
- * documents instead, in reverse natural order: the one order FerretDB hands to SQLite (`ORDER BY`
- * the capped table's integer primary key), read lazily and stopped after the limit, so a poll
- * costs the documents it returns. Natural order is id order (see MongoEventStore.append), so the
- * documents above the last id handed over are the new ones: one probe of 64, a wider one while
- * every document probed is new, and a forward read (a scan, as before) only when more than the
- * widest probe arrived between two polls.
+ * The tail on FerretDB. FerretDB v1.24 hands SQLite no range on `_id` (only equality on a string or
+ * ObjectId `_id`), and any sort, `$natural` included, reads the whole collection first: every query
+ * of the events is a scan. Its tailable cursor ran one such scan on every awaitData poll (about
+ * every 10 ms), so an idle instance kept FerretDB busy and delivery slowed as the collection grew.
+ * This tail polls a one-document head (`<collection>_head`, `_id: "head"`: a lookup SQLite answers
+ * by its index) that every append raises to the newest id it stored, adding its events of at most
+ * 2 KB to the head's newest 64. A poll costs that one document. The new events are taken from the
+ * head when it holds all of them (their `prev` links chain from the last id handed over to the
+ * head's id); otherwise (a large event, a burst of more than 64, another writer's head update still
+ * on its way) they are read from the collection (one scan), as they are every FULL_READ_MS in case a
+ * writer failed to update the head.
  */
-export class NewestPollTail extends TailLoop {
+export class HeadPollTail extends TailLoop {
+  private fullReadAt = Date.now()
+
   protected idlePauseMs(): number {
     return this.opts.pollMs ?? POLL_MS
   }
@@ -231,28 +241,38 @@ export class NewestPollTail extends TailLoop {
   protected async follow(): Promise<boolean> {
     this.host.tailStats.opens++
     const timeoutMS = this.opts.timeoutMs
-    for (const n of PROBES) {
-      const probe = this.coll.find({}, { sort: { $natural: -1 }, limit: n, batchSize: n, timeoutMS })
-      const docs = await withDeadline(probe.toArray(), timeoutMS, 'tail')
-      const fresh = docs.filter((d) => Number(d._id) > this.last)
-      // The probe reached a document already handed over, or the start of the collection: it holds every new one.
-      if (fresh.length < docs.length || docs.length < n) return this.hand(fresh.reverse()) > 0
+    const head = await withDeadline(this.host.head(), timeoutMS, 'tail')
+    const due = Date.now() - this.fullReadAt >= FULL_READ_MS
+    if ((head?.id ?? 0) <= this.last && !due) return false
+    if (head !== null && !due) {
+      // The new events, when the head holds every one of them: each one's `prev` is the one before.
+      const fresh = (head.recent ?? []).filter((d) => Number(d._id) > this.last).sort((a, b) => Number(a._id) - Number(b._id))
+      let expect = this.last
+      for (const d of fresh) {
+        if (Number(d.prev) !== expect) break
+        expect = Number(d._id)
+      }
+      if (expect === Number(head.id)) return this.hand(fresh) > 0
     }
-    // Far behind (a burst, or a start far back): read forward from the last id, bounded in bytes.
-    const cursor = this.coll.find({ _id: { $gt: this.last } }, { sort: { $natural: 1 }, limit: TAIL_BATCH, batchSize: 1000, timeoutMS })
+    this.fullReadAt = Date.now()
+    const catchUp = 6 * timeoutMS
+    const forward = this.coll.find({ _id: { $gt: this.last } }, { limit: TAIL_BATCH, batchSize: 1000, timeoutMS: catchUp })
     const docs: EventDoc[] = []
     let bytes = 0
     try {
-      const read = async (): Promise<void> => {
-        for await (const d of cursor) {
-          docs.push(d)
-          bytes += eventBytes(toEvent(d))
-          if (bytes >= TAIL_MAX_BYTES) break
-        }
-      }
-      await withDeadline(read(), timeoutMS, 'tail')
+      await withDeadline(
+        (async () => {
+          for await (const d of forward) {
+            docs.push(d)
+            bytes += eventBytes(toEvent(d))
+            if (bytes >= TAIL_MAX_BYTES) break
+          }
+        })(),
+        catchUp,
+        'tail read',
+      )
     } finally {
-      void cursor.close().catch(() => {})
+      void forward.close().catch(() => {})
     }
     return this.hand(docs) > 0
   }
