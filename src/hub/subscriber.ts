@@ -182,20 +182,31 @@ export class Subscriber {
   /**
    * Wait until the hub's dispatch passes `target`: every event up to it is then in the replay or
    * held here. Past the deadline (a tail far behind, a NATS message dead-lettered and never
-   * stored), read what the store has of (cursor, target] instead; what it lacks yet comes after `live`.
+   * stored), read what the store has of (cursor, target] while the wait goes on, whichever ends
+   * first (what the dispatch passed is held here); what the store lacks yet comes after `live`.
    */
   private async reachTarget(target: number, cursor: number): Promise<void> {
     if (await this.host.reached(target, this.opts.liveWaitMs, this.gone.signal)) return
     if (this.closed) return
     this.host.countLiveWaitExpired()
-    for (;;) {
-      const page = await this.readPage(cursor, target)
-      if (this.closed || page.length === 0) return
-      cursor = page[page.length - 1].id
-      const frames = page.map((e) => this.host.frame(e)).filter((f) => f !== null)
-      // The hold may already have sent some of them (an overflow read on); never twice.
-      const fresh = frames.filter((f) => f.id > this.lastId)
-      if (fresh.length > 0) await this.sendReplay(fresh)
+    const stop = new AbortController()
+    const leave = (): void => stop.abort()
+    this.gone.signal.addEventListener('abort', leave, { once: true })
+    const caughtUp = new Promise<null>((resolve) => stop.signal.addEventListener('abort', () => resolve(null), { once: true }))
+    void this.host.reached(target, 2 ** 31 - 1, stop.signal).then((yes) => yes && stop.abort())
+    try {
+      for (;;) {
+        const read = this.store.read(this.filter, cursor, this.opts.replayPageSize, { upTo: target, maxBytes: this.opts.replayPageBytes, signal: stop.signal })
+        read.catch(() => {})
+        const page = await Promise.race([read, caughtUp])
+        if (page === null || this.closed || page.length === 0) return
+        cursor = page[page.length - 1].id
+        const frames = page.map((e) => this.host.frame(e)).filter((f): f is Frame => f !== null && f.id > this.lastId)
+        if (frames.length > 0) await this.sendReplay(frames)
+      }
+    } finally {
+      stop.abort()
+      this.gone.signal.removeEventListener('abort', leave)
     }
   }
 
