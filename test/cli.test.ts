@@ -181,7 +181,7 @@ t.test('the startup banner: version, runtime, listen address and page, store, NA
   const both = await printedBanner(t, { TAILCAST_JWT_SECRET: SECRET, TAILCAST_POST_TOKEN: 'tok' })
   t.match(both.lines, { posting: /^with the post token or a JWT/ })
 
-  const relay = await printedBanner(t, { HOST: '0.0.0.0' }, ['--upstream', 'wss://up.example/messages?room=a&access_token=secret1'])
+  const relay = await printedBanner(t, { HOST: '0.0.0.0', TAILCAST_UPSTREAM_PUBLIC: 'true' }, ['--upstream', 'wss://up.example/messages?room=a&access_token=secret1'])
   t.match(relay.lines, { upstream: 'relaying wss://up.example/messages?room=a&access_token=[redacted]', posting: /^none: a read-only relay/ }, 'a relay')
   t.equal(relay.code, 0, 'a relay is never refused for open posting')
 
@@ -258,7 +258,7 @@ t.test('token checks stream patterns and post targets as the server reads them',
     [['-s', '/messages?room=a b'], /the subscribe pattern "\/messages\?room=a b" matches no stream/],
     [['-s', '/v1/competitions/a/b'], /matches no stream/],
     [['-s', '/messages?room=vip&x=1'], /matches no stream/],
-    [['-P', 'room'], /a publish pattern is room:NAME or competition:ID, got "room"/],
+    [['-P', 'room'], /a publish pattern is room:NAME, competition:ID or competitions \(the list\), got "room"/],
     [['-P', 'room:'], /the publish pattern "room:" matches no room/],
     [['-P', 'room:bad room'], /the publish pattern "room:bad room" matches no room: a room is 1-128 letters/],
     [['-P', 'competition:-x'], /the publish pattern "competition:-x" matches no competition: a competition id is/],
