@@ -5,7 +5,7 @@ import { connect, headers as natsHeaders, RetentionPolicy, StorageType, type Jet
 import type { Config } from '../config.js'
 import type { NewEvent } from '../event.js'
 import { StoreUnavailableError, type EventStore } from '../store/event-store.js'
-import { DIGEST_HEADER, managerTimeoutMs, NatsWriter, SCOPED_KEY_HEADER } from './nats-writer.js'
+import { DIGEST_HEADER, managerTimeoutMs, NatsWriter, SCOPED_KEY_HEADER, type WriterState } from './nats-writer.js'
 
 export { DEAD_LETTER_HEADERS } from './nats-writer.js'
 
@@ -17,22 +17,13 @@ interface Log {
   error(obj: unknown, msg?: string): void
 }
 
-/** What /ready and /metrics see. */
-export interface NatsState {
+/** What /ready and /metrics see: the connection, the lease, and the writer's own state. */
+export interface NatsState extends WriterState {
   connected: boolean
   /** The server of the cluster this process is connected to now (`host:port`), null while disconnected. */
   server: string | null
   /** This instance holds the writer lease and consumes the stream into the store. */
   writer: boolean
-  /** Stream sequence of the last message this instance finished (stored, or dead-lettered). */
-  lastSequence: number
-  written: number
-  deadLettered: number
-  /** Redelivered messages found already stored, acked without a second write. */
-  redeliveriesSkipped: number
-  lastError: string | null
-  /** Batches (and consumer restarts) in a row the writer failed; zero again once a batch is stored or nothing waits. /ready fails from 3 on. */
-  writerFailures: number
 }
 
 const LEASE_KEY = 'writer'

@@ -23,11 +23,14 @@ interface Log {
 
 /** The part of the ingest's state (/ready, /metrics) the writer keeps. */
 export interface WriterState {
+  /** Stream sequence of the last message this instance finished (stored, or dead-lettered). */
   lastSequence: number
   written: number
   deadLettered: number
+  /** Redelivered messages found already stored, acked without a second write. */
   redeliveriesSkipped: number
   lastError: string | null
+  /** Batches (and consumer restarts) in a row the writer failed; zero again once a batch is stored or nothing waits. /ready fails from 3 on. */
   writerFailures: number
 }
 

@@ -54,3 +54,18 @@ export async function launchBrowser(viewport = { width: 390, height: 800 }, opts
     },
   }
 }
+
+/**
+ * Chromium for one test file, closed when the file ends. One that cannot start fails the file with
+ * the reason (how to install it), never a skip.
+ */
+export async function browserForFile(t: { fail(message: string): void; teardown(fn: () => unknown): void }, opts: { trustSpki?: string[] } = {}): Promise<Browser> {
+  try {
+    const browser = await launchBrowser(undefined, opts)
+    t.teardown(() => browser.close())
+    return browser
+  } catch (err) {
+    t.fail((err as Error).message)
+    process.exit(1)
+  }
+}

@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net'
 import { SignJWT } from 'jose'
 import type { Page } from 'playwright-core'
 import t, { type Test } from 'tap'
-import { launchBrowser, type Browser } from '../helpers/browser.js'
+import { browserForFile } from '../helpers/browser.js'
 import { startNginx } from '../helpers/nginx.js'
 import { startServer, type TestServer } from '../helpers/server.js'
 import { postHttps, selfSignedCert } from '../helpers/tls.js'
@@ -15,14 +15,7 @@ import { postHttps, selfSignedCert } from '../helpers/tls.js'
 const cert = selfSignedCert()
 t.teardown(() => cert.remove())
 
-let browser: Browser
-try {
-  browser = await launchBrowser(undefined, { trustSpki: [cert.spki] })
-} catch (err) {
-  t.fail((err as Error).message)
-  process.exit(1)
-}
-t.teardown(() => browser.close())
+const browser = await browserForFile(t, { trustSpki: [cert.spki] })
 
 const pageErrors: string[] = []
 

@@ -2,7 +2,7 @@ import { SignJWT } from 'jose'
 import type { Page } from 'playwright-core'
 import t from 'tap'
 import { MemoryEventStore } from '../../src/store/memory-store.js'
-import { launchBrowser, type Browser } from '../helpers/browser.js'
+import { browserForFile } from '../helpers/browser.js'
 import { freePort, startServer, type TestServer } from '../helpers/server.js'
 
 // The web page at `/` in a real headless Chromium (Debian's), against the real server on loopback.
@@ -10,14 +10,7 @@ import { freePort, startServer, type TestServer } from '../helpers/server.js'
 /** Short `retry:` so the page's EventSource reconnects quickly after the restart. */
 const STREAMS = { streams: { retryMs: 300 } }
 
-let browser: Browser
-try {
-  browser = await launchBrowser()
-} catch (err) {
-  t.fail((err as Error).message)
-  process.exit(1)
-}
-t.teardown(() => browser.close())
+const browser = await browserForFile(t)
 
 /** Uncaught script errors on any page; checked by the last test. */
 const pageErrors: string[] = []
