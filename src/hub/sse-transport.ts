@@ -31,7 +31,7 @@ type Headers = Record<string, string | number | string[] | undefined>
  * An SSE stream: a response to GET on a stream path, on HTTP/1.1 (its socket) or HTTP/2 (its own
  * stream of a shared connection).
  */
-export function sseTransport(res: ServerResponse | Http2ServerResponse, opts: { unnamed: boolean; retryMs: number }): Transport & SseStream {
+export function sseTransport(res: ServerResponse | Http2ServerResponse, opts: SseOptions): Transport & SseStream {
   return res instanceof Http2ServerResponse ? new Http2SseTransport(res, opts) : new SseTransport(res, opts)
 }
 
@@ -40,17 +40,29 @@ export function sseTransport(res: ServerResponse | Http2ServerResponse, opts: { 
  * client and the `end` event before the server ends a stream. `unnamed`: records without `event:`
  * lines (control events too), so that `EventSource.onmessage` sees every event; the type is in the JSON.
  */
+export interface SseOptions {
+  unnamed: boolean
+  retryMs: number
+  /** Where the client resumes from (its Last-Event-ID; 0: the start): its position until something is sent. */
+  position?: number
+}
+
 abstract class SseStream implements Transport {
   readonly kind = 'sse'
   protected closed = false
-  /** The stream position the client has reached, for the `end` event. */
-  protected lastId = 0
+  /**
+   * The stream position the client has reached, for the `end` event. A stream that ends before it
+   * sent anything says the position the client came with, never 0: a client resuming from the
+   * `end` event's id would otherwise get the whole replay again.
+   */
+  protected lastId: number
   protected readonly unnamed: boolean
   private readonly retryMs: number
 
-  constructor(opts: { unnamed: boolean; retryMs: number }) {
+  constructor(opts: SseOptions) {
     this.unnamed = opts.unnamed
     this.retryMs = opts.retryMs
+    this.lastId = opts.position ?? 0
   }
 
   /** The status and headers (those already set on the reply, e.g. CORS, plus SSE's), and for a GET `retry:`. */
@@ -102,7 +114,7 @@ abstract class SseStream implements Transport {
 export class SseTransport extends SseStream {
   constructor(
     private readonly res: ServerResponse,
-    opts: { unnamed: boolean; retryMs: number },
+    opts: SseOptions,
   ) {
     super(opts)
     res.on('close', () => {
@@ -189,7 +201,7 @@ export class Http2SseTransport extends SseStream {
 
   constructor(
     private readonly res: Http2ServerResponse,
-    opts: { unnamed: boolean; retryMs: number },
+    opts: SseOptions,
   ) {
     super(opts)
     this.stream = res.stream

@@ -133,7 +133,8 @@ export default async function streams(fastify: FastifyInstance): Promise<void> {
       preHandler: parse,
       handler: async (req, reply) => {
         reply.hijack()
-        const transport = sseTransport(reply.raw, { unnamed: (req.stream as StreamRequest).unnamed, retryMs: app.config.streams.retryMs })
+        const { unnamed, resumeId } = req.stream as StreamRequest
+        const transport = sseTransport(reply.raw, { unnamed, retryMs: app.config.streams.retryMs, position: resumeId ?? 0 })
         transport.open(reply.getHeaders(), req.method)
         // Fastify answers HEAD with this GET handler: the same head, then the end, nothing attached.
         if (req.method === 'HEAD') return void reply.raw.end()

@@ -98,3 +98,20 @@ t.test('Batch: the unnamed SSE variant is the named record without its event: li
   const reset = controlFrame('reset', 0, { lastEventId: '99', reason: 'test' })
   t.equal(Buffer.concat(unnamedSse(reset.sse)).toString(), `data: ${reset.json.toString()}\n\n`)
 })
+
+// A stream that ends before it sent anything (a replay read that failed, shutdown during the
+// replay) must not tell the client position 0: a client resuming from the end event's id would get
+// the whole replay again (seen: +201 duplicate events after a writer was killed under load).
+t.test('the end event of a stream that sent nothing carries the position the client came with', async (t) => {
+  const server = http.createServer((_req, res) => {
+    const transport = new SseTransport(res, { unnamed: false, retryMs: 1000, position: 42 })
+    transport.open({})
+    transport.close('error')
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => server.close())
+  const body = await (await fetch(`http://127.0.0.1:${(server.address() as AddressInfo).port}/`)).text()
+  const end = /event: end\ndata: (.*)\n\n$/.exec(body)
+  t.ok(end, 'the stream ends with the end event')
+  t.match(JSON.parse(end![1]), { id: '42', type: 'end', data: { reason: 'error', reconnect: true } })
+})
