@@ -155,7 +155,6 @@ export class NatsWriter {
   private resetting: Promise<void> | undefined
   private restartWanted = false
   private generation = 0
-  private fresh = false
   private catchingUp = false
   /** When the consumer last handed over a message past the position. */
   private deliveredAt = 0
@@ -245,7 +244,6 @@ export class NatsWriter {
     const consumer = await this.d.js().consumers.get(cfg.stream, cfg.durable)
     // Nothing waiting to be written: the writer is well again (else the next stored batch says so).
     if ((await consumer.info()).num_pending === 0) this.d.st.writerFailures = 0
-    this.fresh = true
     this.queue = []
     const generation = ++this.generation
     const messages = await consumer.consume({
@@ -375,9 +373,11 @@ export class NatsWriter {
         m.ack()
         continue
       }
-      if (m.seq !== last + 1 && !this.fresh && !m.next) {
+      if (m.seq !== last + 1 && !m.next) {
         // A message before this one was delivered but never reached us (it went to the node that
-        // died): read what lies between directly, then this one.
+        // died), or a consumer set up at the store's position began past where the catch-up left
+        // the position: read what lies between directly, then this one. Never taken on trust,
+        // not even as a new consumer's first message.
         const between = await this.readAfter(last, m.seq - last - 1, m.seq)
         if (between.length > 0) {
           batch.splice(i, 0, ...between)
@@ -385,7 +385,6 @@ export class NatsWriter {
           continue
         }
       }
-      this.fresh = false
       last = m.seq
       done.push(m)
       if (m.data.length > this.d.cfg.maxPayload) {
