@@ -66,6 +66,8 @@ const REPLAY_INDEXES: IndexDescription[] = [
 ]
 
 const DUPLICATE_KEY = 11000
+/** Write errors about the server's state, not the document: InternalError, interrupted, shutting down, stepped down, time limits. */
+const TRANSIENT_WRITE_CODES = new Set([1, 6, 7, 50, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436])
 /** Id conflicts one append tolerates (each means another writer stored events meanwhile). */
 const INSERT_RETRIES = 1000
 const RECENT_WRITE_MS = 1000
@@ -356,7 +358,12 @@ export class MongoEventStore implements EventStore {
         if (!idConflict) {
           // Another write holds the event's idempotency key (on any instance: one unique index).
           const held = failed.code === DUPLICATE_KEY ? await this.heldKey(failed.message, docs[inserted]).catch(unavailable) : null
-          if (held === null) throw new StoreRejectedError(rest[inserted].i, storedSoFar(), failed.message)
+          if (held === null) {
+            // A server that could not write now (FerretDB's SQLite busy under two writers answers
+            // InternalError) has not refused the event: not stored, and a retry may succeed.
+            if (TRANSIENT_WRITE_CODES.has(failed.code)) throw new StoreUnavailableError(storedSoFar(), true, new Error(failed.message))
+            throw new StoreRejectedError(rest[inserted].i, storedSoFar(), failed.message)
+          }
           // Given ids (the NATS writer): another body is refused (dead-lettered); a retry is skipped.
           if (ids !== undefined && isConflict(rest[inserted].e, held)) throw new StoreRejectedError(rest[inserted].i, storedSoFar(), keyConflict(held))
           for (const d of docs.slice(0, inserted)) stored.push(toEvent(d))
