@@ -138,10 +138,7 @@ export class MongoEventStore implements EventStore {
     const monitorCommands = config.monitorCommands === true
     this.timeoutMs = config.timeoutMs ?? DEFAULT_TIMEOUT_MS
     const concurrency = config.replayConcurrency !== undefined && config.replayConcurrency > 0 ? config.replayConcurrency : AUTO_CONCURRENCY.mongodb
-    // A server that cannot be reached is known as such well inside the deadline, so a write that
-    // never left is answered "not stored" rather than the deadline's "may have been stored".
-    const serverSelectionTimeoutMS = Math.max(500, Math.floor(this.timeoutMs / 2))
-    const common = { serverSelectionTimeoutMS, ...(monitorCommands ? { monitorCommands } : {}), ...opts.clientOptions }
+    const common = { serverSelectionTimeoutMS: this.timeoutMs, ...(monitorCommands ? { monitorCommands } : {}), ...opts.clientOptions }
     this.client = new MongoClient(config.url, common)
     this.replayClient = new MongoClient(config.url, { ...common, maxPoolSize: concurrency })
     this.readQueue = new ReadQueue({ concurrency, timeoutMs: this.timeoutMs })
