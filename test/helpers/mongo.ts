@@ -31,7 +31,9 @@ export function mongoConfig(over: Partial<MongoStoreConfig> = {}): MongoStoreCon
 
 /** An opened MongoEventStore on a fresh collection (the caller closes it). */
 export async function openMongoStore(over: Partial<MongoStoreConfig> = {}, opts: MongoStoreOptions = {}): Promise<MongoEventStore> {
-  const store = new MongoEventStore(mongoConfig(over), opts)
+  // A store the test makes itself checks behaviour, not the deadline (mongo-frozen.test.ts does,
+  // with the product's 5 s): on a busy machine a FerretDB insert can take longer than that.
+  const store = new MongoEventStore({ timeoutMs: 60_000, ...mongoConfig(over) }, opts)
   await store.open()
   return store
 }
