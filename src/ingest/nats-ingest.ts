@@ -27,6 +27,8 @@ export interface NatsState extends WriterState {
 }
 
 const LEASE_KEY = 'writer'
+/** How long past its lease a writer goes on while the lease bucket cannot answer (see leaseUnreachable). */
+const LEASE_GRACE_MS = 10_000
 /** How long an instance starting waits for JetStream to answer its set-up (the plugin timeout is 60 s). */
 const JETSTREAM_SETUP_MS = 40_000
 
@@ -84,6 +86,12 @@ export function natsConnectOptions(url: string): { servers: string[]; user?: str
   return auth.pass === undefined ? { servers, token: auth.user } : { servers, user: auth.user, pass: auth.pass }
 }
 
+/** The renewal failed because the key is not ours any more (expired, or another instance's): not an outage. */
+function leaseTaken(err: unknown): boolean {
+  const e = err as { api_error?: { err_code?: number }; message?: string }
+  return e.api_error?.err_code === 10071 || /wrong last sequence/i.test(e.message ?? '')
+}
+
 /** A failed JetStream publish that is known not to have been stored: no stream took it, or it never left. */
 function publishNotStored(err: unknown): boolean {
   const e = err as { code?: string; message?: string }
@@ -102,6 +110,8 @@ export class NatsIngest {
   private readonly me = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`
   private leaseRevision = 0
   private leaseValidUntil = 0
+  private leaseRenewedAt = 0
+  private leaseTicking = false
   private leaseTimer: NodeJS.Timeout | undefined
   private closing = false
   private writer!: NatsWriter
@@ -295,21 +305,46 @@ export class NatsIngest {
 
   /** Win, renew or lose the writer lease (a KV key whose entries expire after leaseSeconds). */
   private async leaseTick(): Promise<void> {
-    if (this.closing || !this.st.connected) {
-      this.checkLeaseExpiry()
+    // A renewal still unanswered after a tick's interval is a bucket that cannot answer now (two
+    // renewals in flight would also race each other's revision).
+    if (this.closing || !this.st.connected || this.leaseTicking) {
+      this.leaseUnreachable()
       return
     }
+    this.leaseTicking = true
+    try {
+      await this.renewOrWinLease()
+    } finally {
+      this.leaseTicking = false
+    }
+  }
+
+  private async renewOrWinLease(): Promise<void> {
     const started = Date.now()
+    const lease = this.cfg.leaseSeconds * 1000
     try {
       if (this.st.writer) {
-        this.leaseRevision = await this.kv.update(LEASE_KEY, new TextEncoder().encode(this.me), this.leaseRevision)
-        this.leaseValidUntil = started + this.cfg.leaseSeconds * 1000
+        try {
+          this.leaseRevision = await this.kv.update(LEASE_KEY, new TextEncoder().encode(this.me), this.leaseRevision)
+        } catch (err) {
+          if (!leaseTaken(err)) throw err
+          // Our entry is gone: it expired while the bucket could not be reached, or another
+          // instance holds the key now. Win it back if nobody does; otherwise stop writing now.
+          this.leaseRevision = await this.kv.create(LEASE_KEY, new TextEncoder().encode(this.me)).catch((e: Error) => {
+            this.loseLease('the NATS writer lease is held by another instance; stopped writing')
+            throw e
+          })
+          this.log.info({ nats: 'writer' }, 'won the NATS writer lease back after it expired')
+        }
+        this.leaseRenewedAt = started
+        this.leaseValidUntil = started + lease
         // The supervisor: a writer that is not consuming (a failed batch, a reset that found the
         // lease too short) starts again here.
         if (!this.writer.running) this.writer.restart()
       } else {
         this.leaseRevision = await this.kv.create(LEASE_KEY, new TextEncoder().encode(this.me))
-        this.leaseValidUntil = started + this.cfg.leaseSeconds * 1000
+        this.leaseRenewedAt = started
+        this.leaseValidUntil = started + lease
         this.st.writer = true
         this.log.info({ nats: 'writer' }, 'won the NATS writer lease; consuming the stream into the store')
         this.writer.restart()
@@ -317,18 +352,35 @@ export class NatsIngest {
     } catch (err) {
       if (this.st.writer) {
         this.log.warn({ err: (err as Error).message }, 'could not renew the NATS writer lease')
-        this.checkLeaseExpiry()
+        this.leaseUnreachable()
       }
       // Not the writer: the key exists, another instance holds the lease.
     }
   }
 
-  private checkLeaseExpiry(): void {
-    if (this.st.writer && Date.now() >= this.leaseValidUntil) {
-      this.st.writer = false
-      this.writer.stop()
-      this.log.warn({ nats: 'follower' }, 'NATS writer lease lost; stopped writing')
-    }
+  /**
+   * The lease bucket did not answer (its leader is being elected, or our node is gone and the client
+   * reconnects): nobody can win the lease while the bucket cannot answer, so the holder goes on
+   * writing for up to LEASE_GRACE_MS past its lease rather than hold every event through a 4-6 s
+   * election. Should another instance still win it meanwhile (a partition that leaves this one
+   * alone), both write for a moment; the store skips every id not above its newest, so each event
+   * is still stored once, in order (README "Delivery guarantees").
+   */
+  private leaseUnreachable(): void {
+    if (!this.st.writer) return
+    if (this.closing) return this.loseLease('NATS writer lease given up: closing')
+    const now = Date.now()
+    const lease = this.cfg.leaseSeconds * 1000
+    if (now >= this.leaseRenewedAt + lease + LEASE_GRACE_MS) return this.loseLease('NATS writer lease lost (the lease bucket did not answer); stopped writing')
+    this.leaseValidUntil = Math.min(now + lease, this.leaseRenewedAt + lease + LEASE_GRACE_MS)
+  }
+
+  private loseLease(why: string): void {
+    if (!this.st.writer) return
+    this.st.writer = false
+    this.leaseValidUntil = 0
+    this.writer.stop()
+    this.log.warn({ nats: 'follower' }, why)
   }
 
   /** The lease is still ours for long enough to finish a write. */
