@@ -56,7 +56,7 @@ export class Hub implements SubscriberHost {
   /** On a relay: the upstream's stream position, which may be past the newest event stored here. */
   private upstreamPos = 0
   private upstreamWaiting: { position: number; storedThrough: number } | undefined
-  private readonly newestStored = new SharedQuery(async () => (await this.store.bounds()).newest ?? 0)
+  private readonly newestStored = new SharedQuery(async () => (await this.store.newest()) ?? 0)
   /** The newest id this process acknowledged (a POST answered, a relayed event stored). */
   private acked = 0
   /** Where the newest acknowledged position of every process sharing the store is read (null: only this process writes). */

@@ -40,7 +40,7 @@ export default fp(
         // (never stored) may be the newest, and the store's newest id is all there is to wait for.
         const settled = await nats.settledThrough().catch(() => 0)
         if (settled < last) return last
-        return Math.min(last, (await app.store.bounds()).newest ?? 0)
+        return Math.min(last, (await app.store.newest()) ?? 0)
       })
     }
     const acknowledged = (out: { id: number }[]): { id: number }[] => {

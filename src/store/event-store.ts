@@ -84,6 +84,8 @@ export interface EventStore {
   /** Stored events of a stream with id > afterId (and <= opts.upTo, when given), oldest first, at most `limit`. */
   read(filter: StreamFilter, afterId: number, limit: number, opts?: ReadOptions): Promise<StoredEvent[]>
   bounds(): Promise<StoreBounds>
+  /** The newest id stored (null: none), at or past every id an append has answered: the position query of read-your-writes. */
+  newest(): Promise<number | null>
   /**
    * The newest `limit` events of all streams, oldest first, and at most about `maxBytes` of them
    * serialised when given (one read: the hub warms its history with it).

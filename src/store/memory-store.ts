@@ -148,6 +148,10 @@ export class MemoryEventStore implements EventStore {
     return { oldest: this.at(0).meta.id, newest: this.at(this.count - 1).meta.id }
   }
 
+  async newest(): Promise<number | null> {
+    return this.count === 0 ? null : this.at(this.count - 1).meta.id
+  }
+
   async newestEvents(limit: number, maxBytes = Infinity): Promise<StoredEvent[]> {
     let first = this.count
     let bytes = 0

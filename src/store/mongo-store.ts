@@ -7,7 +7,8 @@ import { windowStart, type StreamFilter } from '../stream.js'
 import { DEFAULT_TIMEOUT_MS, DeadlineError, withDeadline } from './deadline.js'
 import { StoreRejectedError, StoreUnavailableError, type EventStore, type ReadOptions, type StoreBounds, type Tail, type TailHandlers } from './event-store.js'
 import { EVENT_PROJECTION, eventBytes, toDoc, toEvent, type EventDoc } from './mongo-doc.js'
-import { AwaitDataTail, HeadPollTail, type HeadDoc, type MongoTailStats } from './mongo-tail.js'
+import { MongoHead, type HeadDoc } from './mongo-head.js'
+import { AwaitDataTail, HeadPollTail, type MongoTailStats } from './mongo-tail.js'
 import { ReadQueue } from './read-queue.js'
 
 export type { MongoTailStats } from './mongo-tail.js'
@@ -83,10 +84,6 @@ interface QueuedAppend {
   reject(err: unknown): void
 }
 
-/** The head document (FerretDB) carries the newest HEAD_RECENT events of at most HEAD_EVENT_MAX_BYTES each. */
-const HEAD_RECENT = 64
-const HEAD_EVENT_MAX_BYTES = 2048
-
 /** Replay reads at once when not configured (see MongoStoreConfig.replayConcurrency). */
 const AUTO_CONCURRENCY = { mongodb: 8, ferretdb: 1 }
 
@@ -115,8 +112,8 @@ export class MongoEventStore implements EventStore {
   /** The replays' own client (own connection pool): tailing, appends and /ready never wait behind them. */
   readonly replayClient: MongoClient
   private replayColl!: Collection<EventDoc>
-  /** FerretDB: one document (`_id: "head"`) holding the newest id appended, for the tail (see HeadPollTail). */
-  private headColl!: Collection<HeadDoc>
+  /** FerretDB: what appends announce, for the tail and the position queries (see MongoHead). */
+  announced: MongoHead | undefined
   /** Replay reads: bounded, shared fairly between clients, cancelled when a client leaves. */
   readonly readQueue: ReadQueue
   /** Deadline of every store call (ms). */
@@ -183,12 +180,16 @@ export class MongoEventStore implements EventStore {
     }
     this.coll = this.db.collection<EventDoc>(collection)
     this.replayColl = this.replayClient.db(database).collection<EventDoc>(collection)
-    this.headColl = this.db.collection(`${collection}_head`)
     // Only the missing ones: FerretDB 1.24 drops the connection on createIndexes of existing indexes.
     const have = new Set((await this.coll.listIndexes().toArray()).map((i) => i.name as string))
     const missing = REPLAY_INDEXES.filter((i) => !have.has(i.name as string))
     if (missing.length > 0) await this.coll.createIndexes(missing)
     await ensureKeyIndex(this.coll, have)
+    if (this.isFerretDb || this.opts.tail === 'poll') {
+      const announced = new MongoHead(this.db.collection<HeadDoc>(`${collection}_head`), this.db.collection<EventDoc>(`${collection}_recent`), this.timeoutMs)
+      await announced.init(await this.edgeId(-1))
+      this.announced = announced
+    }
   }
 
   /**
@@ -307,6 +308,17 @@ export class MongoEventStore implements EventStore {
    * the ones before it are stored, none after) or StoreUnavailableError (what is known stored).
    */
   private async insert(events: NewEvent[], ids: number[] | undefined): Promise<StoredEvent[]> {
+    // Every document this call stores is announced (FerretDB) before the caller is answered, even
+    // when the call fails after storing some: an answered id must be within the position queries.
+    const fresh: EventDoc[] = []
+    try {
+      return await this.insertDocs(events, ids, fresh)
+    } finally {
+      if (this.announced !== undefined && fresh.length > 0) await this.announced.announce(fresh)
+    }
+  }
+
+  private async insertDocs(events: NewEvent[], ids: number[] | undefined, fresh: EventDoc[]): Promise<StoredEvent[]> {
     const at = new Date()
     const token = randomBytes(9).toString('base64url')
     const stored: StoredEvent[] = []
@@ -344,9 +356,11 @@ export class MongoEventStore implements EventStore {
           // No answer about the documents (connection lost, timeout...): ask which of them landed.
           const landed = await this.landed(docs, token)
           for (const d of docs.slice(0, landed ?? 0)) stored.push(toEvent(d))
+          fresh.push(...docs.slice(0, landed ?? 0))
           throw new StoreUnavailableError(stored, landed !== null, err)
         }
         inserted = failed.index
+        fresh.push(...docs.slice(0, inserted))
         const storedSoFar = (): StoredEvent[] => [...stored, ...docs.slice(0, inserted).map(toEvent)]
         const unavailable = (lookup: unknown): never => {
           throw new StoreUnavailableError(storedSoFar(), true, lookup)
@@ -372,8 +386,8 @@ export class MongoEventStore implements EventStore {
         }
       }
       for (const d of docs.slice(0, inserted)) stored.push(toEvent(d))
+      fresh.push(...docs.slice(0, inserted))
       this.lastWritten = inserted > 0 ? { id: docs[inserted - 1]._id, at: Date.now() } : null
-      if (inserted > 0 && this.opts.tail === 'poll') this.raiseHead(docs.slice(0, inserted))
       rest = rest.slice(inserted)
     }
     return stored
@@ -533,9 +547,8 @@ export class MongoEventStore implements EventStore {
   }
 
   tail(afterId: number, handlers: TailHandlers): Tail {
-    // The head-polling tail stays opt-in: on a busy FerretDB its fallback scans (large events, bursts)
-    // fell seconds behind the tailable cursor in the hostile-input suite.
-    const poll = this.opts.tail === 'poll'
+    // FerretDB's tailable cursor reads the whole collection at every poll (see MongoHead).
+    const poll = this.opts.tail === 'poll' || (this.opts.tail === undefined && this.announced !== undefined)
     const topts = { ...this.opts, timeoutMs: this.timeoutMs }
     const t = poll ? new HeadPollTail(this, this.db, this.coll, afterId, handlers, topts) : new AwaitDataTail(this, this.db, this.coll, afterId, handlers, topts)
     this.tails.add(t)
@@ -551,30 +564,10 @@ export class MongoEventStore implements EventStore {
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
+    this.announced?.close()
     await Promise.all([...this.tails].map((t) => t.close()))
     // Forced: a tail's awaitData getMore may still wait out its maxTimeMS on the server.
     await Promise.all([this.client.close(true), this.replayClient.close(true)])
-  }
-
-  /**
-   * Tell the FerretDB tails (this process's and the other instances') that `docs` are stored, and
-   * hand them the small ones (see HeadPollTail). Not awaited: the append is stored whatever happens
-   * here, and a tail that finds the head short reads the collection instead.
-   */
-  private raiseHead(docs: EventDoc[]): void {
-    const small = docs.filter((d) => eventBytes(toEvent(d)) <= HEAD_EVENT_MAX_BYTES)
-    const raise = { $max: { id: docs[docs.length - 1]._id } }
-    const options = { upsert: true, ...this.deadline }
-    void this.headColl
-      .updateOne({ _id: 'head' }, { ...raise, $push: { recent: { $each: small, $slice: -HEAD_RECENT } } }, options)
-      // FerretDB refuses inside an update some documents it stores on their own (NUL, some Unicode,
-      // deep nesting): then the id alone, and the tails read those events from the collection.
-      .catch(() => this.headColl.updateOne({ _id: 'head' }, raise, options))
-      .catch(() => {})
-  }
-
-  async head(): Promise<HeadDoc | null> {
-    return this.headColl.findOne({ _id: 'head' }, this.deadline)
   }
 
   /** For the tail's check that it has not silently lost its place. */
@@ -582,8 +575,9 @@ export class MongoEventStore implements EventStore {
     return this.newestId()
   }
 
+  /** The newest id stored: on FerretDB the head (one document, at or past every acknowledged id), elsewhere the collection's natural edge. */
   private newestId(): Promise<number | null> {
-    return this.edgeId(-1)
+    return this.announced !== undefined ? this.announced.newest() : this.edgeId(-1)
   }
 
   /**

@@ -17,8 +17,8 @@ class ControlledStore extends MemoryEventStore {
   override readonly kind = 'controlled' as 'memory'
   private handlers: TailHandlers | undefined
   private handed = 0
-  override bounds(): Promise<StoreBounds> {
-    const answer = super.bounds()
+  override newest(): Promise<number | null> {
+    const answer = super.newest()
     return new Promise((resolve) => setTimeout(() => resolve(answer), Math.random() * 3))
   }
   override tail(afterId: number, handlers: TailHandlers): Tail {

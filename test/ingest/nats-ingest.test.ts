@@ -56,6 +56,7 @@ function slowFirstWrite(inner: EventStore, delayMs: number): EventStore & { appe
     findByKey: (k) => inner.findByKey(k),
     read: (f, a, l, o) => inner.read(f, a, l, o),
     bounds: () => inner.bounds(),
+    newest: () => inner.newest(),
     newestEvents: (n, b) => inner.newestEvents(n, b),
     evictedThrough: () => inner.evictedThrough(),
     tail: (a, h) => inner.tail(a, h),

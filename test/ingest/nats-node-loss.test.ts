@@ -4,8 +4,7 @@ import { natsClient, natsOverrides } from '../helpers/nats.js'
 import { natsCluster } from '../helpers/nats-cluster.js'
 import { startServer } from '../helpers/server.js'
 import { waitUntil } from '../helpers/wait.js'
-import { leaseBucket } from '../../src/ingest/nats-ingest.js'
-import type { NatsConfig } from '../../src/config.js'
+import { leaseBucket, type NatsConfig } from '../../src/ingest/nats-ingest.js'
 
 const ROUNDS = 3
 /** The default: shorter than the lease bucket's leader election (4-6 s on nats-server 2.9), which the writer must outlast. */
