@@ -48,9 +48,11 @@ const AWAIT_MS = 5000
 const TAIL_BATCH = 10_000
 /** At most this many bytes of documents are handed over from one read (a catch-up goes on with the next). */
 const TAIL_MAX_BYTES = 16 * 1024 * 1024
-/** The polling tail's pause between polls of the head, and its read of the events regardless of the head. */
+/** The polling tail's pause between polls of the head, and its read of the events regardless of the head (see HeadPollTail). */
 const POLL_MS = 20
-const FULL_READ_MS = 30_000
+/** After a second without anything new the polling tail slows to this: an idle instance costs FerretDB less. */
+const IDLE_POLL_MS = 100
+const FULL_READ_MS = 300_000
 
 /**
  * The loop shared by both tails: follow, hand over new events in id order exactly once, and after
@@ -214,21 +216,32 @@ export class AwaitDataTail extends TailLoop {
 /**
  * The tail on FerretDB, whose tailable cursor re-runs its query, a read of the whole collection, on
  * every poll (see MongoHead): an idle instance kept FerretDB busy and delivery slowed as the
- * collection grew. This tail polls the head (one small document) every POLL_MS; when it has moved,
+ * collection grew. This tail polls the head (one small document) every POLL_MS (IDLE_POLL_MS after a
+ * second without anything new); when it has moved,
  * it takes the new events from the recent collection as far as they chain on from the last one
  * handed over (each one's `prev` is the one before), and reads the events collection (a scan) only
  * when they do not reach the head: more new events than the recent collection keeps, or one it
  * missed. It also reads the events collection every FULL_READ_MS, in case an append stored events
- * and died before announcing them.
+ * and its process died before announcing them while nothing was appended after them (any later
+ * append's events would not chain on, and the tail would read them then). Rarely: a read is a scan.
  */
 export class HeadPollTail extends TailLoop {
   private fullReadAt = Date.now()
 
+  private emptyPolls = 0
+
   protected idlePauseMs(): number {
-    return this.opts.pollMs ?? POLL_MS
+    const active = this.opts.pollMs ?? POLL_MS
+    return ++this.emptyPolls * active >= 1000 ? Math.max(active, IDLE_POLL_MS) : active
   }
 
   protected async follow(): Promise<boolean> {
+    const more = await this.poll()
+    if (more) this.emptyPolls = 0
+    return more
+  }
+
+  private async poll(): Promise<boolean> {
     const announced = this.host.announced
     if (announced === undefined) throw new Error('the polling tail needs a store that announces its appends')
     this.host.tailStats.opens++
