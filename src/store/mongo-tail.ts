@@ -262,7 +262,8 @@ export class HeadPollTail extends TailLoop {
     }
     this.fullReadAt = Date.now()
     const catchUp = 6 * timeoutMS
-    const forward = this.coll.find({ _id: { $gt: this.last } }, { sort: { $natural: 1 }, limit: TAIL_BATCH, batchSize: 1000, timeoutMS: catchUp })
+    // No sort: FerretDB reads a capped collection in natural order (id order) and would read and sort all of it for any sort.
+    const forward = this.coll.find({ _id: { $gt: this.last } }, { limit: TAIL_BATCH, batchSize: 1000, timeoutMS: catchUp })
     const docs: EventDoc[] = []
     let bytes = 0
     try {
@@ -280,7 +281,7 @@ export class HeadPollTail extends TailLoop {
     } finally {
       void forward.close().catch(() => {})
     }
-    // Natural order is id order (see MongoEventStore.append); sorted anyway, since hand() drops an id not above the last.
+    // Sorted anyway: hand() drops an id not above the last one handed over.
     return this.hand(docs.sort((a, b) => Number(a._id) - Number(b._id))) > 0
   }
 }
