@@ -81,6 +81,11 @@ export class MongoHead {
     return docs.sort((a, b) => Number(a._id) - Number(b._id))
   }
 
+  /** The events collection holds ids up to `newest` that were never announced (their writer died first). */
+  async repair(newest: number): Promise<void> {
+    await this.raise(newest)
+  }
+
   close(): void {
     this.closed = true
   }

@@ -323,6 +323,8 @@ export class MongoEventStore implements EventStore {
     const token = randomBytes(9).toString('base64url')
     const stored: StoredEvent[] = []
     let rest = events.map((e, i) => ({ e, i, id: ids?.[i] }))
+    /** An id was taken: the newest id is read from the collection itself, not the head (see newestAfterConflict). */
+    let conflicted = false
     for (let attempt = 0; rest.length > 0; attempt++) {
       if (attempt >= INSERT_RETRIES) throw new StoreUnavailableError(stored, true, new Error(`gave up after ${INSERT_RETRIES} id conflicts on ${this.collectionName}`))
       // First try after our own recent write: assume nobody wrote since (reading the newest id is a
@@ -333,7 +335,7 @@ export class MongoEventStore implements EventStore {
       const guess = attempt === 0 && this.lastWritten !== null && Date.now() - this.lastWritten.at < RECENT_WRITE_MS ? this.lastWritten.id : null
       let newest: number
       try {
-        newest = guess ?? (await this.newestId()) ?? 0
+        newest = guess ?? (conflicted ? await this.newestAfterConflict() : await this.newestId()) ?? 0
       } catch (err) {
         throw new StoreUnavailableError(stored, true, err)
       }
@@ -366,6 +368,7 @@ export class MongoEventStore implements EventStore {
           throw new StoreUnavailableError(storedSoFar(), true, lookup)
         }
         const idConflict = failed.code === DUPLICATE_KEY && (await this.isIdConflict(failed.message, docs[inserted]._id).catch(unavailable))
+        if (idConflict) conflicted = true
         if (!idConflict) {
           // Another write holds the event's idempotency key (on any instance: one unique index).
           const held = failed.code === DUPLICATE_KEY ? await this.heldKey(failed.message, docs[inserted]).catch(unavailable) : null
@@ -573,6 +576,18 @@ export class MongoEventStore implements EventStore {
   /** For the tail's check that it has not silently lost its place. */
   newest(): Promise<number | null> {
     return this.newestId()
+  }
+
+  /**
+   * After an id conflict. On FerretDB the head can be behind the collection: a writer that died
+   * between storing and announcing (it answered nobody) left ids the head does not cover, and every
+   * id read from the head would collide again. So the collection's own newest id (a scan there), and
+   * the head is raised to it for the tails and the next appends.
+   */
+  private async newestAfterConflict(): Promise<number | null> {
+    const newest = await this.edgeId(-1)
+    if (this.announced !== undefined && newest !== null) await this.announced.repair(newest)
+    return newest
   }
 
   /** The newest id stored: on FerretDB the head (one document, at or past every acknowledged id), elsewhere the collection's natural edge. */

@@ -51,7 +51,9 @@ t.test('NATS + MongoDB store: a message the store refuses is dead-lettered and a
 
 t.test('NATS writer whose store is down: /ready 503 naming the failure after 3 tries, ready and ingesting again once it is back', async (t) => {
   const fdb = await ownFerretDb()
-  const store = await openMongoStore({ url: fdb.url })
+  // The product's deadline: once one call has found the server gone, the driver waits this long
+  // to select it again, so each of the writer's three tries fails only after it.
+  const store = await openMongoStore({ url: fdb.url, timeoutMs: 5000 })
   const { server, nc } = await natsTestServer(t, {}, { store })
   t.teardown(async () => {
     await server.close()
