@@ -467,7 +467,7 @@ async function runOldResume(p: Phase): Promise<OldResumeResult & { name: string;
     const r = await oldResume(port, { clients: p.sse + p.ws, events, history })
     const loadavg = { before, after: load1() }
     const live = r.resumes.allLiveMs === null ? `${r.resumes.live}/${r.clients} live within ${r.boundSeconds} s` : `all ${r.clients} live in ${r.resumes.allLiveMs} ms`
-    process.stderr.write(`  ${p.name}: ${live}, ${r.resumes.exact} exact; POSTs to the other room during it: ${r.storm.answered}/${r.storm.sent} answered, ${r.storm.delivered} delivered; load avg ${loadavg.before} -> ${loadavg.after}\n`)
+    process.stderr.write(`  ${p.name}: ${live}, ${r.resumes.exact} exact; POSTs to the other room during it: ${r.storm.answered}/${r.storm.sent} answered, ${r.storm.delivered} delivered; after it: ${r.left.answered}/${r.left.sent} answered, ${r.left.delivered} delivered; load avg ${loadavg.before} -> ${loadavg.after}\n`)
     return { name: p.name, ...r, loadavg }
   } finally {
     await stopServer(child, setup)
@@ -476,18 +476,14 @@ async function runOldResume(p: Phase): Promise<OldResumeResult & { name: string;
 
 function oldResumeTable(results: Awaited<ReturnType<typeof runOldResume>>[]): string {
   const ms = (t: Timed): string => [t.p50, t.p99, t.max].map((v) => (v === null ? 'never' : String(Math.round(v)))).join(' / ')
-  const head = ['old-resume', 'clients', 'events', 'history', 'quiet: POST ms p50 / p99 / max', 'quiet: delivery ms p50 / p99 / max', 'quiet: 2xx / delivered / sent', 'storm: POST ms p50 / p99 / max', 'storm: delivery ms p50 / p99 / max', 'storm: 2xx / delivered / sent', 'live', 'all live ms', 'exact', 'events replayed', 'from store', 'store finds', 'load avg']
+  const windows = ['quiet', 'storm', 'left'] as const
+  const head = ['old-resume', 'clients', 'events', 'history', ...windows.flatMap((w) => [`${w}: POST ms p50 / p99 / max`, `${w}: delivery ms p50 / p99 / max`, `${w}: 2xx / delivered / sent`]), 'live', 'all live ms', 'exact', 'events replayed', 'from store', 'store finds', 'load avg']
   const rows = results.map((r) => [
     r.name,
     String(r.clients),
     String(r.events),
     String(r.history),
-    ms(r.quiet.postMs),
-    ms(r.quiet.deliveryMs),
-    `${r.quiet.answered} / ${r.quiet.delivered} / ${r.quiet.sent}`,
-    ms(r.storm.postMs),
-    ms(r.storm.deliveryMs),
-    `${r.storm.answered} / ${r.storm.delivered} / ${r.storm.sent}`,
+    ...windows.flatMap((w) => [ms(r[w].postMs), ms(r[w].deliveryMs), `${r[w].answered} / ${r[w].delivered} / ${r[w].sent}`]),
     `${r.resumes.live}/${r.clients}`,
     r.resumes.allLiveMs === null ? `not all in ${r.boundSeconds} s` : String(r.resumes.allLiveMs),
     `${r.resumes.exact}/${r.clients}`,

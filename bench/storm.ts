@@ -7,7 +7,8 @@
  *   /metrics), and checks that every client received exactly the events after its id, no `reset`.
  * - `oldResume`: every client from the oldest event, behind a small hot history, so that every
  *   resume reads the store; meanwhile POSTs to another room at a fixed rate, each timed to its 2xx
- *   and to its delivery to a follower of that room, against the same measured without the storm.
+ *   and to its delivery to a follower of that room, against the same measured without the storm
+ *   just before, and just after the storm's clients have left.
  */
 import { fork } from 'node:child_process'
 import http from 'node:http'
@@ -80,15 +81,18 @@ async function fill(port: number, n: number, room = ROOM): Promise<number[]> {
   return ids.sort((a, b) => a - b)
 }
 
-/** Counters of the server's /metrics, summed over their labels (fails after 10 s without an answer). */
+/**
+ * Counters of the server's /metrics, summed over their labels. Fails after 30 s without an answer
+ * (the presence gauge reads the MongoDB store: after an old-resume storm FerretDB took over 10 s).
+ */
 async function metrics(port: number): Promise<Map<string, number>> {
   const text = await new Promise<string>((resolve, reject) => {
-    const req = http.get({ host: '127.0.0.1', port, path: '/metrics', agent: false, timeout: 10_000 }, (res) => {
+    const req = http.get({ host: '127.0.0.1', port, path: '/metrics', agent: false, timeout: 30_000 }, (res) => {
       let body = ''
       res.on('data', (d: Buffer) => (body += d.toString()))
       res.on('end', () => resolve(body))
     })
-    req.on('timeout', () => req.destroy(new Error('/metrics: no answer in 10 s')))
+    req.on('timeout', () => req.destroy(new Error('/metrics: no answer in 30 s')))
     req.on('error', reject)
   })
   const out = new Map<string, number>()
@@ -329,6 +333,8 @@ export const OLD_RESUME = {
   rate: 10,
   /** The window without the storm, just before it. */
   quietSeconds: 5,
+  /** The window after the storm's clients have left (all live, or cut off at the bound): their leaving is part of the storm. */
+  leftSeconds: 10,
   /** The storm ends when every client is live, or after this: a client not live by then counts as not live. */
   boundSeconds: 60,
   /** After the POSTs stop, how long their answers and deliveries are waited for; one still missing then counts as never. */
@@ -365,6 +371,8 @@ export interface OldResumeResult {
   quiet: PostFigures
   /** POSTs to the other room while the storm lasted (until every client was live, or the bound). */
   storm: PostFigures
+  /** POSTs to the other room in the window right after the storm's clients left. */
+  left: PostFigures
   resumes: ResumeOutcome
   /** Deltas of the server's counters over the storm (null: not reported, or /metrics did not answer). */
   replaysFromStore: number | null
@@ -376,7 +384,7 @@ export interface OldResumeResult {
 /**
  * Fill one room with `events`, follow another room, time POSTs to it for a quiet window; then
  * `clients` resume from the oldest event at once (in a process of their own) while the POSTs go on
- * at the same rate until every client is live or the bound passes.
+ * at the same rate until every client is live or the bound passes; then for a window after they left.
  */
 export async function oldResume(port: number, { clients, events, history }: { clients: number; events: number; history: number }): Promise<OldResumeResult> {
   const ids = await fill(port, events)
@@ -395,11 +403,14 @@ export async function oldResume(port: number, { clients, events, history }: { cl
   try {
     if (!(await Promise.race([isLive, sleep(30_000).then(() => false)]))) throw new Error(`old-resume: the follower of ${OTHER_ROOM} not live within 30 s (${followerError ?? 'no error'})`)
     const quiet = await timedPosts(port, sleep(OLD_RESUME.quietSeconds * 1000), arrivals)
-    const before = await metrics(port).catch(() => null)
+    // A server that does not answer /metrics (the stalled before) leaves the deltas unknown, said on stderr.
+    const counters = (when: string): Promise<Map<string, number> | null> => metrics(port).catch((err: Error) => (process.stderr.write(`  old-resume, ${when} the storm: ${err.message}\n`), null))
+    const before = await counters('before')
     const plan = Array.from({ length: clients }, (_, i) => ({ transport: (i % 2 === 0 ? 'sse' : 'ws') as Transport, at: 0 }))
     const { outcome } = await resumeApart({ port, room: ROOM, ids, plan, timeoutMs: OLD_RESUME.boundSeconds * 1000 })
-    const [resumes, storm] = await Promise.all([outcome, timedPosts(port, outcome, arrivals)])
-    const after = await metrics(port).catch(() => null)
+    // The next window's POSTs start as the clients leave, while the storm's last answers are still awaited.
+    const [resumes, storm, left] = await Promise.all([outcome, timedPosts(port, outcome, arrivals), outcome.then(() => timedPosts(port, sleep(OLD_RESUME.leftSeconds * 1000), arrivals))])
+    const after = await counters('after')
     const delta = (name: string): number | null => (before?.has(name) === true && after?.has(name) === true ? (after.get(name) ?? 0) - (before.get(name) ?? 0) : null)
     return {
       clients,
@@ -409,6 +420,7 @@ export async function oldResume(port: number, { clients, events, history }: { cl
       boundSeconds: OLD_RESUME.boundSeconds,
       quiet,
       storm,
+      left,
       resumes,
       replaysFromStore: delta('tailcast_replays_from_store_total'),
       storeFinds: delta('tailcast_store_commands_total{command="find"}'),
