@@ -393,15 +393,8 @@ export async function oldResume(port: number, { clients, events, history }: { cl
     if (((await metrics(port)).get('tailcast_events_ingested_total') ?? Infinity) >= events) break
   }
   const arrivals = new Map<number, number>()
-  let followerError: string | null = null
-  let live = (): void => {}
-  const isLive = new Promise<boolean>((r) => (live = () => r(true)))
-  const follower = openStream(port, 'sse', OTHER_ROOM, null, (id, kind) => {
-    if (kind === 'live') live()
-    else if (kind === 'event') arrivals.set(id, performance.now())
-  }, (error) => (followerError = error))
+  const follower = await follow(port, OTHER_ROOM, arrivals)
   try {
-    if (!(await Promise.race([isLive, sleep(30_000).then(() => false)]))) throw new Error(`old-resume: the follower of ${OTHER_ROOM} not live within 30 s (${followerError ?? 'no error'})`)
     const quiet = await timedPosts(port, sleep(OLD_RESUME.quietSeconds * 1000), arrivals)
     // A server that does not answer /metrics (the stalled before) leaves the deltas unknown, said on stderr.
     const counters = (when: string): Promise<Map<string, number> | null> => metrics(port).catch((err: Error) => (process.stderr.write(`  old-resume, ${when} the storm: ${err.message}\n`), null))
@@ -424,10 +417,40 @@ export async function oldResume(port: number, { clients, events, history }: { cl
       resumes,
       replaysFromStore: delta('tailcast_replays_from_store_total'),
       storeFinds: delta('tailcast_store_commands_total{command="find"}'),
-      followerError,
+      followerError: follower.error(),
     }
   } finally {
     follower.close()
+  }
+}
+
+/**
+ * A follower of `room` that records each event's receive time in `arrivals`; resolves once it is
+ * live. Its opening reads the store (no resume id, and the history no longer holds the whole
+ * stream): on a busy FerretDB that read can miss the store deadline and end the stream, so it
+ * reconnects, as a client does, up to 3 times, 30 s each.
+ */
+async function follow(port: number, room: string, arrivals: Map<number, number>): Promise<{ close(): void; error(): string | null }> {
+  let error: string | null = null
+  for (let attempt = 1; ; attempt++) {
+    let stream!: { close(): void }
+    const live = await new Promise<boolean>((resolve) => {
+      stream = openStream(port, 'sse', room, null, (id, kind) => {
+        if (kind === 'live') resolve(true)
+        else if (kind === 'event') arrivals.set(id, performance.now())
+      }, (e) => {
+        error = e
+        resolve(false)
+      })
+      setTimeout(() => resolve(false), 30_000).unref()
+    })
+    if (live) {
+      error = null // from here on: how this stream ended, if it did
+      return { close: () => stream.close(), error: () => error }
+    }
+    stream.close()
+    process.stderr.write(`  old-resume: the follower of ${room} not live (${error ?? 'no live in 30 s'}), try ${attempt} of 3\n`)
+    if (attempt === 3) throw new Error(`old-resume: the follower of ${room} not live in 3 tries`)
   }
 }
 
