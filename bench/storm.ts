@@ -393,7 +393,7 @@ export async function oldResume(port: number, { clients, events, history }: { cl
     if (((await metrics(port)).get('tailcast_events_ingested_total') ?? Infinity) >= events) break
   }
   const arrivals = new Map<number, number>()
-  const follower = await follow(port, OTHER_ROOM, arrivals)
+  const follower = await follow(port, OTHER_ROOM, ids[ids.length - 1], arrivals)
   try {
     const quiet = await timedPosts(port, sleep(OLD_RESUME.quietSeconds * 1000), arrivals)
     // A server that does not answer /metrics (the stalled before) leaves the deltas unknown, said on stderr.
@@ -426,16 +426,17 @@ export async function oldResume(port: number, { clients, events, history }: { cl
 
 /**
  * A follower of `room` that records each event's receive time in `arrivals`; resolves once it is
- * live. Its opening reads the store (no resume id, and the history no longer holds the whole
- * stream): on a busy FerretDB that read can miss the store deadline and end the stream, so it
- * reconnects, as a client does, up to 3 times, 30 s each.
+ * live. It resumes after `newest`, an event the hot history holds, so that its opening reads
+ * nothing from the store (opened without an id, it read the whole collection, which on FerretDB at
+ * a load average of 10 missed the 5 s store deadline two times in three); should it fail anyway,
+ * it reconnects, as a client does, up to 3 times, 30 s each.
  */
-async function follow(port: number, room: string, arrivals: Map<number, number>): Promise<{ close(): void; error(): string | null }> {
+async function follow(port: number, room: string, newest: number, arrivals: Map<number, number>): Promise<{ close(): void; error(): string | null }> {
   let error: string | null = null
   for (let attempt = 1; ; attempt++) {
     let stream!: { close(): void }
     const live = await new Promise<boolean>((resolve) => {
-      stream = openStream(port, 'sse', room, null, (id, kind) => {
+      stream = openStream(port, 'sse', room, newest, (id, kind) => {
         if (kind === 'live') resolve(true)
         else if (kind === 'event') arrivals.set(id, performance.now())
       }, (e) => {
