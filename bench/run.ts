@@ -2,6 +2,7 @@
  * npm run bench [-- --quick] [-- --phases idle,load,multi,storm] [-- --clients 1000,10000] [-- --rate 50]
  *                [-- --store mongodb] [-- --nats] [-- --workers N] [-- --cpu-prof] [-- --filter TEXT]
  *                [-- --storm-clients 1000,10000] [-- --storm-events 10000] [-- --storm-window 1000]
+ *                [-- --phases old-resume] [-- --old-resume-clients 500] [-- --old-resume-events 5000] [-- --old-resume-history 1000]
  *                [-- --server-dist DIR] [-- --phases h2]
  *
  * For each phase: start the server (tailcast from dist/, on the embedded store unless --store
@@ -24,7 +25,7 @@ import { MongoClient } from 'mongodb'
 import { connect as natsConnect } from 'nats'
 import { Histogram } from './histogram.js'
 import { formatSelfTimes } from './profile.js'
-import { SEAM_TRIES, storm, type StormResult } from './storm.js'
+import { OLD_RESUME, SEAM_TRIES, oldResume, storm, type OldResumeResult, type StormResult, type Timed } from './storm.js'
 
 const here = dirname(fileURLToPath(import.meta.url))
 const repo = resolve(here, '..') // dist-bench -> repo root
@@ -59,6 +60,8 @@ interface Phase extends Setup {
   tls?: 'https1' | 'h2'
   /** A resume storm (bench/storm.ts) instead of a load phase: events in the stream, resumes among the newest `window`. */
   storm?: { events: number; window: number }
+  /** An old-resume storm (bench/storm.ts) instead of a load phase: events in the stream, the hot history's events, every resume from the oldest. */
+  oldResume?: { events: number; history: number }
 }
 
 interface PhaseResult extends Phase {
@@ -94,6 +97,7 @@ function args(): {
   filter: string | undefined
   setup: Setup
   storm: { clients: number[]; events: number; window: number }
+  oldResume: { clients: number[]; events: number; history: number }
 } {
   const a = process.argv.slice(2)
   const get = (name: string): string | undefined => {
@@ -121,6 +125,11 @@ function args(): {
       clients: list(get('--storm-clients')) ?? (quick ? [1000] : [1000, 10000]),
       events: Number(get('--storm-events') ?? 10_000),
       window: Number(get('--storm-window') ?? 1000),
+    },
+    oldResume: {
+      clients: list(get('--old-resume-clients')) ?? [OLD_RESUME.clients],
+      events: Number(get('--old-resume-events') ?? OLD_RESUME.events),
+      history: Number(get('--old-resume-history') ?? OLD_RESUME.history),
     },
   }
 }
@@ -233,6 +242,10 @@ function setupEnv(p: Phase): Record<string, string> {
   const env: Record<string, string> = { TAILCAST_STORE: p.store, TAILCAST_WORKERS: String(p.workers) }
   // The storm table counts the store's finds (tailcast_store_commands_total).
   if (p.storm !== undefined) Object.assign(env, { TAILCAST_STORE_CAPACITY: String(2 * p.storm.events), TAILCAST_MONGODB_MONITOR_COMMANDS: 'true' })
+  // Resumes from the oldest event must read the store: a hot history far shorter than the room.
+  if (p.oldResume !== undefined) {
+    Object.assign(env, { TAILCAST_STORE_CAPACITY: String(2 * p.oldResume.events), TAILCAST_HISTORY_MAX_EVENTS: String(p.oldResume.history), TAILCAST_MONGODB_MONITOR_COMMANDS: 'true' })
+  }
   const tag = `bench_${process.pid}_${setupSeq++}`
   if (p.store === 'mongodb') {
     env.TAILCAST_MONGODB_DATABASE = 'tailcast_bench'
@@ -419,7 +432,14 @@ async function runPhase(p: Phase, profDir: string | null): Promise<PhaseResult> 
 
 async function stopServer(child: ChildProcess, setup: Record<string, string>): Promise<void> {
   child.kill('SIGTERM')
-  await new Promise((r) => (child.exitCode !== null ? r(null) : child.once('exit', r)))
+  // Past its own shutdown timeout (20 s by default) a server that has not exited is killed: a
+  // stalled one (the old-resume phase's before) must not hold the bench.
+  const exited = new Promise((r) => (child.exitCode !== null ? r(null) : child.once('exit', r)))
+  if ((await Promise.race([exited.then(() => true), sleep(30_000).then(() => false)])) === false) {
+    process.stderr.write(`  server ${child.pid} still running 30 s after SIGTERM: SIGKILL\n`)
+    child.kill('SIGKILL')
+    await exited
+  }
   await removeSetup(setup)
 }
 
@@ -433,6 +453,46 @@ async function runStorm(p: Phase): Promise<StormResult & { name: string }> {
   } finally {
     await stopServer(child, setup)
   }
+}
+
+/** The machine's 1-minute load average (other work on the two cores shows in every figure). */
+const load1 = (): number => round(os.loadavg()[0], 2)
+
+async function runOldResume(p: Phase): Promise<OldResumeResult & { name: string; loadavg: { before: number; after: number } }> {
+  const { child, port, setup } = startServer(p, null)
+  try {
+    await waitHealthy(port, child)
+    const before = load1()
+    const { events, history } = p.oldResume ?? { events: OLD_RESUME.events, history: OLD_RESUME.history }
+    const r = await oldResume(port, { clients: p.sse + p.ws, events, history })
+    const loadavg = { before, after: load1() }
+    const live = r.resumes.allLiveMs === null ? `${r.resumes.live}/${r.clients} live within ${r.boundSeconds} s` : `all ${r.clients} live in ${r.resumes.allLiveMs} ms`
+    process.stderr.write(`  ${p.name}: ${live}, ${r.resumes.exact} exact; POSTs to the other room during it: ${r.storm.answered}/${r.storm.sent} answered, ${r.storm.delivered} delivered; after it: ${r.left.answered}/${r.left.sent} answered, ${r.left.delivered} delivered; load avg ${loadavg.before} -> ${loadavg.after}\n`)
+    return { name: p.name, ...r, loadavg }
+  } finally {
+    await stopServer(child, setup)
+  }
+}
+
+function oldResumeTable(results: Awaited<ReturnType<typeof runOldResume>>[]): string {
+  const ms = (t: Timed): string => [t.p50, t.p99, t.max].map((v) => (v === null ? 'never' : String(Math.round(v)))).join(' / ')
+  const windows = ['quiet', 'storm', 'left'] as const
+  const head = ['old-resume', 'clients', 'events', 'history', ...windows.flatMap((w) => [`${w}: POST ms p50 / p99 / max`, `${w}: delivery ms p50 / p99 / max`, `${w}: 2xx / delivered / sent`]), 'live', 'all live ms', 'exact', 'events replayed', 'from store', 'store finds', 'load avg']
+  const rows = results.map((r) => [
+    r.name,
+    String(r.clients),
+    String(r.events),
+    String(r.history),
+    ...windows.flatMap((w) => [ms(r[w].postMs), ms(r[w].deliveryMs), `${r[w].answered} / ${r[w].delivered} / ${r[w].sent}`]),
+    `${r.resumes.live}/${r.clients}`,
+    r.resumes.allLiveMs === null ? `not all in ${r.boundSeconds} s` : String(r.resumes.allLiveMs),
+    `${r.resumes.exact}/${r.clients}`,
+    String(r.resumes.replayed),
+    String(r.replaysFromStore ?? 'n/a'),
+    String(r.storeFinds ?? 'n/a'),
+    `${r.loadavg.before} -> ${r.loadavg.after}`,
+  ])
+  return markdownTable(head, rows)
 }
 
 function stormTable(results: (StormResult & { name: string })[]): string {
@@ -547,6 +607,14 @@ function plan(o: ReturnType<typeof args>): Phase[] {
       }
     }
   }
+  if (o.phases.includes('old-resume')) {
+    for (const n of o.oldResume.clients) {
+      for (const store of ['memory', 'mongodb'] as const) {
+        const s: Setup = { store, nats: false, workers: 1 }
+        phases.push({ name: `old-resume ${n} tailcast${setupLabel(s)}`, target: 'tailcast', ...s, sse: Math.ceil(n / 2), ws: Math.floor(n / 2), rate: OLD_RESUME.rate, seconds: 0, oldResume: { events: o.oldResume.events, history: o.oldResume.history } })
+      }
+    }
+  }
   return o.filter === undefined ? phases : phases.filter((p) => p.name.includes(o.filter as string))
 }
 
@@ -604,11 +672,17 @@ async function main(): Promise<void> {
   }
   const results: PhaseResult[] = []
   const storms: (StormResult & { name: string })[] = []
+  const oldResumes: Awaited<ReturnType<typeof runOldResume>>[] = []
   const profiles: string[] = []
   for (const p of phases) {
     if (p.storm !== undefined) {
       process.stderr.write(`phase ${p.name}: ${p.storm.events} events, ${p.sse} SSE + ${p.ws} WS resume at once among the newest ${p.storm.window}\n`)
       storms.push(await runStorm(p))
+      continue
+    }
+    if (p.oldResume !== undefined) {
+      process.stderr.write(`phase ${p.name}: ${p.oldResume.events} events behind a history of ${p.oldResume.history}, ${p.sse} SSE + ${p.ws} WS resume at once from the oldest; ${OLD_RESUME.rate} POSTs/s to another room\n`)
+      oldResumes.push(await runOldResume(p))
       continue
     }
     process.stderr.write(`phase ${p.name}: ${p.sse} SSE + ${p.ws} WS, ${p.rate} events/s for ${p.seconds} s\n`)
@@ -631,6 +705,7 @@ async function main(): Promise<void> {
   }
   if (results.length > 0) console.log(table(results))
   if (storms.length > 0) console.log(stormTable(storms))
+  if (oldResumes.length > 0) console.log(oldResumeTable(oldResumes))
   for (const p of profiles) console.log(p)
   for (const r of ratios) {
     console.log(`ratio tailcast/${r.against}, ${r.phase} at ${r.clients} SSE clients: deliveries/s ${r.deliveriesPerSec}, p99 ${r.p99}`)
@@ -638,7 +713,7 @@ async function main(): Promise<void> {
   const dir = join(repo, 'bench', 'results')
   mkdirSync(dir, { recursive: true })
   const file = join(dir, `${stamp}-${o.quick ? 'quick' : 'full'}.json`)
-  writeFileSync(file, JSON.stringify({ date: new Date().toISOString(), command: `npm run bench -- ${process.argv.slice(2).join(' ')}`.trim(), machine, server: SERVER_DIST, loadavgAfter: os.loadavg().map((n) => round(n, 2)), results, storms, ratios }, null, 2) + '\n')
+  writeFileSync(file, JSON.stringify({ date: new Date().toISOString(), command: `npm run bench -- ${process.argv.slice(2).join(' ')}`.trim(), machine, server: SERVER_DIST, loadavgAfter: os.loadavg().map((n) => round(n, 2)), results, storms, oldResumes, ratios }, null, 2) + '\n')
   console.log(`results: ${file}`)
 }
 
