@@ -125,11 +125,13 @@ export class MongoEventStore implements EventStore {
   private readonly appendQueue: QueuedAppend[] = []
   private appending = false
   /**
-   * Replays read in id order. MongoDB walks the {field, _id} indexes for that; FerretDB sorts only
-   * by natural order in its database and would read and sort the whole collection for each page,
-   * so there the natural order (which equals id order, see append) is used.
+   * Replays read in id order. MongoDB walks the {field, _id} indexes for that. FerretDB v1.24 reads
+   * the whole collection and sorts it in memory for any sort, `$natural` included; a capped
+   * collection read without a sort it hands to SQLite in natural order (its record id) and streams,
+   * stopping where the page stops. So there no sort (natural order equals id order, see append):
+   * a page then costs the documents up to it, not a read and sort of the whole collection.
    */
-  private replaySort: Sort = { _id: 1 }
+  private replaySort: Sort | undefined = { _id: 1 }
 
   constructor(readonly config: MongoStoreConfig, private readonly opts: MongoStoreOptions = {}) {
     const monitorCommands = config.monitorCommands === true
@@ -159,7 +161,7 @@ export class MongoEventStore implements EventStore {
     this.db = this.client.db(database)
     const build = (await this.db.admin().command({ buildInfo: 1 })) as { ferretdbVersion?: unknown }
     this.isFerretDb = build.ferretdbVersion !== undefined
-    this.replaySort = this.isFerretDb ? { $natural: 1 } : { _id: 1 }
+    this.replaySort = this.isFerretDb ? undefined : { _id: 1 }
     if (this.isFerretDb && !(this.config.replayConcurrency !== undefined && this.config.replayConcurrency > 0)) this.readQueue.concurrency = AUTO_CONCURRENCY.ferretdb
     const [info] = await this.db.listCollections({ name: collection }).toArray()
     if (info === undefined) {
@@ -517,7 +519,8 @@ export class MongoEventStore implements EventStore {
    */
   read(filter: StreamFilter, afterId: number, limit: number, opts: ReadOptions = {}): Promise<StoredEvent[]> {
     const { upTo, maxBytes = Number.POSITIVE_INFINITY, signal } = opts
-    if (limit <= 0) return Promise.resolve([])
+    // An empty range holds nothing: no query (on FerretDB it would still scan the collection).
+    if (limit <= 0 || (upTo !== undefined && upTo <= afterId)) return Promise.resolve([])
     const q: Filter<EventDoc> = { _id: upTo === undefined ? { $gt: afterId } : { $gt: afterId, $lte: upTo } }
     switch (filter.kind) {
       case 'competitions':
@@ -532,13 +535,13 @@ export class MongoEventStore implements EventStore {
         break
     }
     return this.readQueue.run((ms) => {
-      const cursor = this.replayColl.find(q, { projection: EVENT_PROJECTION, sort: this.replaySort, limit, batchSize: Math.min(limit, REPLAY_BATCH), timeoutMS: ms })
+      const cursor = this.replayColl.find(q, { projection: EVENT_PROJECTION, ...(this.replaySort === undefined ? {} : { sort: this.replaySort }), limit, batchSize: Math.min(limit, REPLAY_BATCH), timeoutMS: ms })
       return this.readPage(cursor, maxBytes, 'replay read', ms)
     }, signal)
   }
 
   async evictedThrough(): Promise<number> {
-    const [d] = await this.coll.find({}, { projection: { _id: 1, prev: 1 }, ...this.deadline }).sort({ $natural: 1 }).limit(1).toArray()
+    const [d] = await this.oldestFirst(this.coll.find({}, { projection: { _id: 1, prev: 1 }, ...this.deadline })).limit(1).toArray()
     if (d === undefined) return 0
     return typeof d.prev === 'number' ? d.prev : Number(d._id) - 1
   }
@@ -597,12 +600,19 @@ export class MongoEventStore implements EventStore {
 
   /**
    * The oldest or newest id. Insertion order is id order (see append), so the collection's natural
-   * order answers it: a capped collection's cheapest read on MongoDB, and the one sort FerretDB
-   * hands down to SQLite (a sort on _id makes it read and sort the whole collection).
+   * order answers it: a capped collection's cheapest read on MongoDB. On FerretDB the oldest is the
+   * first document of a read without a sort (see replaySort: one document, not a read and sort of
+   * the whole collection); the newest still costs that, `$natural: -1` being a sort there too.
    */
   private async edgeId(dir: 1 | -1): Promise<number | null> {
-    const [d] = await this.coll.find({}, { projection: { _id: 1 }, ...this.deadline }).sort({ $natural: dir }).limit(1).toArray()
+    const find = this.coll.find({}, { projection: { _id: 1 }, ...this.deadline })
+    const [d] = await (dir === 1 ? this.oldestFirst(find) : find.sort({ $natural: -1 })).limit(1).toArray()
     return d === undefined ? null : Number(d._id)
+  }
+
+  /** A read of the collection oldest first: natural order, which FerretDB gives a read without a sort (see replaySort). */
+  private oldestFirst<T>(cursor: FindCursor<T>): FindCursor<T> {
+    return this.isFerretDb ? cursor : cursor.sort({ $natural: 1 })
   }
 }
 
