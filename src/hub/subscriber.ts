@@ -132,6 +132,8 @@ export class Subscriber {
         const upTo = floor ?? (reach ??= Math.max(await target, this.host.position))
         if (this.closed) return
         const page = await this.readPage(cursor, upTo)
+        // Gone: the empty page says nothing, and 500 clients leaving at once must not each ask the store more.
+        if (this.closed) return
         // Events after the cursor dropped before that read would be skipped without a word: check.
         if (!full && (await this.store.evictedThrough()) > cursor) {
           if (this.closed) return
