@@ -258,8 +258,8 @@ export class NatsIngest {
 
   /**
    * Run the JetStream set-up again while JetStream cannot answer yet: a cluster that is still
-   * electing its meta or stream leaders (nodes starting, one lost, a busy host) times out or is
-   * "temporarily unavailable" for a few seconds, and an instance starting then should wait, not exit. Bounded
+   * electing its meta or stream leaders (nodes starting, one lost, a busy host) times out, is
+   * "temporarily unavailable" or has too few peers for the replicas for a few seconds, and an instance starting then should wait, not exit. Bounded
    * well inside Fastify's plugin timeout; any other error (permissions, a conflicting stream) at once.
    */
   private async untilJetStreamAnswers(setUp: () => Promise<void>): Promise<void> {
@@ -269,7 +269,8 @@ export class NatsIngest {
         return await setUp()
       } catch (err) {
         const e = err as { code?: string; message?: string }
-        const notYet = e.code === 'TIMEOUT' || /timeout|temporarily unavailable|leader/i.test(`${e.code ?? ''} ${e.message ?? ''}`)
+        // "no suitable peers for placement": the cluster's nodes have not all joined its JetStream yet.
+        const notYet = e.code === 'TIMEOUT' || /timeout|temporarily unavailable|leader|no suitable peers/i.test(`${e.code ?? ''} ${e.message ?? ''}`)
         if (e.code === '503') throw new Error('NATS (nats.url) has no JetStream: nothing answered its API (503 no responders); start nats-server with JetStream (-js)')
         if (!notYet || Date.now() + wait > deadline) throw err
         this.log.warn({ err: e.message, retryInMs: wait }, 'JetStream is not answering yet (a cluster electing its leaders?); retrying the set-up')
