@@ -1,10 +1,10 @@
 import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { MongoEventStore, type MongoStoreConfig, type MongoStoreOptions } from '../../src/store/mongo-store.js'
 import { freePort } from './server.js'
-import { waitForPort } from './wait.js'
+import { waitForPort, waitUntil } from './wait.js'
 
 const HOW = 'run the tests through `npm test` (scripts/test-services.sh) or set MONGODB_URL'
 
@@ -52,7 +52,7 @@ export interface OwnFerretDb {
   /** Stop and remove the data dir. */
   destroy(): Promise<void>
   /** SIGSTOP: the process keeps its sockets open and answers nothing (a frozen store, or a partition). */
-  freeze(): void
+  freeze(): Promise<void>
   /** SIGCONT after freeze(). */
   thaw(): void
 }
@@ -100,9 +100,12 @@ export async function ownFerretDb(): Promise<OwnFerretDb> {
       p.kill(hard ? 'SIGKILL' : 'SIGTERM')
       await gone
     },
-    freeze() {
+    async freeze() {
       if (child === undefined) throw new Error('FerretDB is not running')
       child.kill('SIGSTOP')
+      // Stopped only once the kernel says so: a busy machine can let it answer a request or two first.
+      const stat = `/proc/${child.pid}/stat`
+      await waitUntil(() => (/^\d+ \(.*\) [tT] /.test(readFileSync(stat, 'utf8')) ? true : undefined), 5000, 'FerretDB to be stopped', 5)
     },
     thaw() {
       child?.kill('SIGCONT')

@@ -29,7 +29,7 @@ t.test('a frozen store (FerretDB SIGSTOPped): POST, /ready and a replay answer w
   t.teardown(() => follower.close())
   await follower.waitFor((es) => isLive(es) && dataEvents(es).length === 20, 20_000, 'all 20 then live')
 
-  fdb.freeze()
+  await fdb.freeze()
   const timed = async <T>(p: Promise<T>): Promise<{ ms: number; v: T }> => {
     const started = Date.now()
     const v = await p
