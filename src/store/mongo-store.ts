@@ -7,7 +7,8 @@ import { windowStart, type StreamFilter } from '../stream.js'
 import { DEFAULT_TIMEOUT_MS, DeadlineError, withDeadline } from './deadline.js'
 import { StoreRejectedError, StoreUnavailableError, type EventStore, type ReadOptions, type StoreBounds, type Tail, type TailHandlers } from './event-store.js'
 import { EVENT_PROJECTION, eventBytes, toDoc, toEvent, type EventDoc } from './mongo-doc.js'
-import { AwaitDataTail, HeadPollTail, type HeadDoc, type MongoTailStats } from './mongo-tail.js'
+import { MongoHead, type HeadDoc } from './mongo-head.js'
+import { AwaitDataTail, HeadPollTail, type MongoTailStats } from './mongo-tail.js'
 import { ReadQueue } from './read-queue.js'
 
 export type { MongoTailStats } from './mongo-tail.js'
@@ -83,10 +84,6 @@ interface QueuedAppend {
   reject(err: unknown): void
 }
 
-/** The head document (FerretDB) carries the newest HEAD_RECENT events of at most HEAD_EVENT_MAX_BYTES each. */
-const HEAD_RECENT = 64
-const HEAD_EVENT_MAX_BYTES = 2048
-
 /** Replay reads at once when not configured (see MongoStoreConfig.replayConcurrency). */
 const AUTO_CONCURRENCY = { mongodb: 8, ferretdb: 1 }
 
@@ -115,8 +112,8 @@ export class MongoEventStore implements EventStore {
   /** The replays' own client (own connection pool): tailing, appends and /ready never wait behind them. */
   readonly replayClient: MongoClient
   private replayColl!: Collection<EventDoc>
-  /** FerretDB: one document (`_id: "head"`) holding the newest id appended, for the tail (see HeadPollTail). */
-  private headColl!: Collection<HeadDoc>
+  /** FerretDB: what appends announce, for the tail and the position queries (see MongoHead). */
+  announced: MongoHead | undefined
   /** Replay reads: bounded, shared fairly between clients, cancelled when a client leaves. */
   readonly readQueue: ReadQueue
   /** Deadline of every store call (ms). */
@@ -128,11 +125,13 @@ export class MongoEventStore implements EventStore {
   private readonly appendQueue: QueuedAppend[] = []
   private appending = false
   /**
-   * Replays read in id order. MongoDB walks the {field, _id} indexes for that; FerretDB sorts only
-   * by natural order in its database and would read and sort the whole collection for each page,
-   * so there the natural order (which equals id order, see append) is used.
+   * Replays read in id order. MongoDB walks the {field, _id} indexes for that. FerretDB v1.24 reads
+   * the whole collection and sorts it in memory for any sort, `$natural` included; a capped
+   * collection read without a sort it hands to SQLite in natural order (its record id) and streams,
+   * stopping where the page stops. So there no sort (natural order equals id order, see append):
+   * a page then costs the documents up to it, not a read and sort of the whole collection.
    */
-  private replaySort: Sort = { _id: 1 }
+  private replaySort: Sort | undefined = { _id: 1 }
 
   constructor(readonly config: MongoStoreConfig, private readonly opts: MongoStoreOptions = {}) {
     const monitorCommands = config.monitorCommands === true
@@ -162,7 +161,7 @@ export class MongoEventStore implements EventStore {
     this.db = this.client.db(database)
     const build = (await this.db.admin().command({ buildInfo: 1 })) as { ferretdbVersion?: unknown }
     this.isFerretDb = build.ferretdbVersion !== undefined
-    this.replaySort = this.isFerretDb ? { $natural: 1 } : { _id: 1 }
+    this.replaySort = this.isFerretDb ? undefined : { _id: 1 }
     if (this.isFerretDb && !(this.config.replayConcurrency !== undefined && this.config.replayConcurrency > 0)) this.readQueue.concurrency = AUTO_CONCURRENCY.ferretdb
     const [info] = await this.db.listCollections({ name: collection }).toArray()
     if (info === undefined) {
@@ -183,12 +182,16 @@ export class MongoEventStore implements EventStore {
     }
     this.coll = this.db.collection<EventDoc>(collection)
     this.replayColl = this.replayClient.db(database).collection<EventDoc>(collection)
-    this.headColl = this.db.collection(`${collection}_head`)
     // Only the missing ones: FerretDB 1.24 drops the connection on createIndexes of existing indexes.
     const have = new Set((await this.coll.listIndexes().toArray()).map((i) => i.name as string))
     const missing = REPLAY_INDEXES.filter((i) => !have.has(i.name as string))
     if (missing.length > 0) await this.coll.createIndexes(missing)
     await ensureKeyIndex(this.coll, have)
+    if (this.isFerretDb || this.opts.tail === 'poll') {
+      const announced = new MongoHead(this.db.collection<HeadDoc>(`${collection}_head`), this.db.collection<EventDoc>(`${collection}_recent`), this.timeoutMs)
+      await announced.init(await this.edgeId(-1))
+      this.announced = announced
+    }
   }
 
   /**
@@ -307,10 +310,23 @@ export class MongoEventStore implements EventStore {
    * the ones before it are stored, none after) or StoreUnavailableError (what is known stored).
    */
   private async insert(events: NewEvent[], ids: number[] | undefined): Promise<StoredEvent[]> {
+    // Every document this call stores is announced (FerretDB) before the caller is answered, even
+    // when the call fails after storing some: an answered id must be within the position queries.
+    const fresh: EventDoc[] = []
+    try {
+      return await this.insertDocs(events, ids, fresh)
+    } finally {
+      if (this.announced !== undefined && fresh.length > 0) await this.announced.announce(fresh)
+    }
+  }
+
+  private async insertDocs(events: NewEvent[], ids: number[] | undefined, fresh: EventDoc[]): Promise<StoredEvent[]> {
     const at = new Date()
     const token = randomBytes(9).toString('base64url')
     const stored: StoredEvent[] = []
     let rest = events.map((e, i) => ({ e, i, id: ids?.[i] }))
+    /** An id was taken: the newest id is read from the collection itself, not the head (see newestAfterConflict). */
+    let conflicted = false
     for (let attempt = 0; rest.length > 0; attempt++) {
       if (attempt >= INSERT_RETRIES) throw new StoreUnavailableError(stored, true, new Error(`gave up after ${INSERT_RETRIES} id conflicts on ${this.collectionName}`))
       // First try after our own recent write: assume nobody wrote since (reading the newest id is a
@@ -321,7 +337,7 @@ export class MongoEventStore implements EventStore {
       const guess = attempt === 0 && this.lastWritten !== null && Date.now() - this.lastWritten.at < RECENT_WRITE_MS ? this.lastWritten.id : null
       let newest: number
       try {
-        newest = guess ?? (await this.newestId()) ?? 0
+        newest = guess ?? (conflicted ? await this.newestAfterConflict() : await this.newestId()) ?? 0
       } catch (err) {
         throw new StoreUnavailableError(stored, true, err)
       }
@@ -344,14 +360,17 @@ export class MongoEventStore implements EventStore {
           // No answer about the documents (connection lost, timeout...): ask which of them landed.
           const landed = await this.landed(docs, token)
           for (const d of docs.slice(0, landed ?? 0)) stored.push(toEvent(d))
+          fresh.push(...docs.slice(0, landed ?? 0))
           throw new StoreUnavailableError(stored, landed !== null, err)
         }
         inserted = failed.index
+        fresh.push(...docs.slice(0, inserted))
         const storedSoFar = (): StoredEvent[] => [...stored, ...docs.slice(0, inserted).map(toEvent)]
         const unavailable = (lookup: unknown): never => {
           throw new StoreUnavailableError(storedSoFar(), true, lookup)
         }
         const idConflict = failed.code === DUPLICATE_KEY && (await this.isIdConflict(failed.message, docs[inserted]._id).catch(unavailable))
+        if (idConflict) conflicted = true
         if (!idConflict) {
           // Another write holds the event's idempotency key (on any instance: one unique index).
           const held = failed.code === DUPLICATE_KEY ? await this.heldKey(failed.message, docs[inserted]).catch(unavailable) : null
@@ -372,8 +391,8 @@ export class MongoEventStore implements EventStore {
         }
       }
       for (const d of docs.slice(0, inserted)) stored.push(toEvent(d))
+      fresh.push(...docs.slice(0, inserted))
       this.lastWritten = inserted > 0 ? { id: docs[inserted - 1]._id, at: Date.now() } : null
-      if (inserted > 0 && this.opts.tail === 'poll') this.raiseHead(docs.slice(0, inserted))
       rest = rest.slice(inserted)
     }
     return stored
@@ -500,7 +519,8 @@ export class MongoEventStore implements EventStore {
    */
   read(filter: StreamFilter, afterId: number, limit: number, opts: ReadOptions = {}): Promise<StoredEvent[]> {
     const { upTo, maxBytes = Number.POSITIVE_INFINITY, signal } = opts
-    if (limit <= 0) return Promise.resolve([])
+    // An empty range holds nothing: no query (on FerretDB it would still scan the collection).
+    if (limit <= 0 || (upTo !== undefined && upTo <= afterId)) return Promise.resolve([])
     const q: Filter<EventDoc> = { _id: upTo === undefined ? { $gt: afterId } : { $gt: afterId, $lte: upTo } }
     switch (filter.kind) {
       case 'competitions':
@@ -515,13 +535,13 @@ export class MongoEventStore implements EventStore {
         break
     }
     return this.readQueue.run((ms) => {
-      const cursor = this.replayColl.find(q, { projection: EVENT_PROJECTION, sort: this.replaySort, limit, batchSize: Math.min(limit, REPLAY_BATCH), timeoutMS: ms })
+      const cursor = this.replayColl.find(q, { projection: EVENT_PROJECTION, ...(this.replaySort === undefined ? {} : { sort: this.replaySort }), limit, batchSize: Math.min(limit, REPLAY_BATCH), timeoutMS: ms })
       return this.readPage(cursor, maxBytes, 'replay read', ms)
     }, signal)
   }
 
   async evictedThrough(): Promise<number> {
-    const [d] = await this.coll.find({}, { projection: { _id: 1, prev: 1 }, ...this.deadline }).sort({ $natural: 1 }).limit(1).toArray()
+    const [d] = await this.oldestFirst(this.coll.find({}, { projection: { _id: 1, prev: 1 }, ...this.deadline })).limit(1).toArray()
     if (d === undefined) return 0
     return typeof d.prev === 'number' ? d.prev : Number(d._id) - 1
   }
@@ -533,9 +553,8 @@ export class MongoEventStore implements EventStore {
   }
 
   tail(afterId: number, handlers: TailHandlers): Tail {
-    // The head-polling tail stays opt-in: on a busy FerretDB its fallback scans (large events, bursts)
-    // fell seconds behind the tailable cursor in the hostile-input suite.
-    const poll = this.opts.tail === 'poll'
+    // FerretDB's tailable cursor reads the whole collection at every poll (see MongoHead).
+    const poll = this.opts.tail === 'poll' || (this.opts.tail === undefined && this.announced !== undefined)
     const topts = { ...this.opts, timeoutMs: this.timeoutMs }
     const t = poll ? new HeadPollTail(this, this.db, this.coll, afterId, handlers, topts) : new AwaitDataTail(this, this.db, this.coll, afterId, handlers, topts)
     this.tails.add(t)
@@ -551,30 +570,10 @@ export class MongoEventStore implements EventStore {
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
+    this.announced?.close()
     await Promise.all([...this.tails].map((t) => t.close()))
     // Forced: a tail's awaitData getMore may still wait out its maxTimeMS on the server.
     await Promise.all([this.client.close(true), this.replayClient.close(true)])
-  }
-
-  /**
-   * Tell the FerretDB tails (this process's and the other instances') that `docs` are stored, and
-   * hand them the small ones (see HeadPollTail). Not awaited: the append is stored whatever happens
-   * here, and a tail that finds the head short reads the collection instead.
-   */
-  private raiseHead(docs: EventDoc[]): void {
-    const small = docs.filter((d) => eventBytes(toEvent(d)) <= HEAD_EVENT_MAX_BYTES)
-    const raise = { $max: { id: docs[docs.length - 1]._id } }
-    const options = { upsert: true, ...this.deadline }
-    void this.headColl
-      .updateOne({ _id: 'head' }, { ...raise, $push: { recent: { $each: small, $slice: -HEAD_RECENT } } }, options)
-      // FerretDB refuses inside an update some documents it stores on their own (NUL, some Unicode,
-      // deep nesting): then the id alone, and the tails read those events from the collection.
-      .catch(() => this.headColl.updateOne({ _id: 'head' }, raise, options))
-      .catch(() => {})
-  }
-
-  async head(): Promise<HeadDoc | null> {
-    return this.headColl.findOne({ _id: 'head' }, this.deadline)
   }
 
   /** For the tail's check that it has not silently lost its place. */
@@ -582,18 +581,38 @@ export class MongoEventStore implements EventStore {
     return this.newestId()
   }
 
+  /**
+   * After an id conflict. On FerretDB the head can be behind the collection: a writer that died
+   * between storing and announcing (it answered nobody) left ids the head does not cover, and every
+   * id read from the head would collide again. So the collection's own newest id (a scan there), and
+   * the head is raised to it for the tails and the next appends.
+   */
+  private async newestAfterConflict(): Promise<number | null> {
+    const newest = await this.edgeId(-1)
+    if (this.announced !== undefined && newest !== null) await this.announced.repair(newest)
+    return newest
+  }
+
+  /** The newest id stored: on FerretDB the head (one document, at or past every acknowledged id), elsewhere the collection's natural edge. */
   private newestId(): Promise<number | null> {
-    return this.edgeId(-1)
+    return this.announced !== undefined ? this.announced.newest() : this.edgeId(-1)
   }
 
   /**
    * The oldest or newest id. Insertion order is id order (see append), so the collection's natural
-   * order answers it: a capped collection's cheapest read on MongoDB, and the one sort FerretDB
-   * hands down to SQLite (a sort on _id makes it read and sort the whole collection).
+   * order answers it: a capped collection's cheapest read on MongoDB. On FerretDB the oldest is the
+   * first document of a read without a sort (see replaySort: one document, not a read and sort of
+   * the whole collection); the newest still costs that, `$natural: -1` being a sort there too.
    */
   private async edgeId(dir: 1 | -1): Promise<number | null> {
-    const [d] = await this.coll.find({}, { projection: { _id: 1 }, ...this.deadline }).sort({ $natural: dir }).limit(1).toArray()
+    const find = this.coll.find({}, { projection: { _id: 1 }, ...this.deadline })
+    const [d] = await (dir === 1 ? this.oldestFirst(find) : find.sort({ $natural: -1 })).limit(1).toArray()
     return d === undefined ? null : Number(d._id)
+  }
+
+  /** A read of the collection oldest first: natural order, which FerretDB gives a read without a sort (see replaySort). */
+  private oldestFirst<T>(cursor: FindCursor<T>): FindCursor<T> {
+    return this.isFerretDb ? cursor : cursor.sort({ $natural: 1 })
   }
 }
 

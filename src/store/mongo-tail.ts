@@ -21,15 +21,8 @@ export interface TailHost {
   readonly tailStats: MongoTailStats
   /** The newest stored id (for the check that a cursor has not silently lost its place). */
   newest(): Promise<number | null>
-  /** The head document appends keep up to date (FerretDB; see HeadPollTail). */
-  head(): Promise<HeadDoc | null>
-}
-
-/** FerretDB: the newest id appended, and the newest small events themselves (in the order their writes landed). */
-export interface HeadDoc {
-  _id: string
-  id: number
-  recent?: EventDoc[]
+  /** What appends announce (FerretDB; see MongoHead): the newest id stored, and the recent documents after an id. */
+  readonly announced?: { newest(): Promise<number | null>; after(last: number): Promise<EventDoc[]> }
 }
 
 export interface MongoTailOptions {
@@ -55,9 +48,11 @@ const AWAIT_MS = 5000
 const TAIL_BATCH = 10_000
 /** At most this many bytes of documents are handed over from one read (a catch-up goes on with the next). */
 const TAIL_MAX_BYTES = 16 * 1024 * 1024
-/** The polling tail's pause between polls of the head, and its read of the events regardless of the head. */
+/** The polling tail's pause between polls of the head, and its read of the events regardless of the head (see HeadPollTail). */
 const POLL_MS = 20
-const FULL_READ_MS = 30_000
+/** After a second without anything new the polling tail slows to this: an idle instance costs FerretDB less. */
+const IDLE_POLL_MS = 100
+const FULL_READ_MS = 300_000
 
 /**
  * The loop shared by both tails: follow, hand over new events in id order exactly once, and after
@@ -219,43 +214,55 @@ export class AwaitDataTail extends TailLoop {
 }
 
 /**
- * The tail on FerretDB. FerretDB v1.24 hands SQLite no range on `_id` (only equality on a string or
- * ObjectId `_id`), and any sort, `$natural` included, reads the whole collection first: every query
- * of the events is a scan. Its tailable cursor ran one such scan on every awaitData poll (about
- * every 10 ms), so an idle instance kept FerretDB busy and delivery slowed as the collection grew.
- * This tail polls a one-document head (`<collection>_head`, `_id: "head"`: a lookup SQLite answers
- * by its index) that every append raises to the newest id it stored, adding its events of at most
- * 2 KB to the head's newest 64. A poll costs that one document. The new events are taken from the
- * head when it holds all of them (their `prev` links chain from the last id handed over to the
- * head's id); otherwise (a large event, a burst of more than 64, another writer's head update still
- * on its way) they are read from the collection (one scan), as they are every FULL_READ_MS in case a
- * writer failed to update the head.
+ * The tail on FerretDB, whose tailable cursor re-runs its query, a read of the whole collection, on
+ * every poll (see MongoHead): an idle instance kept FerretDB busy and delivery slowed as the
+ * collection grew. This tail polls the head (one small document) every POLL_MS (IDLE_POLL_MS after a
+ * second without anything new); when it has moved,
+ * it takes the new events from the recent collection as far as they chain on from the last one
+ * handed over (each one's `prev` is the one before), and reads the events collection (a scan) only
+ * when they do not reach the head: more new events than the recent collection keeps, or one it
+ * missed. It also reads the events collection every FULL_READ_MS, in case an append stored events
+ * and its process died before announcing them while nothing was appended after them (any later
+ * append's events would not chain on, and the tail would read them then). Rarely: a read is a scan.
  */
 export class HeadPollTail extends TailLoop {
   private fullReadAt = Date.now()
 
+  private emptyPolls = 0
+
   protected idlePauseMs(): number {
-    return this.opts.pollMs ?? POLL_MS
+    const active = this.opts.pollMs ?? POLL_MS
+    return ++this.emptyPolls * active >= 1000 ? Math.max(active, IDLE_POLL_MS) : active
   }
 
   protected async follow(): Promise<boolean> {
+    const more = await this.poll()
+    if (more) this.emptyPolls = 0
+    return more
+  }
+
+  private async poll(): Promise<boolean> {
+    const announced = this.host.announced
+    if (announced === undefined) throw new Error('the polling tail needs a store that announces its appends')
     this.host.tailStats.opens++
     const timeoutMS = this.opts.timeoutMs
-    const head = await withDeadline(this.host.head(), timeoutMS, 'tail')
+    const head = (await withDeadline(announced.newest(), timeoutMS, 'tail')) ?? 0
     const due = Date.now() - this.fullReadAt >= FULL_READ_MS
-    if ((head?.id ?? 0) <= this.last && !due) return false
-    if (head !== null && !due) {
-      // The new events, when the head holds every one of them: each one's `prev` is the one before.
-      const fresh = (head.recent ?? []).filter((d) => Number(d._id) > this.last).sort((a, b) => Number(a._id) - Number(b._id))
+    if (head <= this.last && !due) return false
+    if (!due) {
+      const recent = await withDeadline(announced.after(this.last), timeoutMS, 'tail')
+      const chained: EventDoc[] = []
       let expect = this.last
-      for (const d of fresh) {
+      for (const d of recent) {
         if (Number(d.prev) !== expect) break
+        chained.push(d)
         expect = Number(d._id)
       }
-      if (expect === Number(head.id)) return this.hand(fresh) > 0
+      if (expect >= head) return this.hand(chained) > 0
     }
     this.fullReadAt = Date.now()
     const catchUp = 6 * timeoutMS
+    // No sort: FerretDB reads a capped collection in natural order (id order) and would read and sort all of it for any sort.
     const forward = this.coll.find({ _id: { $gt: this.last } }, { limit: TAIL_BATCH, batchSize: 1000, timeoutMS: catchUp })
     const docs: EventDoc[] = []
     let bytes = 0
@@ -274,6 +281,7 @@ export class HeadPollTail extends TailLoop {
     } finally {
       void forward.close().catch(() => {})
     }
-    return this.hand(docs) > 0
+    // Sorted anyway: hand() drops an id not above the last one handed over.
+    return this.hand(docs.sort((a, b) => Number(a._id) - Number(b._id))) > 0
   }
 }
