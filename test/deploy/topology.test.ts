@@ -53,8 +53,11 @@ t.test('nginx -> 3 instances -> FerretDB + NATS x3: kill -9 writer, kill -9 its 
     LOG_LEVEL: 'info',
   }
   const instances: (ServerProcess | undefined)[] = [undefined, undefined, undefined]
+  /** Every process started, killed ones included (their logs). */
+  const spawned: { i: number; s: ServerProcess }[] = []
   const start = async (i: number): Promise<void> => {
     instances[i] = await spawnServer({ ...env, PORT: String(ports[i]) })
+    spawned.push({ i, s: instances[i]! })
   }
   const alive = (i: number): boolean => {
     const s = instances[i]
@@ -94,11 +97,19 @@ t.test('nginx -> 3 instances -> FerretDB + NATS x3: kill -9 writer, kill -9 its 
   await Promise.all(followers.map((f) => f.start()))
 
   const posts: Post[] = []
+  /** Answers lost on the way (the post was sent again with its key). */
+  let lost = 0
   const poster = async (lane: number): Promise<void> => {
     for (let n = 0; posting; n++) {
       const text = `p${lane}-${n}`
       const sentAt = performance.now()
-      const r = await postTo(nginx.url, { text, room: ROOM }).catch((err: Error) => ({ status: 0, body: err.message }))
+      // As the README tells clients: a post whose answer was lost (here: a kept-alive connection
+      // that nginx's reload closed as the request went out) is sent again with the same key.
+      let r: { status: number; body: any } = { status: 0, body: '' }
+      for (let attempt = 0; attempt < 3 && (attempt === 0 || r.status === 0); attempt++) {
+        if (attempt > 0) lost++
+        r = await postTo(nginx.url, { text, room: ROOM }, { 'idempotency-key': text }).catch((err: Error) => ({ status: 0, body: err.message }))
+      }
       posts.push({ text, sentAt, status: r.status, body: r.body })
       await sleep(20)
     }
@@ -192,7 +203,13 @@ t.test('nginx -> 3 instances -> FerretDB + NATS x3: kill -9 writer, kill -9 its 
   const storeIds = stored.map((e) => String(e.id))
 
   t.ok(storeIds.every((id, i) => i === 0 || BigInt(id) > BigInt(storeIds[i - 1])), 'store ids strictly increasing')
-  t.ok([...acceptedIds].every((id) => storeIds.includes(id)), `every accepted post is stored (${acceptedIds.size} accepted, ${stored.length} stored)`)
+  if (!t.ok([...acceptedIds].every((id) => storeIds.includes(id)), `every accepted post is stored (${acceptedIds.size} accepted, ${stored.length} stored)`)) {
+    // What the next person needs to find where they went: which ids, what the store's head says, and what the writers logged.
+    const missing = [...acceptedIds].filter((id) => !storeIds.includes(id)).map(Number).sort((a, b) => a - b)
+    t.comment(`missing ${missing.length}: ${JSON.stringify(missing.slice(0, 200))}; stored ${storeIds[0]}..${storeIds[storeIds.length - 1]}`)
+    t.comment(`head: ${JSON.stringify(await reader.client.db(TEST_DATABASE).collection(`${collection}_head`).findOne({}))}`)
+    for (const x of spawned) t.comment(`instance ${x.i} (pid ${x.s.child.pid}):\n${x.s.output().split('\n').filter((l) => /NATS|lease|writer|"level":[45]0/.test(l)).slice(-60).join('\n')}`)
+  }
   const texts = stored.map((e) => String(e.data.text))
   t.equal(new Set(texts).size, texts.length, 'each posted event stored at most once')
   const posted = new Map(posts.map((p) => [p.text, p]))
@@ -215,6 +232,7 @@ t.test('nginx -> 3 instances -> FerretDB + NATS x3: kill -9 writer, kill -9 its 
   }
   t.equal(exact, CLIENTS, `all ${CLIENTS} clients (through nginx only) hold exactly the store's ${storeIds.length} events, in order`)
   t.equal(followers.reduce((s, f) => s + f.resets, 0), 0, 'no client needed a reset')
+  t.comment(`${lost} answers lost on the way and sent again with the same Idempotency-Key`)
   t.ok(followers.some((f) => f.reconnects > 0), `clients reconnected through nginx (${followers.reduce((s, f) => s + f.reconnects, 0)} reconnects)`)
 
   // What each fault cost: the longest time from a post to the last client receiving its event, for
