@@ -2,15 +2,21 @@ import { totalmem } from 'node:os'
 import { getHeapStatistics } from 'node:v8'
 
 /** What holds memory in proportion to traffic; each is bounded in serialised bytes. */
-export type MemoryPart = 'store' | 'history' | 'frames' | 'clients'
+export type MemoryPart = BoundedPart | 'ingest' | 'presence'
+
+/** The parts that take a share of the budget (see BUDGET_SHARES). */
+export type BoundedPart = 'store' | 'history' | 'frames' | 'clients'
 
 /**
  * The share of the budget each part may hold. `store`: the embedded ring's events (none on MongoDB);
  * `history`: the hot history's frames; `frames`: frames of replays read from the store, shared by the
  * clients replaying the same events; `clients`: bytes written to clients' sockets and not yet taken
  * by the kernel (each client at most `streams.maxBufferedBytes`; a measure, not a reservation).
+ * Measured but bounded by their own limits, not by a share: `ingest` (NATS messages on their way to
+ * the store: at most twice `nats.batchSize` of them, each within the server's max_payload) and
+ * `presence` (the instances' presence documents: one entry per stream key with clients).
  */
-export const BUDGET_SHARES: Record<MemoryPart, number> = { store: 0.5, history: 0.25, frames: 1 / 16, clients: 3 / 16 }
+export const BUDGET_SHARES: Record<BoundedPart, number> = { store: 0.5, history: 0.25, frames: 1 / 16, clients: 3 / 16 }
 
 /** A budget below this cannot hold one event of the decoder's largest size in every part. */
 export const MIN_BUDGET_BYTES = 16 * 1024 * 1024
@@ -42,7 +48,7 @@ export class MemoryBudget {
   }
 
   /** The most `part` may hold. */
-  limit(part: MemoryPart): number {
+  limit(part: BoundedPart): number {
     return Math.floor(this.totalBytes * BUDGET_SHARES[part])
   }
 

@@ -134,6 +134,11 @@ export class NatsIngest {
     return { ...this.st }
   }
 
+  /** Bytes of NATS messages this instance holds on their way to the store (memory budget part `ingest`). */
+  get heldBytes(): number {
+    return (this.writer as NatsWriter | undefined)?.heldBytes ?? 0
+  }
+
   /** Connect, ensure the streams and the lease bucket, and start competing for the writer lease. */
   async start(): Promise<void> {
     const nc = await connect({

@@ -79,6 +79,16 @@ interface Item {
   ack(): void
 }
 
+/** Bookkeeping per message held (the item, the nats.js message object), estimated. */
+const ITEM_OVERHEAD = 320
+
+/** What one message held costs: payload, subject and headers as they came, plus bookkeeping. */
+function itemBytes(m: Item): number {
+  let n = m.data.length + m.subject.length + ITEM_OVERHEAD
+  if (m.headers !== undefined) for (const k of m.headers.keys()) for (const v of m.headers.values(k)) n += k.length + v.length + 4
+  return n
+}
+
 function fromConsumer(m: JsMsg): Item {
   return { seq: m.seq, subject: m.subject, data: m.data, headers: m.headers, storedAtMs: Math.floor(m.info.timestampNanos / 1e6), next: false, ack: () => m.ack() }
 }
@@ -158,12 +168,24 @@ export class NatsWriter {
   private catchingUp = false
   /** When the consumer last handed over a message past the position. */
   private deliveredAt = 0
+  /** Bytes of the batches being written now (the consumer's and the catch-up's). */
+  private writingBytes = 0
 
   constructor(private readonly d: WriterDeps) {}
 
   /** A batch or a consumer reset in flight (close waits for it, so that its acks go out). */
   get busy(): boolean {
     return this.draining || this.resetting !== undefined
+  }
+
+  /**
+   * Bytes of the messages this writer holds: delivered and waiting, or being written (memory budget
+   * part `ingest`). At most twice `nats.batchSize` delivered messages wait (the consumer's pull).
+   */
+  get heldBytes(): number {
+    let n = this.writingBytes
+    for (const m of this.queue) n += itemBytes(m)
+    return n
   }
 
   /** Consuming, or about to (the lease renewal restarts a writer that is neither). */
@@ -361,6 +383,16 @@ export class NatsWriter {
   }
 
   private async writeBatch(batch: Item[]): Promise<void> {
+    const bytes = batch.reduce((n, m) => n + itemBytes(m), 0)
+    this.writingBytes += bytes
+    try {
+      await this.writeItems(batch)
+    } finally {
+      this.writingBytes -= bytes
+    }
+  }
+
+  private async writeItems(batch: Item[]): Promise<void> {
     const accepted: { m: Item; event: NewEvent }[] = []
     const dead: { m: Item; reason: string }[] = []
     const done: Item[] = []

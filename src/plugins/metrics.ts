@@ -87,7 +87,7 @@ export default fp(
     const budget = app.budget
     new Gauge({
       name: 'tailcast_memory_bytes',
-      help: 'Bytes held by each part that grows with traffic (store: the embedded ring; history: the hot history; frames: frames of replays read from the store; clients: bytes written to clients and not yet taken by their sockets), in serialised bytes plus bookkeeping',
+      help: 'Bytes held by each part that grows with traffic (store: the embedded ring; history: the hot history; frames: frames of replays read from the store; clients: bytes written to clients and not yet taken by their sockets; ingest: NATS messages on their way to the store; presence: presence documents), in serialised bytes plus bookkeeping',
       labelNames: ['part'],
       registers: [registry],
       collect() {

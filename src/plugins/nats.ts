@@ -24,6 +24,7 @@ export default fp(
       throw serviceError('NATS', app.config.nats.url, 'nats.url', err)
     }
     app.decorate('nats', nats)
+    app.budget.track('ingest', () => nats.heldBytes)
     // preClose: stop writing and hand the lease over before the store closes.
     app.addHook('preClose', () => closeStep(app.log, 'NATS', () => nats.close()))
   },

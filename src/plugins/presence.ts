@@ -34,6 +34,13 @@ interface PresenceDoc {
   counts: { k: string; n: number }[]
 }
 
+/** A document's keys as JavaScript strings (two bytes a character) and an estimate of the objects around them. */
+function presenceBytes(d: PresenceDoc): number {
+  let n = 2 * d._id.length + 64
+  for (const { k } of d.counts) n += 2 * k.length + 64
+  return n
+}
+
 /**
  * Who is watching (`app.presence`). Each instance on a MongoDB store keeps one document in
  * `<collection>_presence` with its clients per stream key, rewritten when they change (at most every
@@ -96,9 +103,13 @@ export default fp(
     timer.unref()
 
     let cached: { at: number; docs: Promise<PresenceDoc[]> } | undefined
+    /** Bytes of the other instances' documents last read (memory budget part `presence`, with this instance's own). */
+    let othersBytes = 0
+    app.budget.track('presence', () => 2 * written.length + othersBytes)
     const others = (): Promise<PresenceDoc[]> => {
       if (cached === undefined || Date.now() - cached.at > READ_CACHE_MS) {
         const docs = coll.find({ _id: { $ne: id }, at: { $gt: new Date(Date.now() - PRESENCE_STALE_MS) } }, { timeoutMS: Math.min(2000, store.timeoutMs) }).toArray()
+        void docs.then((ds) => (othersBytes = ds.reduce((n, d) => n + presenceBytes(d), 0)), () => {})
         // A failed read is not kept: the next request tries again.
         docs.catch(() => {
           if (cached?.docs === docs) cached = undefined

@@ -126,3 +126,37 @@ t.test('a NATS server without JetStream stops the start with what to do (no wait
   t.teardown(() => plain.dispose())
   await t.rejects(startServer({ nats: { url: plain.url } }), /NATS \(nats\.url\) has no JetStream: .*start nats-server with JetStream \(-js\)/)
 })
+
+t.test('memory budget: NATS messages waiting for the store count in tailcast_memory_bytes{part="ingest"}, headers included', async (t) => {
+  const inner = new MemoryEventStore(1000)
+  let open!: () => void
+  const gate = new Promise<void>((r) => (open = r))
+  const store = slowFirstWrite(inner, 0)
+  const append = store.append.bind(store)
+  store.append = async (events, ids) => {
+    await gate
+    return append(events, ids)
+  }
+  const { server, nc } = await natsTestServer(t, {}, { store })
+  const cfg = server.config.nats
+  const ingestBytes = async (): Promise<number> => {
+    const text = await (await fetch(`${server.url}/metrics`)).text()
+    return Number(/^tailcast_memory_bytes\{part="ingest"\} (\d+)/m.exec(text)?.[1])
+  }
+  t.equal(await ingestBytes(), 0, 'nothing held before any message')
+  const js = nc.jetstream()
+  const payload = 'p'.repeat(30_000)
+  const h = (await import('nats')).headers()
+  h.set('X-Padding', 'h'.repeat(2000))
+  for (let i = 0; i < 20; i++) await js.publish(`${cfg.subject.slice(0, -1)}room.mem`, enc({ type: 'T', room: 'mem', data: { i, payload } }), { headers: h })
+  // Held until the store answers: wait for the writer to have taken all 20 (bounded).
+  let held = 0
+  const until = Date.now() + 20_000
+  while ((held = await ingestBytes()) < 20 * 32_000 && Date.now() < until) await new Promise((r) => setTimeout(r, 50))
+  t.ok(held >= 20 * 32_000 && held < 20 * 40_000, `20 messages of 30 KB with 2 KB of headers held: ${held} bytes`) || t.comment(JSON.stringify(server.app.nats!.state))
+  open()
+  const until2 = Date.now() + 20_000
+  while ((await inner.read({ kind: 'room', room: 'mem' }, 0, 100)).length < 20 && Date.now() < until2) await new Promise((r) => setTimeout(r, 50))
+  t.equal((await inner.read({ kind: 'room', room: 'mem' }, 0, 100)).length, 20, 'all stored once the store answers')
+  t.equal(await ingestBytes(), 0, 'and no longer held')
+})

@@ -78,6 +78,8 @@ t.test('presence across two instances on one FerretDB, while clients join and le
     t.equal(p.instances, 2, 'both instances are counted')
   }
   t.equal(await metric(a, 'room'), 3, 'tailcast_presence sums the instances')
+  const presenceBytes = Number(/^tailcast_memory_bytes\{part="presence"\} (\d+)/m.exec(await (await fetch(`${a.url}/metrics`)).text())?.[1])
+  t.ok(presenceBytes > 0 && presenceBytes < 4096, `the presence documents count in the memory budget's parts: ${presenceBytes} bytes`)
   onB.push(await live(openWs(`${b.wsUrl}${stream}`)))
   await waitPresence(a, stream, 4)
   onA[0].close()
