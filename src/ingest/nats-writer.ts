@@ -314,7 +314,7 @@ export class NatsWriter {
       // Until the consumer hands over something past the position (then it is the faster path:
       // batches, not one request per message), or for CATCH_UP_MAX_MS.
       while (this.d.leaseHeld() && this.deliveredAt <= began && performance.now() - began <= CATCH_UP_MAX_MS) {
-        const got = await this.readAfter(this.d.st.lastSequence, this.d.cfg.batchSize)
+        const { items: got } = await this.readAfter(this.d.st.lastSequence, this.d.cfg.batchSize)
         if (got.length > 0) {
           read += got.length
           await this.exclusive(() => this.writeBatch(got))
@@ -331,24 +331,28 @@ export class NatsWriter {
     void this.drain()
   }
 
-  /** Up to `max` messages after `position`, in order, each "the next one at or after" (any replica answers). */
-  private async readAfter(position: number, max: number, below = Infinity): Promise<Item[]> {
-    const out: Item[] = []
+  /**
+   * Up to `max` messages after `position`, in order, each "the next one at or after" (any replica
+   * answers). `ranOut`: the answering replica had nothing more, before `below` (it may be behind
+   * the stream's leader: a follower answers direct gets with what it has).
+   */
+  private async readAfter(position: number, max: number, below = Infinity): Promise<{ items: Item[]; ranOut: boolean }> {
+    const items: Item[] = []
     let at = position + 1
-    while (out.length < max && at < below) {
+    while (items.length < max && at < below) {
       let m: StoredMsg
       try {
         // The manager has it (nats.js types name it only on the implementation).
         m = await (this.d.jsm() as JetStreamManager & { direct: { getMessage(stream: string, q: { seq: number; next_by_subj: string }): Promise<StoredMsg> } }).direct.getMessage(this.d.cfg.stream, { seq: at, next_by_subj: this.d.cfg.subject })
       } catch (err) {
-        if (/no message found|404/i.test(`${(err as { code?: string }).code ?? ''} ${(err as Error).message}`)) break
+        if (/no message found|404/i.test(`${(err as { code?: string }).code ?? ''} ${(err as Error).message}`)) return { items, ranOut: true }
         throw err
       }
       if (m.seq >= below) break
-      out.push(fromDirect(m))
+      items.push(fromDirect(m))
       at = m.seq + 1
     }
-    return out
+    return { items, ranOut: false }
   }
 
   /** Run `write` while no batch is being written (the consumer's and the catch-up's take turns). */
@@ -410,12 +414,17 @@ export class NatsWriter {
         // died), or a consumer set up at the store's position began past where the catch-up left
         // the position: read what lies between directly, then this one. Never taken on trust,
         // not even as a new consumer's first message.
-        const between = await this.readAfter(last, m.seq - last - 1, m.seq)
+        const { items: between, ranOut } = await this.readAfter(last, m.seq - last - 1, m.seq)
         if (between.length > 0) {
           batch.splice(i, 0, ...between)
           i--
           continue
         }
+        // Nothing found before this message by a replica that does not have this message either:
+        // it is behind, and the messages between are unread, not absent. Taking this one would skip
+        // them for good (their redelivery would be at or below the position): start again from the
+        // store's position instead, where the consumer's leader delivers them.
+        if (ranOut) throw new Error(`messages ${last + 1} to ${m.seq - 1} could not be read (the replica that answered is behind the stream)`)
       }
       last = m.seq
       done.push(m)
