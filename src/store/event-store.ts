@@ -83,6 +83,7 @@ export interface EventStore {
   findByKey(key: string): Promise<StoredEvent | null>
   /** Stored events of a stream with id > afterId (and <= opts.upTo, when given), oldest first, at most `limit`. */
   read(filter: StreamFilter, afterId: number, limit: number, opts?: ReadOptions): Promise<StoredEvent[]>
+  /** The oldest and newest ids stored, read from what is stored: where the tail, the NATS writer and a relay start. */
   bounds(): Promise<StoreBounds>
   /** The newest id stored (null: none), at or past every id an append has answered: the position query of read-your-writes. */
   newest(): Promise<number | null>
