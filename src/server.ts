@@ -40,6 +40,11 @@ export async function serve(config: Config, listen: Pick<ListenOptions, 'reusePo
       process.exit(1)
     }
     app.log.info('shutdown: done')
+    // The log is written asynchronously: exiting with a write in flight printed its line after
+    // the ones buffered behind it (seen on a busy machine: "shutting down" after "shutdown: done").
+    // (Bounded by the shutdown deadline above.)
+    const log = app.log as { flush?: (cb: () => void) => void }
+    await new Promise<void>((resolve) => (log.flush === undefined ? resolve() : log.flush(() => resolve())))
     process.exit(0)
   }
   process.once('SIGTERM', () => void stop('SIGTERM'))
