@@ -5,6 +5,8 @@ import { startServer, storeOverrides, type TestServer } from '../helpers/server.
 import { waitUntil } from '../helpers/wait.js'
 
 const TRIES = 40
+// Six scenarios of 80 posts and streams on FerretDB: 2 minutes on a quiet machine, over tap's 5 on a busy one.
+t.setTimeout(900_000)
 /**
  * The live wait, generous: on a busy machine the NATS writer or the FerretDB tail can lag seconds,
  * and past the wait an event not stored yet comes after `live` (the fallback, counted and printed).
