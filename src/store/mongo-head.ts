@@ -54,14 +54,7 @@ export class MongoHead {
     // the tail's chain, and the tail reads the events collection instead.
     // Only what it keeps: a tail further behind reads the events collection anyway.
     await this.recent.insertMany(docs.slice(-RECENT_KEEP), { ordered: false, timeoutMS: this.timeoutMs }).catch(() => {})
-    try {
-      await this.raise(newest)
-    } catch {
-      // Stored is stored: the caller is answered, this process's position queries count it (see
-      // newest), and the raise is retried until it succeeds so the tails see it.
-      this.pending = Math.max(this.pending, newest)
-      void this.retry()
-    }
+    await this.raiseOrRetry(newest)
     if (newest - this.trimmedBelow >= 2 * RECENT_KEEP) {
       this.trimmedBelow = newest - RECENT_KEEP
       void this.recent.deleteMany({ _id: { $lte: this.trimmedBelow } }, { timeoutMS: this.timeoutMs }).catch(() => {})
@@ -81,18 +74,39 @@ export class MongoHead {
     return docs.sort((a, b) => Number(a._id) - Number(b._id))
   }
 
-  /** The events collection holds ids up to `newest` that were never announced (their writer died first). */
+  /** The events collection holds ids up to `newest` (some perhaps never announced: their writer died first). */
   async repair(newest: number): Promise<void> {
-    await this.raise(newest)
+    await this.raiseOrRetry(newest)
   }
 
   close(): void {
     this.closed = true
   }
 
-  private raise(id: number): Promise<unknown> {
-    const update = this.head.updateOne({ _id: 'head' }, { $max: { id } }, { upsert: true, timeoutMS: this.timeoutMs })
-    return withDeadline(update, this.timeoutMs, 'head')
+  /**
+   * Raise the head; when that fails, the id is stored all the same (the caller is answered): this
+   * process's position queries count it at once (see newest), and the raise is retried until it
+   * succeeds so that the tails see it.
+   */
+  private async raiseOrRetry(id: number): Promise<void> {
+    try {
+      await this.raise(id)
+    } catch {
+      this.pending = Math.max(this.pending, id)
+      void this.retry()
+    }
+  }
+
+  private async raise(id: number): Promise<void> {
+    const update = () => this.head.updateOne({ _id: 'head' }, { $max: { id } }, { upsert: true, timeoutMS: this.timeoutMs })
+    try {
+      await withDeadline(update(), this.timeoutMs, 'head')
+    } catch (err) {
+      // Two first upserts at once (instances opening or appending together): one creates the
+      // document, the other's insert collides; the document is there now, so once more.
+      if ((err as { code?: number }).code !== 11000) throw err
+      await withDeadline(update(), this.timeoutMs, 'head')
+    }
   }
 
   private async retry(): Promise<void> {

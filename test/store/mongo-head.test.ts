@@ -28,3 +28,21 @@ t.test('a head ahead of the collection: events with ids of their own are stored,
   t.same((await store.read({ kind: 'room', room: 'h' }, 0, 10)).map((e) => e.id), [1, 2, 3, 4, 5])
   t.same((await store.append([event('e')], [5])).map((e) => e.id), [], 'a real redelivery is still skipped')
 })
+
+t.test('many instances raising a missing head at once (opening together): none fails, the head is the newest id', async (t) => {
+  const first = await openMongoStore()
+  t.teardown(() => first.close())
+  if (first.announced === undefined) {
+    t.pass('no head on a real MongoDB')
+    return
+  }
+  await first.append([event('a'), event('b')])
+  const head = first.client.db(TEST_DATABASE).collection<{ _id: string; id: number }>(`${first.config.collection}_head`)
+  for (let round = 0; round < 5; round++) {
+    await head.deleteMany({})
+    // Each open raises the head to the collection's newest id: the first upserts race on one _id.
+    const stores = await Promise.all(Array.from({ length: 8 }, () => openMongoStore({ collection: first.config.collection })))
+    for (const s of stores) await s.close()
+    t.equal((await head.findOne({ _id: 'head' }))?.id, 2, `round ${round}: 8 opened at once, the head is 2`)
+  }
+})
