@@ -588,8 +588,8 @@ export class MongoEventStore implements EventStore {
    * The collection's own newest id (a scan on FerretDB), raising the head to it. On FerretDB the head
    * is at or past every acknowledged id but is no proof of what is stored: it can be behind (a writer
    * died between storing and announcing; every id read from it would collide again), and it was seen
-   * ahead under load (session 7: an announced batch not in the collection), where a writer with ids
-   * of its own that trusted it would skip events for good. So after an id conflict, for given ids,
+   * ahead under load (98 announced ids not in the collection; cause not found, BENCHMARKS.md), where
+   * a writer with ids of its own that trusted it skipped events for good. So after an id conflict, for given ids,
    * and for bounds() (where the tail, the NATS writer and a relay start), the collection answers.
    */
   private async newestInCollection(): Promise<number | null> {
