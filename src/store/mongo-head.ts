@@ -41,11 +41,6 @@ export class MongoHead {
     private readonly timeoutMs: number,
   ) {}
 
-  /** At open: the head covers what older versions stored without one. */
-  async init(newestStored: number | null): Promise<void> {
-    if (newestStored !== null) await this.raise(newestStored)
-  }
-
   /** `docs` are stored (in id order): tell the tails and the position queries. */
   async announce(docs: EventDoc[]): Promise<void> {
     if (docs.length === 0) return

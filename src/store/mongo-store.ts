@@ -188,9 +188,10 @@ export class MongoEventStore implements EventStore {
     if (missing.length > 0) await this.coll.createIndexes(missing)
     await ensureKeyIndex(this.coll, have)
     if (this.isFerretDb || this.opts.tail === 'poll') {
-      const announced = new MongoHead(this.db.collection<HeadDoc>(`${collection}_head`), this.db.collection<EventDoc>(`${collection}_recent`), this.timeoutMs)
-      await announced.init(await this.edgeId(-1))
-      this.announced = announced
+      // The head is raised to what older versions (or a writer that died before announcing) left
+      // by bounds(), which the hub reads before it starts, and after any id conflict: not here too,
+      // a second scan of the collection at every start.
+      this.announced = new MongoHead(this.db.collection<HeadDoc>(`${collection}_head`), this.db.collection<EventDoc>(`${collection}_recent`), this.timeoutMs)
     }
   }
 
